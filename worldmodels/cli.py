@@ -1,0 +1,97 @@
+"""The ``wm`` command: one thin subcommand per stage; the work lives in ``worldmodels.stages``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.data.store import StoreError
+from worldmodels.parallel import WorkerError
+from worldmodels.paths import PipelinePaths
+
+# Errors a user can act on: shown as one clear message, not a traceback.
+USER_ERRORS = (ConfigError, StoreError, WorkerError, ValueError, FileNotFoundError)
+
+
+def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error)) from error
+    return wrapper
+
+
+def pipeline_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--pipeline``, ``--set`` and ``--data-dir``, turned into (config, paths) arguments."""
+
+    @click.option("--pipeline", "-p", default="cartpole_balance", show_default=True,
+                  help="A pipeline name in pipelines/ or a path to a YAML file.")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override one setting, e.g. --set collect.episodes=10 (repeatable).")
+    @click.option("--data-dir", default="data", show_default=True, type=click.Path(file_okay=False),
+                  help="Outputs go to DATA_DIR/<pipeline>/.")
+    @functools.wraps(function)
+    def wrapper(pipeline: str, overrides: tuple[str, ...], data_dir: str, **kwargs: Any) -> Any:
+        config = load_pipeline(pipeline, overrides)
+        paths = PipelinePaths.for_pipeline(data_dir, config.name)
+        return function(config=config, paths=paths, **kwargs)
+
+    return wrapper
+
+
+def save_resolved_config(config: PipelineConfig, paths: PipelinePaths) -> None:
+    """Write the settings a stage ran with to ``config.yaml`` (atomically)."""
+    paths.ensure()
+    temporary = paths.config.with_suffix(".yaml.tmp")
+    temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    temporary.replace(paths.config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="worldmodels")
+def main() -> None:
+    """World Models (V-M-C) and Dreamer, stage by stage, on the same data."""
+
+
+@main.command()
+@_user_errors
+@pipeline_options
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def collect(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
+    """Collect exploration episodes from the real env into rollouts.h5 (resumable)."""
+    from worldmodels.stages import collect as collect_stage
+
+    save_resolved_config(config, paths)
+    path = collect_stage.run(config, paths, progress=not no_progress)
+    click.echo(f"rollouts: {path}")
+
+
+@main.command()
+@_user_errors
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def info(file: Path) -> None:
+    """Describe an HDF5 file written by worldmodels: episodes, steps, returns, shapes, schema."""
+    from worldmodels.stages.info import describe_rollouts
+
+    click.echo(describe_rollouts(file))
+
+
+@main.command("config")
+@_user_errors
+@pipeline_options
+def show_config(config: PipelineConfig, paths: PipelinePaths) -> None:
+    """Print the resolved settings of a pipeline (after --set overrides), and where outputs go."""
+    click.echo(f"# outputs: {paths.root}")
+    click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Environments behind one interface (:class:`PixelEnv`), and the exploration policies."""
+
+from __future__ import annotations
+
+from worldmodels.config import EnvConfig
+from worldmodels.envs.base import PixelEnv, StepResult
+from worldmodels.envs.policies import Policy, make_exploration_policy
+
+
+def make_env(config: EnvConfig) -> PixelEnv:
+    """Build the env that ``config.id`` names (``dmc:<domain>-<task>`` or ``gym:<EnvId>``)."""
+    kind, _, name = config.id.partition(":")
+    if kind == "dmc":
+        from worldmodels.envs.dmc import DMCEnv
+
+        if config.crop is not None:
+            raise ValueError("env.crop: dm_control frames are rendered at frame_size directly; set crop: null")
+        return DMCEnv(name, action_repeat=config.action_repeat, size=config.frame_size,
+                      camera=config.camera, shadows=config.shadows, reflections=config.reflections,
+                      antialias=config.antialias, max_episode_steps=config.max_episode_steps)
+    if kind == "gym":
+        from worldmodels.envs.gym_env import GymPixelEnv
+
+        return GymPixelEnv(name, action_repeat=config.action_repeat, size=config.frame_size,
+                           crop=config.crop, max_episode_steps=config.max_episode_steps)
+    raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym)")
+
+
+__all__ = ["PixelEnv", "Policy", "StepResult", "make_env", "make_exploration_policy"]

@@ -1,0 +1,108 @@
+"""Run a function over items in worker processes and get the results back in item order.
+
+Built on :class:`concurrent.futures.ProcessPoolExecutor`, which notices a dead worker (a crash,
+a kill, a segfault in native code) and fails the pending futures instead of hanging; we turn
+that into an error naming the items in flight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class WorkerError(RuntimeError):
+    """A worker process died, or a task in it failed; the message names the task."""
+
+
+def thread_limits(threads: int) -> dict[str, str]:
+    """Environment variables that hold a worker's native libraries to ``threads`` CPU threads.
+
+    ``LP_NUM_THREADS=0`` makes Mesa's llvmpipe rasterize in the calling thread, which is the
+    fastest for small frames when every core already runs a worker.
+    """
+    value = str(threads)
+    return {
+        "OMP_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        "OPENBLAS_NUM_THREADS": value,
+        "LP_NUM_THREADS": "0" if threads == 1 else value,
+    }
+
+
+@contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by processes started inside), restore them after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    # The parent handles Ctrl-C and stops the pool; workers must not print their own tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initializer(*initargs)
+
+
+def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], workers: int,
+                initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+                describe: Callable[[Item], str] = repr, threads_per_worker: int = 1,
+                max_in_flight: int | None = None) -> Iterator[Result]:
+    """Yield ``function(item)`` for each item, in order.
+
+    ``workers == 0`` runs everything in this process (for debugging). Otherwise ``workers``
+    spawned processes each run ``initializer(*initargs)`` once, with native libraries limited to
+    ``threads_per_worker`` threads. At most ``max_in_flight`` results (default ``2 * workers``)
+    are pending at once, so memory stays bounded however many items there are.
+    """
+    if workers == 0:
+        with environment(thread_limits(threads_per_worker)):
+            initializer(*initargs)
+            for item in items:
+                yield function(item)
+        return
+    limit = max_in_flight or 2 * workers
+    pending: deque[tuple[Item, Future]] = deque()
+    remaining = iter(items)
+    with environment(thread_limits(threads_per_worker)):
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(initializer, initargs))
+    try:
+        for item in remaining:
+            pending.append((item, pool.submit(function, item)))
+            if len(pending) >= limit:
+                break
+        while pending:
+            item, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                lost = ", ".join(describe(i) for i in [item, *(p[0] for p in pending)])
+                raise WorkerError(f"a worker process died (killed, out of memory, or a crash in "
+                                  f"native code) while running: {lost}") from None
+            next_item = next(remaining, _DONE)
+            if next_item is not _DONE:
+                pending.append((next_item, pool.submit(function, next_item)))
+            yield result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+_DONE: Any = object()

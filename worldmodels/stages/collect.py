@@ -1,0 +1,119 @@
+"""Stage `collect`: exploration episodes from the real env into ``rollouts.h5``.
+
+Episode ``i`` is seeded from ``(collect.seed, i)``, so the file's content does not depend on the
+number of workers; episodes are committed in order. Re-running resumes up to
+``collect.episodes``; raising that number appends. A killed run loses only the episodes in
+flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
+from worldmodels.data.store import Episode, RolloutWriter, StoreError
+from worldmodels.envs import make_env, make_exploration_policy
+from worldmodels.parallel import WorkerError, ordered_map
+from worldmodels.paths import PipelinePaths
+from worldmodels.rollout import episode_seeds, run_episode
+
+SOURCE_PREFIX = "collect:"
+
+# One env and one policy per worker process, built once by the initializer.
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(env_config: EnvConfig, collect_config: CollectConfig) -> None:
+    from worldmodels.envs.dmc import ensure_headless_rendering
+
+    ensure_headless_rendering()
+    env = make_env(env_config)
+    _worker["env"] = env
+    _worker["policy"] = make_exploration_policy(
+        collect_config.policy, env.action_size, collect_config.hold_min, collect_config.hold_max,
+        collect_config.brownian_std)
+    _worker["base_seed"] = collect_config.seed
+    _worker["source"] = SOURCE_PREFIX + collect_config.policy
+
+
+def _describe(index: int, base_seed: int) -> str:
+    env_seed, policy_seed = episode_seeds(base_seed, index)
+    return f"episode {index} (env seed {env_seed}, policy seed {policy_seed})"
+
+
+def _collect_episode(index: int) -> Episode:
+    base_seed = _worker["base_seed"]
+    env_seed, policy_seed = episode_seeds(base_seed, index)
+    try:
+        episode = run_episode(_worker["env"], _worker["policy"], env_seed, policy_seed)
+    except Exception as error:
+        detail = traceback.format_exc(limit=-3)
+        raise WorkerError(f"{_describe(index, base_seed)} failed: {type(error).__name__}: {error}\n"
+                          f"{detail}") from None
+    episode.index, episode.base_seed, episode.source = index, base_seed, _worker["source"]
+    return episode
+
+
+def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:
+    """Build the env once to learn (describe(), frame shape, action size)."""
+    from worldmodels.envs.dmc import ensure_headless_rendering
+
+    ensure_headless_rendering()
+    env = make_env(env_config)
+    try:
+        return env.describe(), env.frame_shape, env.action_size
+    finally:
+        env.close()
+
+
+def _episodes_done(writer: RolloutWriter, config: CollectConfig) -> int:
+    """How many of this config's collect episodes the file already holds (checked to be 0..n-1)."""
+    rows = writer.episode_rows()
+    sources = np.char.decode(rows["source"]) if len(rows) else np.zeros(0, str)
+    mine = rows[np.char.startswith(sources, SOURCE_PREFIX)] if len(rows) else rows
+    wanted = SOURCE_PREFIX + config.policy
+    for row in mine:
+        source = row["source"].decode()
+        if source != wanted or int(row["base_seed"]) != config.seed:
+            raise StoreError(
+                f"{writer.path} holds episodes collected with policy {source[len(SOURCE_PREFIX):]} and "
+                f"seed {int(row['base_seed'])}; this config asks for collect.policy={config.policy}, "
+                f"collect.seed={config.seed}. Use another --data-dir, or delete the file to start over.")
+    if not np.array_equal(mine["index"], np.arange(len(mine))):
+        raise StoreError(f"{writer.path}: collect episodes are not numbered 0..{len(mine) - 1} (a damaged file)")
+    return len(mine)
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Fill ``paths.rollouts`` up to ``config.collect.episodes`` collect episodes; return its path."""
+    collect = config.collect
+    env_info, frame_shape, action_size = probe_env(config.env)
+    paths.ensure()
+    with RolloutWriter(paths.rollouts, dataclasses.asdict(config.env), env_info, frame_shape,
+                       action_size, collect.compression) as writer:
+        done = _episodes_done(writer, collect)
+        if done >= collect.episodes:
+            print(f"{paths.rollouts}: already holds {done} collect episodes (asked for {collect.episodes})")
+            return paths.rollouts
+        todo = range(done, collect.episodes)
+        steps = 0
+        started = time.perf_counter()
+        with tqdm(total=collect.episodes, initial=done, unit="ep", desc="collect",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for episode in ordered_map(_collect_episode, todo, collect.workers, _init_worker,
+                                       (config.env, collect),
+                                       describe=lambda i: _describe(i, collect.seed),
+                                       threads_per_worker=collect.threads_per_worker):
+                writer.append(episode)
+                steps += episode.length
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{episode.total_return:.0f}")
+                bar.update(1)
+    return paths.rollouts

@@ -1,0 +1,42 @@
+"""``wm info FILE``: what a rollouts file holds, in words a person can check."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from worldmodels.data.store import RolloutReader
+
+LAYOUT = ("an episode of T steps stores T + 1 frames (reset frame, then one per action) and T "
+          "actions / rewards / terminated / truncated; actions[t] is taken on frames[t]")
+
+
+def describe_rollouts(path: str | Path) -> str:
+    """A multi-line summary of a rollouts file (raises StoreError if it cannot be read)."""
+    with RolloutReader(path) as reader:
+        lengths, returns = reader.lengths, reader.returns
+        sources = Counter(reader.episodes["source"].astype(str))
+        lines = [
+            f"file            {reader.path} ({Path(reader.path).stat().st_size / 2**20:.1f} MiB)",
+            f"schema version  {reader.schema_version} (rollouts)",
+            f"layout          {LAYOUT}",
+            f"env             {json.dumps(reader.env_config, sort_keys=True)}",
+            f"env facts       {json.dumps(reader.env_info, sort_keys=True)}",
+            f"frames          {reader.num_frames} x {'x'.join(map(str, reader.frame_shape))} uint8",
+            f"actions         {reader.num_steps} x {reader.action_size} float32 in [-1, 1]",
+            f"action repeat   {reader.action_repeat}",
+            f"episodes        {reader.num_episodes}"
+            + (f" ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))})" if sources else ""),
+        ]
+        if reader.num_episodes:
+            lines += [
+                f"steps           {reader.num_steps} agent steps "
+                f"({reader.num_steps * reader.action_repeat} env steps); per episode "
+                f"min {lengths.min()} / mean {lengths.mean():.1f} / max {lengths.max()}",
+                f"returns         mean {returns.mean():.2f} +- {returns.std():.2f} "
+                f"(min {returns.min():.2f}, median {np.median(returns):.2f}, max {returns.max():.2f})",
+            ]
+        return "\n".join(lines)
