@@ -41,7 +41,7 @@ class PixelEnv(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-able facts about the env (ids, bounds, time limit), stored with the rollouts."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most envs have nothing to free
         """Free the env's resources (GL contexts, windows)."""
 
     def _check_action(self, action: np.ndarray) -> np.ndarray:

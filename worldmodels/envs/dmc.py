@@ -78,7 +78,7 @@ class DMCEnv(PixelEnv):
         self._env.reset()
         self._control_steps = 0
         self._agent_steps = 0
-        return self._camera.render()
+        return self._render()
 
     def step(self, action: np.ndarray) -> StepResult:
         env_action = scale_action(self._check_action(action), self._low, self._high)
@@ -99,7 +99,11 @@ class DMCEnv(PixelEnv):
         self._agent_steps += 1
         if not terminated and self._agent_steps >= self.max_episode_steps:
             truncated = True
-        return StepResult(self._camera.render(), reward, terminated, truncated)
+        return StepResult(self._render(), reward, terminated, truncated)
+
+    def _render(self) -> np.ndarray:
+        # Camera.render returns a view of one buffer it reuses for every frame: copy it out.
+        return self._camera.render().copy()
 
     def describe(self) -> dict[str, Any]:
         return {

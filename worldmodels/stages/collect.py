@@ -116,4 +116,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{episode.total_return:.0f}")
                 bar.update(1)
+                if not progress:
+                    print(f"committed episode {episode.index + 1}/{collect.episodes}: "
+                          f"return {episode.total_return:.1f}, {steps / elapsed:.0f} steps/s", flush=True)
     return paths.rollouts

@@ -1,0 +1,74 @@
+# worldmodels: every target is an artifact of data/<pipeline>/, built by one `wm` stage.
+#
+#   make all                      the default pipeline end to end
+#   make collect PIPELINE=smoke   one stage of another pipeline
+#   make collect SET="collect.episodes=200 collect.workers=4"
+#   make test
+#
+# Each stage command resumes and does nothing when its output is complete, so its target is
+# always handed to `wm`; a stage's output changes (and later stages re-run) only when `wm`
+# actually writes it.
+
+PIPELINE ?= cartpole_balance
+DATA_DIR ?= data
+SET ?=
+PYTHON ?= python3
+
+VENV := .venv
+STAMP := $(VENV)/.installed
+WM := $(VENV)/bin/wm
+PIPELINE_NAME := $(basename $(notdir $(PIPELINE)))
+OUT := $(DATA_DIR)/$(PIPELINE_NAME)
+WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
+EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
+
+.PHONY: install collect vae mdnrnn controller evaluate dreamer report all test bench clean distclean FORCE
+
+all: collect
+
+install: $(STAMP)
+
+# The virtual environment, created and filled on first use. MuJoCo renders headless through
+# EGL, which needs Mesa's libraries from the system.
+$(STAMP): pyproject.toml
+	@if command -v dpkg >/dev/null 2>&1; then \
+	  missing=""; for p in $(EGL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	      echo "Installing the EGL libraries MuJoCo renders with:$$missing"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else \
+	      echo "MuJoCo needs these system libraries to render headless. Run:" >&2; \
+	      echo "  sudo apt-get install -y$$missing" >&2; exit 1; \
+	    fi; \
+	  fi; \
+	fi
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+collect: $(OUT)/rollouts.h5
+
+$(OUT)/rollouts.h5: FORCE | $(STAMP)
+	$(WM) collect $(WM_ARGS)
+
+# Stages still to come fail loudly rather than pretend.
+vae mdnrnn controller evaluate dreamer report:
+	@echo "make $@: the '$@' stage is not implemented yet in this version of worldmodels." >&2
+	@exit 2
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/collect.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache benchmarks/results
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info
+
+FORCE:

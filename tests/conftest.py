@@ -1,0 +1,54 @@
+"""Shared test helpers: synthetic rollout files that encode where each frame came from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from worldmodels.data.store import Episode, RolloutReader, RolloutWriter  # noqa: E402
+
+SYNTHETIC_ENV = {"id": "gym:Synthetic-v0", "action_repeat": 1}
+
+
+def synthetic_episode(number: int, length: int, frame_size: int = 8) -> Episode:
+    """Frames whose pixels say (episode number, time step): channel 0 = number, channel 1 = t."""
+    frames = np.zeros((length + 1, frame_size, frame_size, 3), np.uint8)
+    frames[..., 0] = number
+    frames[..., 1] = np.arange(length + 1, dtype=np.uint8)[:, None, None]
+    actions = np.linspace(-1, 1, length * 2, dtype=np.float32).reshape(length, 2)
+    rewards = np.full(length, number, np.float32) + np.arange(length, dtype=np.float32) / 100
+    truncated = np.zeros(length, bool)
+    truncated[-1] = True
+    return Episode(frames, actions, rewards, np.zeros(length, bool), truncated,
+                   seed=1000 + number, policy_seed=2000 + number, index=number, base_seed=0,
+                   source="test:synthetic")
+
+
+def write_synthetic(path: Path, lengths: list[int], frame_size: int = 8) -> list[Episode]:
+    episodes = [synthetic_episode(i, n, frame_size) for i, n in enumerate(lengths)]
+    with RolloutWriter(path, SYNTHETIC_ENV, {"backend": "test"}, (frame_size, frame_size, 3), 2) as writer:
+        for episode in episodes:
+            writer.append(episode)
+    return episodes
+
+
+def assert_same_rollouts(path_a: Path, path_b: Path) -> None:
+    """Two rollout files hold identical episodes, data and index rows."""
+    with RolloutReader(path_a) as a, RolloutReader(path_b) as b:
+        assert a.num_episodes == b.num_episodes
+        np.testing.assert_array_equal(a.episodes, b.episodes)
+        for index in range(a.num_episodes):
+            ea, eb = a.episode(index), b.episode(index)
+            for name in ("frames", "actions", "rewards", "terminated", "truncated"):
+                np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name), err_msg=f"{name} of episode {index}")
+
+
+@pytest.fixture
+def synthetic_file(tmp_path: Path) -> tuple[Path, list[Episode]]:
+    path = tmp_path / "rollouts.h5"
+    return path, write_synthetic(path, [5, 9, 3, 12])

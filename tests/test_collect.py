@@ -1,0 +1,101 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_same_rollouts
+from worldmodels.config import load_pipeline
+from worldmodels.data.store import RolloutReader, StoreError
+from worldmodels.parallel import WorkerError
+from worldmodels.paths import PipelinePaths
+from worldmodels.rollout import episode_seeds
+from worldmodels.stages import collect
+
+SMOKE = ["env.max_episode_steps=6"]
+
+
+def _collect(data_dir: Path, *overrides: str) -> Path:
+    config = load_pipeline("smoke", [*SMOKE, *overrides])
+    return collect.run(config, PipelinePaths.for_pipeline(data_dir, config.name), progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """Five episodes collected in this process, without interruption."""
+    return _collect(tmp_path_factory.mktemp("reference"), "collect.episodes=5", "collect.workers=0")
+
+
+def test_collected_episodes_hold_moving_frames_and_their_seeds(reference):
+    with RolloutReader(reference) as reader:
+        assert reader.num_episodes == 5
+        assert list(reader.lengths) == [6] * 5
+        episode = reader.episode(2)
+        assert episode.frames.shape == (7, 64, 64, 3)
+        assert not np.array_equal(episode.frames[0], episode.frames[-1])
+        assert (episode.seed, episode.policy_seed) == episode_seeds(0, 2)
+        assert episode.source == "collect:held_random"
+        assert episode.truncated[-1] and not episode.terminated.any()
+
+
+def test_the_data_do_not_depend_on_the_number_of_workers(reference, tmp_path):
+    parallel = _collect(tmp_path, "collect.episodes=5", "collect.workers=2")
+    assert_same_rollouts(reference, parallel)
+
+
+def test_rerunning_resumes_and_raising_the_count_appends(reference, tmp_path):
+    _collect(tmp_path, "collect.episodes=2", "collect.workers=0")
+    path = _collect(tmp_path, "collect.episodes=2", "collect.workers=0")
+    assert RolloutReader(path).num_episodes == 2
+    path = _collect(tmp_path, "collect.episodes=5", "collect.workers=0")
+    assert_same_rollouts(reference, path)
+
+
+def test_another_seed_in_the_same_file_is_refused(reference, tmp_path):
+    _collect(tmp_path, "collect.episodes=1", "collect.workers=0")
+    with pytest.raises(StoreError, match="collect.seed=4"):
+        _collect(tmp_path, "collect.episodes=2", "collect.workers=0", "collect.seed=4")
+
+
+def test_a_collect_killed_mid_run_resumes_to_the_same_file(tmp_path):
+    settings = ["collect.episodes=12", "collect.workers=1", "env.max_episode_steps=20"]
+    command = [sys.executable, "-m", "worldmodels.cli", "collect", "--pipeline", "smoke",
+               "--data-dir", str(tmp_path / "killed"), "--no-progress",
+               *[arg for setting in settings for arg in ("--set", setting)]]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("committed episode 3/"):
+            break
+    # The collector and its worker die mid-episode, possibly mid-write.
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    path = tmp_path / "killed" / "smoke" / "rollouts.h5"
+    with RolloutReader(path) as reader:
+        assert 3 <= reader.num_episodes < 12
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = load_pipeline("smoke", settings[:1] + ["collect.workers=0"] + settings[2:])
+    uninterrupted = collect.run(config, PipelinePaths(tmp_path / "whole"), progress=False)
+    assert_same_rollouts(uninterrupted, path)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_env_that_raises_names_the_episode_and_its_seed(tmp_path, workers):
+    with pytest.raises(WorkerError) as error:
+        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Raising-v0", "env.frame_size=8",
+                 "collect.episodes=3", f"collect.workers={workers}")
+    env_seed, _ = episode_seeds(0, 0)
+    assert f"episode 0 (env seed {env_seed}" in str(error.value)
+    assert "simulated env failure" in str(error.value)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match="worker process died.*episode 0"):
+        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8",
+                 "collect.episodes=4", "collect.workers=2")
+    assert time.monotonic() - started < 60

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from worldmodels.cli import main
+from worldmodels.config import PIPELINES_DIR, ConfigError, load_pipeline, parse_override
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml")))
+def test_every_shipped_pipeline_loads(name):
+    config = load_pipeline(name)
+    assert config.name == name
+    assert config.env.frame_size == 64
+
+
+def test_default_pipeline_is_cartpole_from_pixels_with_repeat_8():
+    config = load_pipeline("cartpole_balance")
+    assert config.env.id == "dmc:cartpole-balance"
+    assert config.env.action_repeat == 8
+    assert not config.env.shadows and not config.env.reflections
+
+
+def test_overrides_are_typed_and_applied():
+    config = load_pipeline("smoke", ["collect.episodes=9", "env.crop=[0, 40]", "data.heldout_fraction=0.5"])
+    assert config.collect.episodes == 9
+    assert config.env.crop == (0, 40)
+    assert config.data.heldout_fraction == 0.5
+
+
+@pytest.mark.parametrize("override, key", [
+    ("collect.episodez=3", "collect.episodez"),        # unknown key
+    ("colect.episodes=3", "colect.episodes"),          # unknown section
+    ("collect.episodes=three", "collect.episodes"),    # wrong type
+    ("collect.episodes=2.5", "collect.episodes"),      # float for an int
+    ("env.shadows=1", "env.shadows"),                  # int for a bool
+    ("collect.workers=-1", "collect.workers"),         # impossible value
+    ("collect.hold_max=0", "collect.hold_max"),        # inconsistent with hold_min
+    ("collect.policy=greedy", "collect.policy"),       # not a choice
+    ("env.crop=[50, 10]", "env.crop"),                 # empty crop
+    ("env.id=atari:Pong", "env.id"),                   # unknown backend
+    ("data.heldout_fraction=1.0", "data.heldout_fraction"),
+])
+def test_bad_settings_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as error:
+        load_pipeline("smoke", [override])
+    assert str(error.value).startswith(key)
+
+
+def test_unknown_key_in_a_yaml_file_is_named(tmp_path: Path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("env:\n  id: dmc:cartpole-balance\n  acton_repeat: 2\n")
+    with pytest.raises(ConfigError, match="env.acton_repeat: unknown key"):
+        load_pipeline(str(path))
+    path.write_text("envv:\n  id: dmc:cartpole-balance\n")
+    with pytest.raises(ConfigError, match="envv"):
+        load_pipeline(str(path))
+
+
+def test_a_pipeline_given_as_a_path_is_named_after_its_file(tmp_path: Path):
+    path = tmp_path / "my_run.yaml"
+    path.write_text("collect:\n  episodes: 3\n")
+    config = load_pipeline(str(path))
+    assert config.name == "my_run" and config.collect.episodes == 3
+
+
+def test_override_values_are_read_as_yaml():
+    assert parse_override("env.crop=[0, 84]") == ("env.crop", [0, 84])
+    assert parse_override("env.max_episode_steps=null") == ("env.max_episode_steps", None)
+    with pytest.raises(ConfigError):
+        parse_override("collect.episodes")
+
+
+def test_cli_refuses_bad_config_before_any_work(tmp_path: Path):
+    result = CliRunner().invoke(main, ["collect", "--pipeline", "smoke", "--data-dir", str(tmp_path),
+                                       "--set", "collect.workers=-2"])
+    assert result.exit_code == 1
+    assert "collect.workers" in result.output
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_cli_config_prints_the_resolved_settings(tmp_path: Path):
+    result = CliRunner().invoke(main, ["config", "-p", "smoke", "--set", "collect.seed=7"])
+    assert result.exit_code == 0, result.output
+    assert "seed: 7" in result.output
