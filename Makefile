@@ -44,7 +44,6 @@ $(STAMP): pyproject.toml
 	  fi; \
 	fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
