@@ -45,7 +45,8 @@ def assert_same_rollouts(path_a: Path, path_b: Path) -> None:
         for index in range(a.num_episodes):
             ea, eb = a.episode(index), b.episode(index)
             for name in ("frames", "actions", "rewards", "terminated", "truncated"):
-                np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name), err_msg=f"{name} of episode {index}")
+                np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name),
+                                              err_msg=f"{name} of episode {index}")
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import SYNTHETIC_ENV, synthetic_episode, write_synthetic
+from worldmodels.cli import main
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
 from worldmodels.stages.info import describe_rollouts
 
@@ -102,3 +104,14 @@ def test_info_reports_counts_and_returns(synthetic_file):
     returns = np.array([e.total_return for e in episodes])
     assert f"mean {returns.mean():.2f}" in text
     assert "schema version  1" in text
+
+
+def test_wm_info_prints_the_summary_or_a_clear_error(synthetic_file, tmp_path):
+    path, _ = synthetic_file
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 0 and "episodes        4" in result.output
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as handle:
+        handle["x"] = 1
+    result = CliRunner().invoke(main, ["info", str(foreign)])
+    assert result.exit_code == 1 and "not a worldmodels rollouts file" in result.output

@@ -31,9 +31,6 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(env_config: EnvConfig, collect_config: CollectConfig) -> None:
-    from worldmodels.envs.dmc import ensure_headless_rendering
-
-    ensure_headless_rendering()
     env = make_env(env_config)
     _worker["env"] = env
     _worker["policy"] = make_exploration_policy(
@@ -63,9 +60,6 @@ def _collect_episode(index: int) -> Episode:
 
 def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:
     """Build the env once to learn (describe(), frame shape, action size)."""
-    from worldmodels.envs.dmc import ensure_headless_rendering
-
-    ensure_headless_rendering()
     env = make_env(env_config)
     try:
         return env.describe(), env.frame_shape, env.action_size

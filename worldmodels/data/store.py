@@ -1,0 +1,387 @@
+"""The HDF5 rollout store that V-M-C and Dreamer both read.
+
+Layout of ``rollouts.h5`` (schema version 1). An episode of ``T`` agent steps holds ``T + 1``
+frames (the reset frame, then the frame after each action) and ``T`` actions, rewards and flags:
+``actions[t]`` is taken on ``frames[t]`` and yields ``rewards[t]`` and ``frames[t + 1]``::
+
+    /frames      uint8   (F, H, W, 3)   F = sum over episodes of (T + 1)
+    /actions     float32 (S, A)         S = sum over episodes of T, in [-1, 1]
+    /rewards     float32 (S,)
+    /terminated  uint8   (S,)           1: the env ended the episode (a real terminal state)
+    /truncated   uint8   (S,)           1: the episode was cut by a time limit
+                                        (uint8, not HDF5's bool enum, which reads ~10x slower)
+    /episodes    compound (E,)          one row per COMMITTED episode:
+        step_offset, frame_offset (int64), length (int32, T), seed (uint64: env seed),
+        policy_seed (uint64), index (int64: i in the (base_seed, i) seeding), base_seed (int64),
+        source (S32: who collected it, e.g. "collect:held_random"), return (float32)
+
+    attributes: schema_version, kind = "rollouts", env_config (JSON of the pipeline's env
+    section), env_info (JSON: backend facts such as action bounds), frame_shape, action_size,
+    action_repeat, worldmodels_version
+
+Crash safety: the ``/episodes`` row is written only after the episode's data are written and
+flushed, and then flushed itself, so an episode is visible exactly when it is complete. Data past
+the last committed episode (a writer killed mid-episode) are ignored by readers and cut off by
+the next writer. Frames are chunked 16 at a time along time, so random frames (V) and random
+windows (M, Dreamer) both read only what they need; nothing loads the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+ROLLOUTS_KIND = "rollouts"
+FRAME_CHUNK = 16
+STEP_CHUNK = 4096
+# Readers keep recently used frame chunks in memory: windows overlap chunks, so a cache of a
+# few hundred chunks turns most repeat reads into memory copies.
+READ_CACHE_BYTES = 64 * 1024 * 1024
+
+EPISODE_DTYPE = np.dtype([
+    ("step_offset", np.int64),
+    ("frame_offset", np.int64),
+    ("length", np.int32),
+    ("seed", np.uint64),
+    ("policy_seed", np.uint64),
+    ("index", np.int64),
+    ("base_seed", np.int64),
+    ("source", "S32"),
+    ("return", np.float32),
+])
+
+
+class StoreError(RuntimeError):
+    """A rollouts file cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class Episode:
+    """One episode in memory. ``T`` = ``len(actions)``.
+
+    frames: uint8 ``(T + 1, H, W, 3)``; actions: float32 ``(T, A)``; rewards, terminated,
+    truncated: ``(T,)``; seed / policy_seed: what the env and the policy were seeded with;
+    index / base_seed: the episode was seeded from ``(base_seed, index)``; source: who made it.
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    seed: int = 0
+    policy_seed: int = 0
+    index: int = 0
+    base_seed: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        steps = len(self.actions)
+        if len(self.frames) != steps + 1:
+            raise ValueError(f"an episode of {steps} steps needs {steps + 1} frames, got {len(self.frames)}")
+        for name in ("rewards", "terminated", "truncated"):
+            if len(getattr(self, name)) != steps:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {steps} steps")
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    @property
+    def total_return(self) -> float:
+        return float(np.sum(self.rewards, dtype=np.float64))
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode, rdcc_nbytes=READ_CACHE_BYTES, rdcc_nslots=10007)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except OSError as error:
+        raise StoreError(f"{path}: cannot open as HDF5 (truncated, still being written by another "
+                         f"process, or not an HDF5 file): {error}") from None
+
+
+def _check_schema(handle: h5py.File, path: Path, kind: str) -> None:
+    attrs = handle.attrs
+    if "schema_version" not in attrs or attrs.get("kind") != kind:
+        found = attrs.get("kind", "no 'kind' attribute")
+        raise StoreError(f"{path}: not a worldmodels {kind} file (kind: {found})")
+    version = int(attrs["schema_version"])
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema version {version}; this worldmodels reads version "
+                         f"{SCHEMA_VERSION}. Re-create the file with this version's `wm collect`.")
+    for name in ("frames", "actions", "rewards", "terminated", "truncated", "episodes"):
+        if name not in handle:
+            raise StoreError(f"{path}: dataset /{name} is missing (a damaged or foreign file)")
+
+
+class RolloutWriter:
+    """Appends complete episodes to a rollouts file, creating it if needed.
+
+    ``env_config`` (the pipeline's env section) must match the file's when appending, so that
+    one file never mixes environments. On open, data left past the last committed episode by a
+    killed writer are cut off.
+    """
+
+    def __init__(self, path: str | Path, env_config: dict[str, Any], env_info: dict[str, Any],
+                 frame_shape: tuple[int, int, int], action_size: int, compression: str = "none") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        exists = self.path.exists()
+        self._file = _open_h5(self.path, "a")
+        try:
+            if exists and len(self._file.keys()) > 0:
+                _check_schema(self._file, self.path, ROLLOUTS_KIND)
+                self._check_same_env(env_config, frame_shape, action_size)
+                self._cut_uncommitted()
+            else:
+                self._create(env_config, env_info, frame_shape, action_size, compression)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _create(self, env_config: dict[str, Any], env_info: dict[str, Any],
+                frame_shape: tuple[int, int, int], action_size: int, compression: str) -> None:
+        from worldmodels import __version__
+
+        handle = self._file
+        filters = {} if compression == "none" else {"compression": compression}
+        handle.create_dataset("frames", (0, *frame_shape), np.uint8, maxshape=(None, *frame_shape),
+                              chunks=(FRAME_CHUNK, *frame_shape), **filters)
+        handle.create_dataset("actions", (0, action_size), np.float32, maxshape=(None, action_size),
+                              chunks=(STEP_CHUNK, action_size))
+        for name, dtype in (("rewards", np.float32), ("terminated", np.uint8), ("truncated", np.uint8)):
+            handle.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(STEP_CHUNK,))
+        handle.create_dataset("episodes", (0,), EPISODE_DTYPE, maxshape=(None,), chunks=(1024,))
+        attrs = handle.attrs
+        attrs["schema_version"] = SCHEMA_VERSION
+        attrs["kind"] = ROLLOUTS_KIND
+        attrs["env_config"] = json.dumps(env_config, sort_keys=True)
+        attrs["env_info"] = json.dumps(env_info, sort_keys=True)
+        attrs["frame_shape"] = np.asarray(frame_shape, dtype=np.int64)
+        attrs["action_size"] = action_size
+        attrs["action_repeat"] = int(env_config.get("action_repeat", 1))
+        attrs["worldmodels_version"] = __version__
+        handle.flush()
+
+    def _check_same_env(self, env_config: dict[str, Any], frame_shape: tuple[int, int, int],
+                        action_size: int) -> None:
+        stored = json.loads(self._file.attrs["env_config"])
+        differing = sorted(key for key in set(stored) | set(env_config)
+                           if stored.get(key) != env_config.get(key))
+        if differing:
+            detail = "; ".join(f"env.{key}: file has {stored.get(key)!r}, config has {env_config.get(key)!r}"
+                               for key in differing)
+            raise StoreError(f"{self.path} was collected with other env settings ({detail}). "
+                             "Use another --data-dir, or delete the file to start over.")
+        if tuple(self._file["frames"].shape[1:]) != tuple(frame_shape) or \
+                int(self._file.attrs["action_size"]) != action_size:
+            raise StoreError(f"{self.path}: frame shape or action size differs from the env's")
+
+    def _cut_uncommitted(self) -> None:
+        episodes = self._file["episodes"]
+        steps_end, frames_end = 0, 0
+        if len(episodes):
+            last = episodes[-1]
+            steps_end = int(last["step_offset"] + last["length"])
+            frames_end = int(last["frame_offset"] + last["length"] + 1)
+        if self._file["frames"].shape[0] != frames_end:
+            self._file["frames"].resize(frames_end, axis=0)
+        for name in ("actions", "rewards", "terminated", "truncated"):
+            if self._file[name].shape[0] != steps_end:
+                self._file[name].resize(steps_end, axis=0)
+        self._file.flush()
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._file["episodes"])
+
+    def episode_rows(self) -> np.ndarray:
+        """The committed episodes' index rows (structured array of ``EPISODE_DTYPE``)."""
+        return self._file["episodes"][:]
+
+    def append(self, episode: Episode) -> None:
+        """Write ``episode`` and commit it; it is visible to readers only once this returns."""
+        handle = self._file
+        if episode.actions.shape[1:] != handle["actions"].shape[1:] or \
+                episode.frames.shape[1:] != handle["frames"].shape[1:]:
+            raise StoreError(f"{self.path}: episode shapes {episode.frames.shape[1:]}, "
+                             f"{episode.actions.shape[1:]} do not match the file's")
+        frame_offset = handle["frames"].shape[0]
+        step_offset = handle["actions"].shape[0]
+        steps = episode.length
+        self._extend("frames", episode.frames, frame_offset)
+        self._extend("actions", episode.actions.astype(np.float32), step_offset)
+        self._extend("rewards", episode.rewards.astype(np.float32), step_offset)
+        self._extend("terminated", episode.terminated.astype(np.uint8), step_offset)
+        self._extend("truncated", episode.truncated.astype(np.uint8), step_offset)
+        handle.flush()
+        row = np.zeros((), EPISODE_DTYPE)
+        row["step_offset"], row["frame_offset"], row["length"] = step_offset, frame_offset, steps
+        row["seed"], row["policy_seed"] = episode.seed, episode.policy_seed
+        row["index"], row["base_seed"] = episode.index, episode.base_seed
+        row["source"] = episode.source.encode()[:32]
+        row["return"] = episode.total_return
+        episodes = handle["episodes"]
+        count = len(episodes)
+        episodes.resize(count + 1, axis=0)
+        episodes[count] = row
+        handle.flush()
+
+    def _extend(self, name: str, values: np.ndarray, offset: int) -> None:
+        dataset = self._file[name]
+        dataset.resize(offset + len(values), axis=0)
+        dataset[offset:] = values
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> RolloutWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RolloutReader:
+    """Reads committed episodes, frames and windows from a rollouts file without loading it.
+
+    Safe to hand to DataLoader worker processes: each process opens its own HDF5 handle on
+    first use, since h5py handles must not cross a fork.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._handle: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._pid = -1
+        handle = self._file
+        _check_schema(handle, self.path, ROLLOUTS_KIND)
+        self.episodes = handle["episodes"][:]
+        self._check_consistent(handle)
+        self.env_config: dict[str, Any] = json.loads(handle.attrs["env_config"])
+        self.env_info: dict[str, Any] = json.loads(handle.attrs["env_info"])
+        self.frame_shape = tuple(int(v) for v in handle.attrs["frame_shape"])
+        self.action_size = int(handle.attrs["action_size"])
+        self.action_repeat = int(handle.attrs["action_repeat"])
+        self.schema_version = int(handle.attrs["schema_version"])
+
+    def _check_consistent(self, handle: h5py.File) -> None:
+        if len(self.episodes) == 0:
+            return
+        last = self.episodes[-1]
+        if handle["actions"].shape[0] < last["step_offset"] + last["length"] or \
+                handle["frames"].shape[0] < last["frame_offset"] + last["length"] + 1:
+            raise StoreError(f"{self.path}: the episode index points past the stored data (a damaged file)")
+
+    @property
+    def _file(self) -> h5py.File:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = _open_h5(self.path, "r")
+            self._datasets = {}
+            self._pid = os.getpid()
+        return self._handle
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        # Looking a dataset up by name costs as much as reading a small window: keep the objects.
+        handle = self._file
+        if name not in self._datasets:
+            self._datasets[name] = handle[name]
+        return self._datasets[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handle"], state["_datasets"], state["_pid"] = None, {}, -1
+        return state
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Agent steps per episode, ``(E,)`` int."""
+        return self.episodes["length"].astype(np.int64)
+
+    @property
+    def returns(self) -> np.ndarray:
+        return self.episodes["return"].astype(np.float64)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def num_frames(self) -> int:
+        return self.num_steps + self.num_episodes
+
+    def frames(self, episode: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames ``[start, stop)`` of ``episode``: uint8 ``(n, H, W, 3)``."""
+        row = self.episodes[episode]
+        stop = int(row["length"]) + 1 if stop is None else stop
+        offset = int(row["frame_offset"])
+        return self._dataset("frames")[offset + start: offset + stop]
+
+    def frame_at(self, flat_index: int) -> np.ndarray:
+        """One frame by its row in /frames: uint8 ``(H, W, 3)``."""
+        return self._dataset("frames")[flat_index]
+
+    def frame_rows(self, episodes: np.ndarray | None = None) -> np.ndarray:
+        """Row numbers in /frames of every frame of ``episodes`` (default: all), ``(N,)`` int64."""
+        rows = self.episodes if episodes is None else self.episodes[episodes]
+        return np.concatenate([np.arange(r["frame_offset"], r["frame_offset"] + r["length"] + 1)
+                               for r in rows]) if len(rows) else np.zeros(0, np.int64)
+
+    def window(self, episode: int, start: int, steps: int) -> dict[str, np.ndarray]:
+        """``steps`` consecutive steps of ``episode`` from ``start``, never past its end.
+
+        Returns frames ``(steps + 1, H, W, 3)`` uint8, actions ``(steps, A)`` float32, rewards,
+        terminated, truncated ``(steps,)``.
+        """
+        row = self.episodes[episode]
+        length = int(row["length"])
+        if start < 0 or start + steps > length:
+            raise IndexError(f"window [{start}, {start + steps}) is outside episode {episode} of {length} steps")
+        frame0 = int(row["frame_offset"]) + start
+        step0 = int(row["step_offset"]) + start
+        steps_slice = slice(step0, step0 + steps)
+        return {
+            "frames": self._dataset("frames")[frame0: frame0 + steps + 1],
+            "actions": self._dataset("actions")[steps_slice],
+            "rewards": self._dataset("rewards")[steps_slice],
+            "terminated": self._dataset("terminated")[steps_slice].astype(bool),
+            "truncated": self._dataset("truncated")[steps_slice].astype(bool),
+        }
+
+    def episode(self, index: int) -> Episode:
+        """A whole episode in memory."""
+        row = self.episodes[index]
+        data = self.window(index, 0, int(row["length"]))
+        return Episode(**data, seed=int(row["seed"]), policy_seed=int(row["policy_seed"]),
+                       index=int(row["index"]), base_seed=int(row["base_seed"]),
+                       source=row["source"].decode())
+
+    def iter_episodes(self) -> Iterator[Episode]:
+        for index in range(self.num_episodes):
+            yield self.episode(index)
+
+    def close(self) -> None:
+        if self._handle is not None and self._handle.id.valid:
+            self._handle.close()
+        self._handle, self._datasets = None, {}
+
+    def __enter__(self) -> RolloutReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
