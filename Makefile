@@ -24,7 +24,7 @@ EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: install collect vae mdnrnn controller evaluate dreamer report all test bench clean distclean FORCE
 
-all: collect
+all: vae
 
 install: $(STAMP)
 
@@ -52,8 +52,16 @@ collect: $(OUT)/rollouts.h5
 $(OUT)/rollouts.h5: FORCE | $(STAMP)
 	$(WM) collect $(WM_ARGS)
 
+vae: $(OUT)/latents.h5
+
+$(OUT)/vae.pt: $(OUT)/rollouts.h5 FORCE
+	$(WM) train-vae $(WM_ARGS)
+
+$(OUT)/latents.h5: $(OUT)/vae.pt
+	$(WM) encode $(WM_ARGS)
+
 # Stages still to come fail loudly rather than pretend.
-vae mdnrnn controller evaluate dreamer report:
+mdnrnn controller evaluate dreamer report:
 	@echo "make $@: the '$@' stage is not implemented yet in this version of worldmodels." >&2
 	@exit 2
 
@@ -62,6 +70,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/collect.py
+	$(VENV)/bin/python benchmarks/vae.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/results

@@ -21,6 +21,14 @@ def test_default_pipeline_is_cartpole_from_pixels_with_repeat_8():
     assert not config.env.shadows and not config.env.reflections
 
 
+def test_the_paper_loss_is_one_override_away_from_the_default():
+    default = load_pipeline("cartpole_balance")
+    assert default.vae.foreground_weight > 0
+    paper = load_pipeline("cartpole_balance", ["vae.foreground_weight=0"])
+    assert paper.vae.foreground_weight == 0.0
+    assert (paper.vae.kl_tolerance, paper.vae.learning_rate, paper.vae.batch_size) == (0.5, 1e-4, 100)
+
+
 def test_overrides_are_typed_and_applied():
     config = load_pipeline("smoke", ["collect.episodes=9", "env.crop=[0, 40]", "data.heldout_fraction=0.5"])
     assert config.collect.episodes == 9
@@ -40,6 +48,9 @@ def test_overrides_are_typed_and_applied():
     ("env.crop=[50, 10]", "env.crop"),                 # empty crop
     ("env.id=atari:Pong", "env.id"),                   # unknown backend
     ("data.heldout_fraction=1.0", "data.heldout_fraction"),
+    ("vae.foreground_weight=-1", "vae.foreground_weight"),
+    ("vae.z_size=0", "vae.z_size"),
+    ("vae.learning_rate=0", "vae.learning_rate"),
 ])
 def test_bad_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as error:

@@ -74,6 +74,31 @@ def collect(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> 
     click.echo(f"rollouts: {path}")
 
 
+@main.command("train-vae")
+@_user_errors
+@pipeline_options
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def train_vae(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
+    """Train V (the ConvVAE) on rollouts.h5; re-running continues after the last finished epoch."""
+    from worldmodels.stages import vae as vae_stage
+
+    save_resolved_config(config, paths)
+    path = vae_stage.run(config, paths, progress=not no_progress)
+    click.echo(f"vae: {path}")
+
+
+@main.command()
+@_user_errors
+@pipeline_options
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def encode(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
+    """Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar)."""
+    from worldmodels.stages import encode as encode_stage
+
+    path = encode_stage.run(config, paths, progress=not no_progress)
+    click.echo(f"latents: {path}")
+
+
 @main.command()
 @_user_errors
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))

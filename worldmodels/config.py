@@ -129,7 +129,47 @@ class DataConfig:
                  f"must be in [0, 1), got {self.heldout_fraction}")
 
 
-SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig)}
+@dataclass(frozen=True)
+class VAEConfig:
+    """V: the ConvVAE, its loss and its training."""
+
+    z_size: int = 32
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-4
+    kl_tolerance: float = 0.5
+    """The KL term is ``max(KL, kl_tolerance * z_size)``: no pressure below that many nats."""
+    foreground_weight: float = 0.0
+    """Extra weight on the squared error of foreground pixels (those that differ from the
+    median training frame by more than ``foreground_threshold``): a foreground pixel counts
+    ``1 + foreground_weight`` times. 0 is the paper's loss."""
+    foreground_threshold: float = 0.1
+    median_frames: int = 1000
+    """Training frames (evenly spaced) whose per-pixel median is the background frame."""
+    eval_frames: int = 2000
+    """At most this many held-out frames (evenly spaced) are scored after each epoch."""
+    encode_batch_size: int = 1000
+    channels_last: bool = True
+    """Run convolutions in channels-last memory format (faster on CPUs)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, one per core)."""
+    seed: int = 0
+
+    SECTION: typing.ClassVar[str] = "vae"
+
+    def __post_init__(self) -> None:
+        for key in ("z_size", "epochs", "batch_size", "median_frames", "eval_frames", "encode_batch_size"):
+            _require(getattr(self, key) >= 1, f"vae.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.learning_rate > 0, "vae.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(self.kl_tolerance >= 0, "vae.kl_tolerance", f"must be >= 0, got {self.kl_tolerance}")
+        _require(self.foreground_weight >= 0, "vae.foreground_weight",
+                 f"must be >= 0 (0 is the paper's loss), got {self.foreground_weight}")
+        _require(0 < self.foreground_threshold < 1, "vae.foreground_threshold",
+                 f"must be in (0, 1), got {self.foreground_threshold}")
+        _require(self.threads >= 0, "vae.threads", f"must be >= 0, got {self.threads}")
+
+
+SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig)}
 
 
 @dataclass(frozen=True)
@@ -141,6 +181,7 @@ class PipelineConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

@@ -25,6 +25,29 @@ class PipelinePaths:
         return self.root / "rollouts.h5"
 
     @property
+    def vae(self) -> Path:
+        """The VAE checkpoint with the best held-out loss."""
+        return self.root / "vae.pt"
+
+    @property
+    def latents(self) -> Path:
+        return self.root / "latents.h5"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Resume states (model, optimizer, RNG) of the last finished epoch of each stage."""
+        return self.root / "checkpoints"
+
+    def last_checkpoint(self, stage: str) -> Path:
+        return self.checkpoints_dir / f"{stage}_last.pt"
+
+    def metrics(self, stage: str) -> Path:
+        return self.metrics_dir / f"{stage}.jsonl"
+
+    def figure(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
+
+    @property
     def metrics_dir(self) -> Path:
         return self.root / "metrics"
 
@@ -38,6 +61,6 @@ class PipelinePaths:
 
     def ensure(self) -> PipelinePaths:
         """Create the run's folders; returns self."""
-        for directory in (self.root, self.metrics_dir, self.figures_dir, self.scores_dir):
+        for directory in (self.root, self.metrics_dir, self.figures_dir, self.scores_dir, self.checkpoints_dir):
             directory.mkdir(parents=True, exist_ok=True)
         return self

@@ -28,6 +28,7 @@ windows (M, Dreamer) both read only what they need; nothing loads the whole file
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -110,7 +111,10 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
                          f"process, or not an HDF5 file): {error}") from None
 
 
-def _check_schema(handle: h5py.File, path: Path, kind: str) -> None:
+ROLLOUT_DATASETS = ("frames", "actions", "rewards", "terminated", "truncated", "episodes")
+
+
+def _check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, ...] = ROLLOUT_DATASETS) -> None:
     attrs = handle.attrs
     if "schema_version" not in attrs or attrs.get("kind") != kind:
         found = attrs.get("kind", "no 'kind' attribute")
@@ -119,7 +123,7 @@ def _check_schema(handle: h5py.File, path: Path, kind: str) -> None:
     if version != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema version {version}; this worldmodels reads version "
                          f"{SCHEMA_VERSION}. Re-create the file with this version's `wm collect`.")
-    for name in ("frames", "actions", "rewards", "terminated", "truncated", "episodes"):
+    for name in datasets:
         if name not in handle:
             raise StoreError(f"{path}: dataset /{name} is missing (a damaged or foreign file)")
 
@@ -309,6 +313,15 @@ class RolloutReader:
         return len(self.episodes)
 
     @property
+    def fingerprint(self) -> str:
+        """Identifies the file's content: committed episodes are never rewritten, so the hash of
+        the env settings and the episode index (offsets, lengths, seeds, returns) stands for the
+        data without reading gigabytes of frames."""
+        digest = hashlib.sha256(json.dumps(self.env_config, sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(self.episodes).tobytes())
+        return digest.hexdigest()
+
+    @property
     def lengths(self) -> np.ndarray:
         """Agent steps per episode, ``(E,)`` int."""
         return self.episodes["length"].astype(np.int64)
@@ -335,6 +348,18 @@ class RolloutReader:
     def frame_at(self, flat_index: int) -> np.ndarray:
         """One frame by its row in /frames: uint8 ``(H, W, 3)``."""
         return self._dataset("frames")[flat_index]
+
+    def read_frame_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Frames at the given rows of /frames, in the given order: uint8 ``(len(rows), H, W, 3)``."""
+        frames = self._dataset("frames")
+        out = np.empty((len(rows), *self.frame_shape), np.uint8)
+        for position, row in enumerate(rows):
+            out[position] = frames[int(row)]
+        return out
+
+    def read_frame_range(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of /frames: uint8 ``(stop - start, H, W, 3)``."""
+        return self._dataset("frames")[start:stop]
 
     def frame_rows(self, episodes: np.ndarray | None = None) -> np.ndarray:
         """Row numbers in /frames of every frame of ``episodes`` (default: all), ``(N,)`` int64."""

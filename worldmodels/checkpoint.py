@@ -1,0 +1,59 @@
+"""Checkpoints and artifacts written atomically (temp file, fsync, rename), and file hashes.
+
+A checkpoint is a dict saved with ``torch.save``; it carries what is needed to load the model or
+resume training from the file alone (constructor arguments, config, step, optimizer and RNG
+state, the fingerprint of its input).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; check it is a ``kind`` checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for damaged files
+        raise ValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a {kind} checkpoint (found {found!r})")
+    return state
+
+
+def file_sha256(path: Path, block_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()

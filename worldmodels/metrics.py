@@ -1,0 +1,37 @@
+"""Per-epoch metrics as JSON lines (``metrics/<stage>.jsonl``), consistent with checkpoints.
+
+A run killed after logging an epoch but before checkpointing it re-trains that epoch; the log
+is first cut back to the checkpoint's epoch so that no epoch appears twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from worldmodels.checkpoint import atomic_write
+
+
+class MetricsLog:
+    """Append-only JSON-lines log keyed by a step field (``epoch`` by default)."""
+
+    def __init__(self, path: Path, step_key: str = "epoch") -> None:
+        self.path = Path(path)
+        self.step_key = step_key
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def keep_up_to(self, step: int) -> None:
+        """Drop records whose step is past ``step`` (0 drops everything)."""
+        records = [r for r in self.read() if r[self.step_key] <= step]
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(self.path, lambda temporary: temporary.write_text(text))
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,1 @@
+"""Neural network modules only: no I/O, no training loops."""

@@ -1,0 +1,246 @@
+"""Stage `train-vae`: the ConvVAE on frames streamed from ``rollouts.h5``.
+
+Per epoch: train on shuffled batches of the training episodes' frames, score the held-out
+episodes (the split every model shares), log both to ``metrics/vae.jsonl``, save the resume
+state to ``checkpoints/vae_last.pt`` and, when the held-out loss improves, the model to
+``vae.pt``. Re-running the command continues after the last finished epoch.
+
+The held-out score includes the *foreground ratio*: the squared error summed over foreground
+pixels (those that differ from the median training frame by more than a threshold), divided by
+the same sum when the median frame itself is the reconstruction. A V that draws only the
+background scores ~0.9 even when its per-pixel MSE looks as good as a working one's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldmodels.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.config import PipelineConfig, VAEConfig
+from worldmodels.data.batches import ShuffledFrameBatches
+from worldmodels.data.split import split_episodes
+from worldmodels.data.store import RolloutReader
+from worldmodels.figures import reconstruction_grid
+from worldmodels.metrics import MetricsLog
+from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
+from worldmodels.paths import PipelinePaths
+
+CHECKPOINT_KIND = "vae"
+COLLAPSE_RATIO = 0.8  # a foreground ratio above this after a few epochs: V draws only the background
+EVAL_BATCH = 500
+FIGURE_FRAMES = 8
+
+
+def heldout_frame_rows(reader: RolloutReader, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of /frames, split by episode as every stage splits them."""
+    train_episodes, heldout_episodes = split_episodes(reader.episodes["seed"], config.data.heldout_fraction)
+    if len(heldout_episodes) == 0:
+        raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode "
+                         f"among the {reader.num_episodes} of {reader.path}; V needs at least one")
+    return reader.frame_rows(train_episodes), reader.frame_rows(heldout_episodes)
+
+
+def evenly_spaced(rows: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` entries of ``rows`` spread over its whole length."""
+    if len(rows) <= count:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, count).round().astype(np.int64)]
+
+
+def median_frame(reader: RolloutReader, rows: np.ndarray, count: int) -> torch.Tensor:
+    """Per-pixel median of ``count`` evenly spaced frames: float ``(3, H, W)`` in [0, 1]."""
+    frames = reader.read_frame_rows(np.sort(evenly_spaced(rows, count)))
+    return torch.from_numpy(np.median(frames, axis=0).astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def pixel_weights(x: torch.Tensor, background: torch.Tensor, config: VAEConfig) -> torch.Tensor | None:
+    """``1 + foreground_weight`` on foreground pixels, 1 elsewhere: ``(B, 1, H, W)``; None for the paper's loss."""
+    if config.foreground_weight == 0:
+        return None
+    mask = foreground_mask(x, background, config.foreground_threshold)
+    return 1.0 + config.foreground_weight * mask.to(x.dtype)
+
+
+@torch.no_grad()
+def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
+             config: VAEConfig) -> dict[str, float]:
+    """Held-out losses (reconstructing from z = mu), per-pixel MSE and foreground ratio."""
+    model.eval()
+    totals = {"recon": 0.0, "kl": 0.0, "kl_loss": 0.0, "squared": 0.0, "fg_model": 0.0, "fg_median": 0.0}
+    for start in range(0, len(rows), EVAL_BATCH):
+        x = frames_to_input(torch.from_numpy(reader.read_frame_rows(np.sort(rows[start:start + EVAL_BATCH]))))
+        x = _memory_format(x, config)
+        mu, logvar = model.encode(x)
+        reconstruction = model.decode(mu)
+        losses = vae_loss(reconstruction, x, mu, logvar, config.kl_tolerance, pixel_weights(x, background, config))
+        count = len(x)
+        for key in ("recon", "kl", "kl_loss"):
+            totals[key] += float(losses[key]) * count
+        squared = (reconstruction - x).pow(2)
+        totals["squared"] += float(squared.sum())
+        mask = foreground_mask(x, background, config.foreground_threshold)
+        totals["fg_model"] += float((squared * mask).sum())
+        totals["fg_median"] += float(((background - x).pow(2) * mask).sum())
+    frames = len(rows)
+    model.train()
+    return {
+        "heldout/loss/recon": totals["recon"] / frames,
+        "heldout/loss/kl": totals["kl"] / frames,
+        "heldout/loss/total": (totals["recon"] + totals["kl_loss"]) / frames,
+        "heldout/mse": totals["squared"] / (frames * 3 * FRAME_SIZE * FRAME_SIZE),
+        "heldout/foreground_ratio": totals["fg_model"] / max(totals["fg_median"], 1e-12),
+    }
+
+
+def _memory_format(x: torch.Tensor, config: VAEConfig) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
+
+
+def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
+    """Everything that shapes the trained model except the number of epochs (which may grow)."""
+    settings = dataclasses.asdict(config.vae)
+    for key in ("epochs", "threads", "eval_frames", "encode_batch_size"):
+        settings.pop(key)
+    settings["heldout_fraction"] = config.data.heldout_fraction
+    return settings
+
+
+def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
+    """The model in ``path`` (a ``vae.pt``) in eval mode, and the checkpoint dict."""
+    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
+    model = ConvVAE(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
+    ratio = metrics["heldout/foreground_ratio"]
+    if epoch >= 2 and ratio > COLLAPSE_RATIO:
+        print(f"\nWARNING: after {epoch} epochs V still draws only the background: held-out foreground "
+              f"ratio {ratio:.2f} (1.0 = no better than the median frame). Small objects (a 1-px pole) are "
+              "invisible to per-pixel MSE; raise vae.foreground_weight (e.g. --set vae.foreground_weight=19).\n",
+              file=sys.stderr, flush=True)
+
+
+def _reconstruction_figure(model: ConvVAE, reader: RolloutReader, heldout_rows: np.ndarray,
+                           metrics: dict[str, Any], epoch: int, path: Path) -> None:
+    rows = np.sort(evenly_spaced(heldout_rows, FIGURE_FRAMES))
+    frames = reader.read_frame_rows(rows)
+    with torch.no_grad():
+        mu, _ = model.encode(frames_to_input(torch.from_numpy(frames)))
+        reconstructed = model.decode(mu)
+    reconstructed = (reconstructed.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    title = (f"held-out frames (top) and V's reconstructions (bottom), epoch {epoch}\n"
+             f"per-pixel MSE {metrics['heldout/mse']:.5f}, "
+             f"foreground ratio {metrics['heldout/foreground_ratio']:.2f} (1.0 = background only)")
+    reconstruction_grid(frames, reconstructed, title, path)
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Train (or continue training) V; returns the path of ``vae.pt``."""
+    settings = config.vae
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    reader = RolloutReader(paths.rollouts)
+    if reader.frame_shape != (FRAME_SIZE, FRAME_SIZE, 3):
+        raise ValueError(f"env.frame_size: the ConvVAE takes 64x64 frames; {reader.path} holds "
+                         f"{'x'.join(map(str, reader.frame_shape))}")
+    paths.ensure()
+    train_rows, heldout_rows = heldout_frame_rows(reader, config)
+    eval_rows = evenly_spaced(heldout_rows, settings.eval_frames)
+    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
+    log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
+
+    torch.manual_seed(settings.seed)  # the initial weights; a resumed run overwrites them and the RNG
+    model = ConvVAE(settings.z_size)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    state = _resume_state(last_path, config, reader)
+    if state is None:
+        background = median_frame(reader, train_rows, settings.median_frames)
+        start_epoch, best = 0, float("inf")
+        log.keep_up_to(0)
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        background, start_epoch, best = state["background"], state["epoch"], state["best_heldout"]
+        log.keep_up_to(start_epoch)
+        if start_epoch >= settings.epochs:
+            print(f"{paths.vae}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
+            return paths.vae
+        print(f"resuming V from epoch {start_epoch} of {settings.epochs}")
+    batches = ShuffledFrameBatches(reader, train_rows, settings.batch_size, settings.seed)
+    common = {"model_args": {"z_size": settings.z_size}, "background": background,
+              "settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint,
+              "kind": CHECKPOINT_KIND}
+
+    for epoch in range(start_epoch + 1, settings.epochs + 1):
+        train_metrics, seconds = _train_epoch(model, optimizer, batches, epoch, background, settings, progress)
+        metrics = {"epoch": epoch, **train_metrics, **evaluate(model, reader, eval_rows, background, settings),
+                   "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
+        log.append(metrics)
+        improved = metrics["heldout/loss/total"] < best
+        best = min(best, metrics["heldout/loss/total"])
+        if improved:
+            save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics}, paths.vae)
+            _reconstruction_figure(model, reader, heldout_rows, metrics, epoch, paths.figure("vae_reconstruction"))
+        save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_heldout": best,
+                         "metrics": metrics}, last_path)
+        print(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
+              f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
+              f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}", flush=True)
+        _warn_if_collapsed(metrics, epoch)
+    return paths.vae
+
+
+def _resume_state(path: Path, config: PipelineConfig, reader: RolloutReader) -> dict[str, Any] | None:
+    """The last checkpoint if it continues this very run, else None (with the reason printed)."""
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path, CHECKPOINT_KIND)
+    if state["rollouts_fingerprint"] != reader.fingerprint:
+        print(f"{path}: trained on other rollouts than {reader.path} holds now; training V from scratch")
+        return None
+    if state["settings"] != _settings_that_matter(config):
+        changed = sorted(k for k in state["settings"] if state["settings"][k] != _settings_that_matter(config).get(k))
+        print(f"{path}: trained with other settings ({', '.join(changed)}); training V from scratch")
+        return None
+    return state
+
+
+def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: ShuffledFrameBatches, epoch: int,
+                 background: torch.Tensor, settings: VAEConfig, progress: bool) -> tuple[dict[str, float], float]:
+    """One pass over the training frames; returns (mean losses, seconds)."""
+    model.train()
+    sums = {"recon": 0.0, "kl": 0.0, "total": 0.0}
+    frames_seen = 0
+    started = time.perf_counter()
+    with tqdm(total=len(batches.rows), unit="img", desc=f"V epoch {epoch}", disable=not progress,
+              dynamic_ncols=True, leave=False) as bar:
+        for frames in batches.epoch(epoch):
+            x = _memory_format(frames_to_input(frames), settings)
+            reconstruction, mu, logvar = model(x)
+            losses = vae_loss(reconstruction, x, mu, logvar, settings.kl_tolerance,
+                              pixel_weights(x, background, settings))
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            count = len(frames)
+            frames_seen += count
+            for key in sums:
+                sums[key] += float(losses[key].detach()) * count
+            bar.update(count)
+            bar.set_postfix(recon=f"{losses['recon'].item():.1f}", kl=f"{losses['kl'].item():.1f}")
+    seconds = time.perf_counter() - started
+    return {f"train/loss/{key}": value / frames_seen for key, value in sums.items()}, seconds
