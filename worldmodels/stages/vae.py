@@ -131,16 +131,26 @@ def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
               file=sys.stderr, flush=True)
 
 
-def _reconstruction_figure(model: ConvVAE, reader: RolloutReader, heldout_rows: np.ndarray,
+def _frames_with_objects(reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
+                         config: VAEConfig, count: int) -> np.ndarray:
+    """``count`` evenly spaced rows among those whose frame shows foreground (>= 10 pixels);
+    all rows if too few do (on cartpole the random policy often drives the cart out of view)."""
+    candidates = np.sort(evenly_spaced(rows, 50 * count))
+    x = frames_to_input(torch.from_numpy(reader.read_frame_rows(candidates)))
+    visible = foreground_mask(x, background, config.foreground_threshold).flatten(1).sum(dim=1) >= 10
+    chosen = candidates[visible.numpy()] if int(visible.sum()) >= count else candidates
+    return evenly_spaced(chosen, count)
+
+
+def _reconstruction_figure(model: ConvVAE, reader: RolloutReader, rows: np.ndarray,
                            metrics: dict[str, Any], epoch: int, path: Path) -> None:
-    rows = np.sort(evenly_spaced(heldout_rows, FIGURE_FRAMES))
     frames = reader.read_frame_rows(rows)
     with torch.no_grad():
         mu, _ = model.encode(frames_to_input(torch.from_numpy(frames)))
         reconstructed = model.decode(mu)
     reconstructed = (reconstructed.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    title = (f"held-out frames (top) and V's reconstructions (bottom), epoch {epoch}\n"
-             f"per-pixel MSE {metrics['heldout/mse']:.5f}, "
+    title = (f"held-out frames with objects in view (top) and V's reconstructions from z = mu (bottom), "
+             f"epoch {epoch}\nall held-out frames: per-pixel MSE {metrics['heldout/mse']:.5f}, "
              f"foreground ratio {metrics['heldout/foreground_ratio']:.2f} (1.0 = background only)")
     reconstruction_grid(frames, reconstructed, title, path)
 
@@ -180,6 +190,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             return paths.vae
         print(f"resuming V from epoch {start_epoch} of {settings.epochs}")
     batches = ShuffledFrameBatches(reader, train_rows, settings.batch_size, settings.seed)
+    figure_rows = _frames_with_objects(reader, heldout_rows, background, settings, FIGURE_FRAMES)
     common = {"model_args": {"z_size": settings.z_size}, "background": background,
               "settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint,
               "kind": CHECKPOINT_KIND}
@@ -193,7 +204,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         best = min(best, metrics["heldout/loss/total"])
         if improved:
             save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics}, paths.vae)
-            _reconstruction_figure(model, reader, heldout_rows, metrics, epoch, paths.figure("vae_reconstruction"))
+            _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"))
         save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_heldout": best,
                          "metrics": metrics}, last_path)
