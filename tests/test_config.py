@@ -26,7 +26,8 @@ def test_the_paper_loss_is_one_override_away_from_the_default():
     assert default.vae.foreground_weight > 0
     paper = load_pipeline("cartpole_balance", ["vae.foreground_weight=0"])
     assert paper.vae.foreground_weight == 0.0
-    assert (paper.vae.kl_tolerance, paper.vae.learning_rate, paper.vae.batch_size) == (0.5, 1e-4, 100)
+    assert (paper.vae.kl_tolerance, paper.vae.batch_size, paper.vae.z_size) == (0.5, 100, 32)
+    assert load_pipeline("carracing").vae.learning_rate == 1e-4
 
 
 def test_overrides_are_typed_and_applied():
