@@ -14,6 +14,7 @@ from worldmodels.models.vae import ConvVAE, foreground_mask, frames_to_input, va
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import vae as vae_stage
+from worldmodels.stages.info import describe_file
 
 SMOKE = ["collect.workers=0", "vae.threads=1"]
 
@@ -164,6 +165,7 @@ def test_encoded_latents_align_with_frames_and_stale_latents_are_refused(paths):
     encode.run(config, paths, progress=False)
     reader = RolloutReader(paths.rollouts)
     latents = LatentReader(paths.latents, paths.vae, reader)
+    assert f"latents         {reader.num_frames} x 32" in describe_file(paths.latents)
     model, _ = vae_stage.load_vae(paths.vae)
     for episode, step in ((0, 0), (1, 5), (reader.num_episodes - 1, int(reader.lengths[-1]))):
         mu, logvar = latents.episode(episode)

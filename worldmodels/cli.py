@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,52 +62,36 @@ def main() -> None:
     """World Models (V-M-C) and Dreamer, stage by stage, on the same data."""
 
 
-@main.command()
-@_user_errors
-@pipeline_options
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def collect(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
-    """Collect exploration episodes from the real env into rollouts.h5 (resumable)."""
-    from worldmodels.stages import collect as collect_stage
+def stage_command(name: str, module: str, artifact: str, help_text: str) -> None:
+    """Register ``wm <name>``: run ``worldmodels.stages.<module>.run`` with the pipeline options."""
 
-    save_resolved_config(config, paths)
-    path = collect_stage.run(config, paths, progress=not no_progress)
-    click.echo(f"rollouts: {path}")
-
-
-@main.command("train-vae")
-@_user_errors
-@pipeline_options
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def train_vae(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
-    """Train V (the ConvVAE) on rollouts.h5; re-running continues after the last finished epoch."""
-    from worldmodels.stages import vae as vae_stage
-
-    save_resolved_config(config, paths)
-    path = vae_stage.run(config, paths, progress=not no_progress)
-    click.echo(f"vae: {path}")
+    @main.command(name, help=help_text)
+    @_user_errors
+    @pipeline_options
+    @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+    def command(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
+        stage = importlib.import_module(f"worldmodels.stages.{module}")
+        save_resolved_config(config, paths)
+        path = stage.run(config, paths, progress=not no_progress)
+        click.echo(f"{artifact}: {path}")
 
 
-@main.command()
-@_user_errors
-@pipeline_options
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def encode(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
-    """Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar)."""
-    from worldmodels.stages import encode as encode_stage
-
-    path = encode_stage.run(config, paths, progress=not no_progress)
-    click.echo(f"latents: {path}")
+stage_command("collect", "collect", "rollouts",
+              "Collect exploration episodes from the real env into rollouts.h5 (resumable).")
+stage_command("train-vae", "vae", "vae",
+              "Train V (the ConvVAE) on rollouts.h5; re-running continues after the last finished epoch.")
+stage_command("encode", "encode", "latents",
+              "Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar).")
 
 
 @main.command()
 @_user_errors
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info(file: Path) -> None:
-    """Describe an HDF5 file written by worldmodels: episodes, steps, returns, shapes, schema."""
-    from worldmodels.stages.info import describe_rollouts
+    """Describe an HDF5 file written by worldmodels (rollouts or latents): episodes, steps, returns, shapes."""
+    from worldmodels.stages.info import describe_file
 
-    click.echo(describe_rollouts(file))
+    click.echo(describe_file(file))
 
 
 @main.command("config")

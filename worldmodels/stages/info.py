@@ -6,12 +6,40 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from worldmodels.data.latents import LATENTS_KIND, LatentReader
 from worldmodels.data.store import RolloutReader
 
 LAYOUT = ("an episode of T steps stores T + 1 frames (reset frame, then one per action) and T "
           "actions / rewards / terminated / truncated; actions[t] is taken on frames[t]")
+
+
+def describe_file(path: str | Path) -> str:
+    """The summary of a rollouts or a latents file, whichever ``path`` is."""
+    try:
+        with h5py.File(path, "r") as handle:
+            kind = handle.attrs.get("kind")
+    except OSError:
+        kind = None  # let the rollouts reader explain what is wrong with the file
+    return describe_latents(path) if kind == LATENTS_KIND else describe_rollouts(path)
+
+
+def describe_latents(path: str | Path) -> str:
+    """A multi-line summary of a latents file."""
+    latents = LatentReader(Path(path))
+    lengths = latents.episodes["length"]
+    return "\n".join([
+        f"file            {latents.path} ({Path(latents.path).stat().st_size / 2**20:.1f} MiB)",
+        "schema version  1 (latents)",
+        "layout          mu and logvar (float32) per frame; row k of episode e = frame k of episode e",
+        f"latents         {len(latents.mu)} x {latents.z_size}",
+        f"episodes        {len(lengths)} ({int(lengths.sum())} steps)",
+        f"mu              mean |mu| {abs(latents.mu).mean():.3f}, mean sigma {np.exp(0.5 * latents.logvar).mean():.3f}",
+        f"made by         vae.pt sha256 {latents.vae_sha256[:16]}..., rollouts fingerprint "
+        f"{latents.rollouts_fingerprint[:16]}...",
+    ])
 
 
 def describe_rollouts(path: str | Path) -> str:
