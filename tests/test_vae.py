@@ -118,7 +118,7 @@ def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start():
         optimizer.zero_grad()
         loss["total"].backward()
         optimizer.step()
-        losses.append(float(loss["recon"]))
+        losses.append(loss["recon"].item())
     assert losses[-1] < 0.25 * losses[0]
 
 
