@@ -40,7 +40,7 @@ EVAL_BATCH = 500
 FIGURE_FRAMES = 8
 
 
-def heldout_frame_rows(reader: RolloutReader, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_frame_rows(reader: RolloutReader, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, held-out rows) of /frames, split by episode as every stage splits them."""
     train_episodes, heldout_episodes = split_episodes(reader.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
@@ -164,7 +164,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         raise ValueError(f"env.frame_size: the ConvVAE takes 64x64 frames; {reader.path} holds "
                          f"{'x'.join(map(str, reader.frame_shape))}")
     paths.ensure()
-    train_rows, heldout_rows = heldout_frame_rows(reader, config)
+    train_rows, heldout_rows = split_frame_rows(reader, config)
     eval_rows = evenly_spaced(heldout_rows, settings.eval_frames)
     last_path = paths.last_checkpoint(CHECKPOINT_KIND)
     log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
@@ -223,8 +223,9 @@ def _resume_state(path: Path, config: PipelineConfig, reader: RolloutReader) -> 
     if state["rollouts_fingerprint"] != reader.fingerprint:
         print(f"{path}: trained on other rollouts than {reader.path} holds now; training V from scratch")
         return None
-    if state["settings"] != _settings_that_matter(config):
-        changed = sorted(k for k in state["settings"] if state["settings"][k] != _settings_that_matter(config).get(k))
+    settings = _settings_that_matter(config)
+    if state["settings"] != settings:
+        changed = sorted(key for key in state["settings"] if state["settings"][key] != settings.get(key))
         print(f"{path}: trained with other settings ({', '.join(changed)}); training V from scratch")
         return None
     return state
