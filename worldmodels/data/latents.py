@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from worldmodels.checkpoint import file_sha256
-from worldmodels.data.store import SCHEMA_VERSION, RolloutReader, StoreError, _check_schema, _open_h5
+from worldmodels.data.store import SCHEMA_VERSION, RolloutReader, StoreError, check_schema, open_h5
 
 LATENTS_KIND = "latents"
 
@@ -55,9 +55,9 @@ class LatentReader:
 
     def __init__(self, path: Path, vae_path: Path | None = None, rollouts: RolloutReader | None = None) -> None:
         self.path = Path(path)
-        handle = _open_h5(self.path, "r")
+        handle = open_h5(self.path, "r")
         try:
-            _check_schema(handle, self.path, LATENTS_KIND, ("mu", "logvar", "episodes"))
+            check_schema(handle, self.path, LATENTS_KIND, ("mu", "logvar", "episodes"))
             self.vae_sha256 = str(handle.attrs["vae_sha256"])
             self.rollouts_fingerprint = str(handle.attrs["rollouts_fingerprint"])
             self.z_size = int(handle.attrs["z_size"])

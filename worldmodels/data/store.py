@@ -101,7 +101,7 @@ class Episode:
         return float(np.sum(self.rewards, dtype=np.float64))
 
 
-def _open_h5(path: Path, mode: str) -> h5py.File:
+def open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode, rdcc_nbytes=READ_CACHE_BYTES, rdcc_nslots=10007)
     except FileNotFoundError:
@@ -114,7 +114,7 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
 ROLLOUT_DATASETS = ("frames", "actions", "rewards", "terminated", "truncated", "episodes")
 
 
-def _check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, ...] = ROLLOUT_DATASETS) -> None:
+def check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, ...] = ROLLOUT_DATASETS) -> None:
     attrs = handle.attrs
     if "schema_version" not in attrs or attrs.get("kind") != kind:
         found = attrs.get("kind", "no 'kind' attribute")
@@ -141,10 +141,10 @@ class RolloutWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = self.path.exists()
-        self._file = _open_h5(self.path, "a")
+        self._file = open_h5(self.path, "a")
         try:
             if exists and len(self._file.keys()) > 0:
-                _check_schema(self._file, self.path, ROLLOUTS_KIND)
+                check_schema(self._file, self.path, ROLLOUTS_KIND)
                 self._check_same_env(env_config, frame_shape, action_size)
                 self._cut_uncommitted()
             else:
@@ -270,7 +270,7 @@ class RolloutReader:
         self._datasets: dict[str, h5py.Dataset] = {}
         self._pid = -1
         handle = self._file
-        _check_schema(handle, self.path, ROLLOUTS_KIND)
+        check_schema(handle, self.path, ROLLOUTS_KIND)
         self.episodes = handle["episodes"][:]
         self._check_consistent(handle)
         self.env_config: dict[str, Any] = json.loads(handle.attrs["env_config"])
@@ -291,7 +291,7 @@ class RolloutReader:
     @property
     def _file(self) -> h5py.File:
         if self._handle is None or self._pid != os.getpid():
-            self._handle = _open_h5(self.path, "r")
+            self._handle = open_h5(self.path, "r")
             self._datasets = {}
             self._pid = os.getpid()
         return self._handle
