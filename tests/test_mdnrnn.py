@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+from torch import distributions
+
+from worldmodels.dream import DreamEnv
+from worldmodels.models.mdnrnn import (
+    MDNRNN,
+    MixturePrediction,
+    mdn_loss,
+    mixture_log_prob,
+    mixture_noise,
+    sample_mixture,
+    select_step,
+)
+
+
+def _random_prediction(shape=(3, 4), z_size=5, mixtures=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.log_softmax(torch.randn(*shape, z_size, mixtures, generator=generator), dim=-1)
+    means = torch.randn(*shape, z_size, mixtures, generator=generator) * 2
+    log_stds = torch.randn(*shape, z_size, mixtures, generator=generator) * 0.5
+    return MixturePrediction(logits, means, log_stds, torch.zeros(shape), torch.zeros(shape))
+
+
+def test_mixture_log_likelihood_equals_torch_distributions():
+    prediction = _random_prediction()
+    target = torch.randn(3, 4, 5) * 2
+    reference = distributions.MixtureSameFamily(
+        distributions.Categorical(logits=prediction.logits),
+        distributions.Normal(prediction.means, prediction.log_stds.exp())).log_prob(target)
+    torch.testing.assert_close(mixture_log_prob(prediction, target), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_as_temperature_goes_to_zero_samples_go_to_the_most_likely_mean():
+    prediction = _random_prediction(shape=(200,))
+    most_likely = prediction.means.gather(-1, prediction.logits.argmax(-1, keepdim=True)).squeeze(-1)
+    cold = sample_mixture(prediction, 1e-6, mixture_noise(most_likely.shape, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(cold, most_likely, atol=0.05, rtol=0)
+    torch.testing.assert_close(sample_mixture(prediction, 0.0, None), most_likely)
+
+
+def test_at_temperature_one_samples_have_the_mixtures_mean_and_variance():
+    weights = torch.tensor([0.2, 0.5, 0.3])
+    means = torch.tensor([-2.0, 0.5, 3.0])
+    stds = torch.tensor([0.5, 1.0, 0.3])
+    count = 200_000
+    prediction = MixturePrediction(weights.log().expand(count, 1, 3), means.expand(count, 1, 3),
+                                   stds.log().expand(count, 1, 3), torch.zeros(count), torch.zeros(count))
+    samples = sample_mixture(prediction, 1.0, mixture_noise((count, 1), torch.Generator().manual_seed(2)))
+    mean = float((weights * means).sum())
+    variance = float((weights * (stds**2 + means**2)).sum()) - mean**2
+    assert float(samples.mean()) == pytest.approx(mean, abs=0.02)
+    assert float(samples.var()) == pytest.approx(variance, rel=0.02)
+
+
+def test_padded_steps_change_no_loss():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=4, action_size=2, hidden_size=16, mixtures=3)
+    z, actions = torch.randn(2, 6, 4), torch.randn(2, 6, 2)
+    next_z, rewards, dones = torch.randn(2, 6, 4), torch.randn(2, 6), torch.zeros(2, 6)
+    mask = torch.ones(2, 6)
+    mask[1, 4:] = 0  # the second sequence has 4 real steps
+    losses = mdn_loss(model(z, actions)[0], next_z, rewards, dones, mask)
+    for tensor in (z, actions, next_z):
+        tensor[1, 4:] = float("nan") if tensor is next_z else 123.0
+    rewards[1, 4:], dones[1, 4:] = float("nan"), 1.0
+    padded = mdn_loss(model(z, actions)[0], next_z, rewards, dones, mask)
+    for name in losses:
+        assert torch.isfinite(padded[name])
+        torch.testing.assert_close(padded[name], losses[name])
+
+
+def test_one_batched_dream_step_equals_stepping_each_row_alone():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=16, mixtures=3).eval()
+    starts_mu, starts_logvar = torch.randn(5, 4), torch.full((5, 4), -2.0)
+    batched = DreamEnv(model, starts_mu, starts_logvar, temperature=1.0)
+    batched.reset(5, starts=torch.arange(5))
+    start_z = batched.z.clone()
+    actions = torch.linspace(-1, 1, 5)[:, None]
+    noise = mixture_noise((5, 4), torch.Generator().manual_seed(3))
+    result = batched.step(actions, noise)
+    for row in range(5):
+        alone = DreamEnv(model, starts_mu, starts_logvar, temperature=1.0)
+        alone.reset(1, starts=torch.tensor([row]))
+        alone.z = start_z[row:row + 1].clone()
+        single = alone.step(actions[row:row + 1], (noise[0][row:row + 1], noise[1][row:row + 1]))
+        torch.testing.assert_close(single.z[0], result.z[row], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(single.h[0], result.h[row], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(single.reward[0], result.reward[row], rtol=1e-5, atol=1e-6)
+
+
+def test_finished_dream_rollouts_stay_finished_and_earn_nothing():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=3, action_size=1, hidden_size=8, mixtures=2).eval()
+    with torch.no_grad():
+        model.reward_head.bias.fill_(1.0)
+        model.reward_head.weight.zero_()
+    dream = DreamEnv(model, torch.zeros(2, 3), torch.zeros(2, 3), max_steps=3)
+    dream.reset(4)
+    rewards = [dream.step(torch.zeros(4, 1)) for _ in range(5)]
+    assert [bool(step.done.all()) for step in rewards] == [False, False, True, True, True]
+    assert [float(step.reward.sum()) for step in rewards] == [4.0, 4.0, 4.0, 0.0, 0.0]
+    z_after = rewards[3].z.clone()
+    torch.testing.assert_close(rewards[4].z, z_after)
+
+
+def test_the_loss_falls_on_a_tiny_dataset():
+    torch.manual_seed(0)
+    steps = torch.arange(20, dtype=torch.float32)
+    z = torch.stack([torch.sin(steps / 3 + phase) for phase in (0.0, 1.0, 2.0)], dim=-1)[None].repeat(4, 1, 1)
+    z = z + 0.01 * torch.randn_like(z)
+    actions = torch.zeros(4, 19, 1)
+    model = MDNRNN(z_size=3, action_size=1, hidden_size=32, mixtures=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mask = torch.ones(4, 19)
+    history = []
+    for _ in range(150):
+        losses = mdn_loss(model(z[:, :-1], actions)[0], z[:, 1:], torch.zeros(4, 19), torch.zeros(4, 19), mask)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        history.append(losses["z_nll"].item())
+    assert history[-1] < history[0] - 2.0, "z NLL must fall by several nats"
+
+
+def test_select_step_picks_one_time_step():
+    prediction = _random_prediction(shape=(2, 3))
+    picked = select_step(prediction, 1)
+    torch.testing.assert_close(picked.means, prediction.means[:, 1])
+    assert np.array_equal(picked.logits.shape, (2, 5, 3))

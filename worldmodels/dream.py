@@ -1,0 +1,90 @@
+"""The batched dream: M as an environment, for many rollouts at once.
+
+``reset(batch)`` starts every rollout from the latent of a real first frame (drawn from the
+stored starts, as the paper's Doom dream did); ``step(actions)`` advances the whole batch with one
+LSTM step and one mixture draw. Rewards come from M's reward head, ``done`` from its done head
+(``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
+
+Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(N,)``;
+``h`` ``(N, H)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from worldmodels.models.mdnrnn import MDNRNN, mixture_noise, sample_mixture, select_step
+
+
+@dataclass
+class DreamStep:
+    """What one dream step returns for the whole batch."""
+
+    z: torch.Tensor
+    reward: torch.Tensor
+    done: torch.Tensor
+    h: torch.Tensor
+
+
+class DreamEnv:
+    """M's dream for a batch of rollouts.
+
+    ``start_mu`` / ``start_logvar`` ``(S, Z)``: latents of real first frames; each reset draws
+    ``batch`` of them (with replacement) and samples ``z`` from them.
+    """
+
+    def __init__(self, model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor,
+                 temperature: float = 1.0, max_steps: int = 1000, generator: torch.Generator | None = None) -> None:
+        if len(start_mu) == 0:
+            raise ValueError("the dream needs at least one start latent")
+        self.model = model.eval()
+        self.start_mu, self.start_logvar = start_mu, start_logvar
+        self.temperature, self.max_steps = temperature, max_steps
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.z = self.h = self.state = self.done = None
+        self.steps = 0
+
+    @torch.no_grad()
+    def reset(self, batch: int, starts: torch.Tensor | None = None) -> torch.Tensor:
+        """Start ``batch`` rollouts; ``starts`` ``(batch,)`` picks the start latents (default: random).
+
+        Returns ``z`` ``(batch, Z)``.
+        """
+        if starts is None:
+            starts = torch.randint(len(self.start_mu), (batch,), generator=self.generator)
+        mu, logvar = self.start_mu[starts], self.start_logvar[starts]
+        noise = torch.randn(mu.shape, generator=self.generator)
+        self.z = mu + torch.exp(0.5 * logvar) * noise
+        hidden = self.model.hidden_size
+        self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+        self.h = self.state[0][0]
+        self.done = torch.zeros(batch, dtype=torch.bool)
+        self.steps = 0
+        return self.z
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> DreamStep:
+        """Advance every rollout by one step with ``actions`` ``(N, A)`` in [-1, 1].
+
+        ``noise`` (uniform, normal), each ``(N, Z)``, fixes the draw of the next ``z``
+        (default: from the dream's generator).
+        """
+        assert self.z is not None, "call reset() before step()"
+        assert actions.shape == (len(self.z), self.model.action_size), \
+            f"actions must be ({len(self.z)}, {self.model.action_size}), got {tuple(actions.shape)}"
+        prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None].to(self.z.dtype), self.state)
+        prediction = select_step(prediction, 0)
+        if noise is None:
+            noise = mixture_noise(self.z.shape, self.generator)
+        next_z = sample_mixture(prediction, self.temperature, noise)
+        was_done = self.done
+        reward = torch.where(was_done, torch.zeros_like(prediction.reward), prediction.reward)
+        self.steps += 1
+        finished = (torch.sigmoid(prediction.done_logit) > 0.5) | (self.steps >= self.max_steps)
+        self.done = was_done | finished
+        # A rollout that had already finished is out of the game: it keeps its last latent.
+        self.z = torch.where(was_done[:, None], self.z, next_z)
+        self.h = outputs[:, 0]
+        return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h)
