@@ -24,7 +24,7 @@ EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: install collect vae mdnrnn controller evaluate dreamer report all test bench clean distclean FORCE
 
-all: vae
+all: mdnrnn
 
 install: $(STAMP)
 
@@ -60,8 +60,13 @@ $(OUT)/vae.pt: $(OUT)/rollouts.h5 FORCE
 $(OUT)/latents.h5: $(OUT)/vae.pt
 	$(WM) encode $(WM_ARGS)
 
+mdnrnn: $(OUT)/mdnrnn.pt
+
+$(OUT)/mdnrnn.pt: $(OUT)/latents.h5 FORCE
+	$(WM) train-mdnrnn $(WM_ARGS)
+
 # Stages still to come fail loudly rather than pretend.
-mdnrnn controller evaluate dreamer report:
+controller evaluate dreamer report:
 	@echo "make $@: the '$@' stage is not implemented yet in this version of worldmodels." >&2
 	@exit 2
 
@@ -71,6 +76,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/collect.py
 	$(VENV)/bin/python benchmarks/vae.py
+	$(VENV)/bin/python benchmarks/mdnrnn.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/results

@@ -82,6 +82,19 @@ stage_command("train-vae", "vae", "vae",
               "Train V (the ConvVAE) on rollouts.h5; re-running continues after the last finished epoch.")
 stage_command("encode", "encode", "latents",
               "Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar).")
+stage_command("train-mdnrnn", "mdnrnn", "mdnrnn",
+              "Train M (the MDN-RNN) on latents.h5, then measure it as a simulator (resumable).")
+
+
+@main.command()
+@_user_errors
+@pipeline_options
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=1.0, help="Dream temperature.")
+def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> None:
+    """Decode dream rollouts of M beside the real episodes they start from, to look at."""
+    from worldmodels.stages.mdnrnn import run_dream
+
+    click.echo(f"figure: {run_dream(config, paths, temperature)}")
 
 
 @main.command()

@@ -169,7 +169,47 @@ class VAEConfig:
         _require(self.threads >= 0, "vae.threads", f"must be >= 0, got {self.threads}")
 
 
-SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig)}
+@dataclass(frozen=True)
+class MDNRNNConfig:
+    """M: the MDN-RNN on V's latents, and how its dream is measured."""
+
+    hidden_size: int = 256
+    mixtures: int = 5
+    epochs: int = 200
+    batch_size: int = 16
+    sequence_length: int = 125
+    """Episodes are cut into windows of this many steps; the last window of an episode is padded
+    and its padding masked out of every loss."""
+    learning_rate: float = 1e-3
+    grad_clip: float = 1.0
+    """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
+    done_pos_weight: float = 10.0
+    temperature: float = 1.0
+    """Dream temperature for the dream metrics (replay gap) and for C's training."""
+    eval_every: int = 20
+    """Held-out losses every this many epochs (and at the last)."""
+    context_frames: int = 5
+    openloop_steps: int = 45
+    dream_samples: int = 8
+    """Dream rollouts per held-out episode when measuring the replay gap."""
+    threads: int = 0
+    seed: int = 0
+
+    SECTION: typing.ClassVar[str] = "mdnrnn"
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_size", "mixtures", "epochs", "batch_size", "sequence_length", "eval_every",
+                    "context_frames", "openloop_steps", "dream_samples"):
+            _require(getattr(self, key) >= 1, f"mdnrnn.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.learning_rate > 0, "mdnrnn.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(self.grad_clip > 0, "mdnrnn.grad_clip", f"must be > 0, got {self.grad_clip}")
+        _require(self.done_pos_weight > 0, "mdnrnn.done_pos_weight", f"must be > 0, got {self.done_pos_weight}")
+        _require(self.temperature >= 0, "mdnrnn.temperature", f"must be >= 0, got {self.temperature}")
+        _require(self.threads >= 0, "mdnrnn.threads", f"must be >= 0, got {self.threads}")
+
+
+SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
+                                                          MDNRNNConfig)}
 
 
 @dataclass(frozen=True)
@@ -182,6 +222,7 @@ class PipelineConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

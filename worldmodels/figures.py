@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 from worldmodels.checkpoint import atomic_write  # noqa: E402
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
-    atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=100,
+def _save(figure: plt.Figure, path: Path, dpi: int = 100) -> None:
+    atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=dpi,
                                                               bbox_inches="tight"))
     plt.close(figure)
 
@@ -31,5 +31,44 @@ def reconstruction_grid(real: np.ndarray, reconstructed: np.ndarray, title: str,
             axis.set_yticks([])
             if column == 0:
                 axis.set_ylabel(label)
+    figure.suptitle(title, fontsize=9)
+    _save(figure, path)
+
+
+def _to_image(frames: np.ndarray) -> np.ndarray:
+    """float ``(N, 3, H, W)`` in [0, 1] -> uint8 ``(H, N * W, 3)``, frames side by side."""
+    frames = np.clip(np.asarray(frames), 0, 1)
+    return (np.concatenate(list(frames.transpose(0, 2, 3, 1)), axis=1) * 255).round().astype(np.uint8)
+
+
+def openloop_strip(truth: np.ndarray, model: np.ndarray, context: int, title: str, path: Path) -> None:
+    """Rows truth / model / error for each sequence; ``truth``, ``model``: ``(S, T, 3, H, W)`` in [0, 1].
+
+    The first ``context`` model frames are the truth (seen by the model); error = (model - truth + 1) / 2.
+    """
+    sequences = len(truth)
+    figure, axes = plt.subplots(3 * sequences, 1, figsize=(truth.shape[1] * 0.45, 3 * sequences * 0.5))
+    for index in range(sequences):
+        error = (model[index] - truth[index] + 1) / 2
+        for row, (images, label) in enumerate(((truth[index], "truth"), (model[index], "model"), (error, "error"))):
+            axis = axes[3 * index + row]
+            axis.imshow(_to_image(images), interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            width = images.shape[-1]
+            axis.axvline(context * width - 0.5, color="white", linewidth=0.8)
+    figure.suptitle(title, fontsize=9)
+    _save(figure, path, dpi=150)  # ~64 px a frame, the frames' own size
+
+
+def frame_rows(rows: list[tuple[str, np.ndarray]], title: str, path: Path) -> None:
+    """One labelled row of frames each; frames float ``(N, 3, H, W)`` in [0, 1]."""
+    figure, axes = plt.subplots(len(rows), 1, figsize=(len(rows[0][1]) * 0.8, len(rows) * 0.9), squeeze=False)
+    for axis, (label, frames) in zip(axes[:, 0], rows, strict=True):
+        axis.imshow(_to_image(frames), interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     figure.suptitle(title, fontsize=9)
     _save(figure, path)

@@ -34,6 +34,15 @@ class PipelinePaths:
         return self.root / "latents.h5"
 
     @property
+    def mdnrnn(self) -> Path:
+        return self.root / "mdnrnn.pt"
+
+    @property
+    def simulator_metrics(self) -> Path:
+        """M measured as a simulator: open-loop errors by horizon, replay gap, calibration."""
+        return self.metrics_dir / "mdnrnn_simulator.json"
+
+    @property
     def checkpoints_dir(self) -> Path:
         """Resume states (model, optimizer, RNG) of the last finished epoch of each stage."""
         return self.root / "checkpoints"

@@ -388,6 +388,17 @@ class RolloutReader:
             "truncated": self._dataset("truncated")[steps_slice].astype(bool),
         }
 
+    def step_data(self, episode: int) -> dict[str, np.ndarray]:
+        """Actions ``(T, A)``, rewards, terminated and truncated ``(T,)`` of an episode, without frames."""
+        row = self.episodes[episode]
+        steps = slice(int(row["step_offset"]), int(row["step_offset"] + row["length"]))
+        return {
+            "actions": self._dataset("actions")[steps],
+            "rewards": self._dataset("rewards")[steps],
+            "terminated": self._dataset("terminated")[steps].astype(bool),
+            "truncated": self._dataset("truncated")[steps].astype(bool),
+        }
+
     def episode(self, index: int) -> Episode:
         """A whole episode in memory."""
         row = self.episodes[index]

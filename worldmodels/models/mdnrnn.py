@@ -123,3 +123,8 @@ def mdn_loss(prediction: MixturePrediction, next_z: torch.Tensor, rewards: torch
               for name, value in (("z_nll", z_nll), ("reward", reward), ("done", done))}
     losses["total"] = losses["z_nll"] + losses["reward"] + losses["done"]
     return losses
+
+
+def mixture_mean(prediction: MixturePrediction) -> torch.Tensor:
+    """The expected next ``z`` under the mixtures, ``(..., Z)`` (the least-squares prediction)."""
+    return (prediction.logits.exp() * prediction.means).sum(dim=-1)

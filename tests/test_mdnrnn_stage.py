@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from worldmodels.checkpoint import load_checkpoint
+from worldmodels.config import load_pipeline
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages import collect, encode
+from worldmodels.stages import mdnrnn as mdnrnn_stage
+from worldmodels.stages import vae as vae_stage
+
+SMOKE = ["collect.workers=0", "vae.threads=1", "vae.epochs=1", "mdnrnn.threads=1"]
+
+
+def _config(*overrides):
+    return load_pipeline("smoke", [*SMOKE, *overrides])
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """Rollouts, V and latents of the smoke pipeline, made once."""
+    paths = PipelinePaths(tmp_path_factory.mktemp("m") / "smoke")
+    config = _config()
+    collect.run(config, paths, progress=False)
+    vae_stage.run(config, paths, progress=False)
+    encode.run(config, paths, progress=False)
+    return paths
+
+
+def _copy(encoded, tmp_path, name):
+    paths = PipelinePaths(tmp_path / name / "smoke").ensure()
+    for source in (encoded.rollouts, encoded.vae, encoded.latents):
+        (paths.root / source.name).write_bytes(source.read_bytes())
+    return paths
+
+
+def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_path):
+    paths = _copy(encoded, tmp_path, "run")
+    mdnrnn_stage.run(_config(), paths, progress=False)
+    records = MetricsLog(paths.metrics("mdnrnn")).read()
+    assert [r["epoch"] for r in records if not r.get("simulator")] == [2, 4]
+    assert all(r["heldout/loss/z_nll"] == r["heldout/loss/z_nll"] for r in records if not r.get("simulator"))
+    simulator = json.loads((paths.metrics_dir / "mdnrnn_simulator.json").read_text())
+    assert len(simulator["openloop_latent_error"]) == 10 and len(simulator["openloop_pixel_mse"]) == 10
+    assert all(value >= 0 for value in simulator["openloop_pixel_mse"])
+    assert len(simulator["real_returns"]) == len(simulator["dream_returns"]) >= 1
+    assert simulator["mean_abs_gap"] == pytest.approx(
+        sum(abs(d - r) for d, r in zip(simulator["dream_returns"], simulator["real_returns"], strict=True))
+        / len(simulator["real_returns"]))
+    zero = simulator["zero_action"]
+    assert len(zero["real_returns"]) == len(zero["dream_returns"]) == len(simulator["real_returns"])
+    assert zero["real_return_mean"] > 0, "cartpole pays for an upright pole at every step"
+    for name in ("openloop_vm", "dream_rollouts"):
+        Image.open(paths.figure(name)).verify()
+    figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)
+    Image.open(figure).verify()
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
+    resumed = _copy(encoded, tmp_path, "resumed")
+    mdnrnn_stage.run(_config("mdnrnn.epochs=2"), resumed, progress=False)
+    first = load_checkpoint(resumed.last_checkpoint("mdnrnn"), "mdnrnn")
+    mdnrnn_stage.run(_config("mdnrnn.epochs=4"), resumed, progress=False)
+    second = load_checkpoint(resumed.last_checkpoint("mdnrnn"), "mdnrnn")
+    assert (first["epoch"], second["epoch"]) == (2, 4)
+    steps = int(second["optimizer"]["state"][0]["step"])
+    assert steps == 2 * int(first["optimizer"]["state"][0]["step"])
+    whole = _copy(encoded, tmp_path, "whole")
+    mdnrnn_stage.run(_config("mdnrnn.epochs=4"), whole, progress=False)
+    uninterrupted = load_checkpoint(whole.last_checkpoint("mdnrnn"), "mdnrnn")
+    for name, value in uninterrupted["model"].items():
+        torch.testing.assert_close(second["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,0 +1,83 @@
+"""M measured as a simulator: open-loop error against horizon, and the dream's replay gap.
+
+Open loop: M sees the latents of ``context`` real frames with their actions, then predicts
+``steps`` more frames from its own predictions (the mixture mean) and the real actions. The
+latent error at horizon ``k`` is the squared error summed over dimensions divided by the
+held-out latents' total variance (1.0: no information left); the pixel error decodes the
+predictions with V and compares them with the real frames.
+
+Replay gap: each held-out episode's real actions replayed in the dream (sampled at the dream
+temperature) from its first frame; the dream's return against the episode's real return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from worldmodels.dream import DreamEnv
+from worldmodels.models.mdnrnn import MDNRNN, mixture_mean, select_step
+from worldmodels.models.vae import ConvVAE, frames_to_input
+
+REPORTED_HORIZONS = (1, 5, 10, 20, 45)
+
+
+@torch.no_grad()
+def openloop_latents(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
+                     steps: int) -> torch.Tensor:
+    """Predict frames ``context .. context + steps - 1`` from the first ``context``.
+
+    ``mu`` ``(E, >= context, Z)`` real latents, ``actions`` ``(E, >= context + steps - 1, A)``
+    -> ``(E, steps, Z)``.
+    """
+    model.eval()
+    prediction, _, state = model(mu[:, :context], actions[:, :context])
+    z = mixture_mean(select_step(prediction, -1))
+    predicted = [z]
+    for k in range(1, steps):
+        prediction, _, state = model(z[:, None], actions[:, context + k - 1][:, None], state)
+        z = mixture_mean(select_step(prediction, 0))
+        predicted.append(z)
+    return torch.stack(predicted, dim=1)
+
+
+@torch.no_grad()
+def decode(vae: ConvVAE, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """``(..., Z)`` -> frames ``(..., 3, 64, 64)`` in [0, 1]."""
+    flat = z.reshape(-1, z.shape[-1])
+    frames = torch.cat([vae.decode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    return frames.reshape(*z.shape[:-1], *frames.shape[1:])
+
+
+def openloop_errors(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, actions: torch.Tensor, frames: np.ndarray,
+                    latent_variance: torch.Tensor, context: int, steps: int) -> dict[str, list[float]]:
+    """Per-horizon errors (lists of ``steps`` values, horizon 1 first) and the predicted frames.
+
+    ``frames`` uint8 ``(E, >= context + steps, H, W, 3)``: the real frames of the episodes.
+    """
+    predicted = openloop_latents(model, mu, actions, context, steps)
+    truth = mu[:, context:context + steps]
+    latent = ((predicted - truth).pow(2).sum(-1) / latent_variance.sum()).mean(0)
+    real = frames_to_input(torch.from_numpy(frames[:, context:context + steps].reshape(-1, *frames.shape[2:])))
+    imagined = decode(vae, predicted).reshape(real.shape)
+    pixel = (imagined - real).pow(2).flatten(1).mean(1).view(len(mu), steps).mean(0)
+    return {"latent_error": latent.tolist(), "pixel_mse": pixel.tolist(), "predicted_frames": imagined.view(
+        len(mu), steps, *real.shape[1:])}
+
+
+@torch.no_grad()
+def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor, actions: torch.Tensor,
+                   temperature: float, samples: int, seed: int) -> torch.Tensor:
+    """Dream returns of replaying each episode's real actions ``(E, T, A)`` from its first latent.
+
+    Returns ``(E, samples)``: ``samples`` dream rollouts per episode, all run as one batch.
+    """
+    episodes, horizon = actions.shape[:2]
+    dream = DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=horizon,
+                     generator=torch.Generator().manual_seed(seed))
+    starts = torch.arange(episodes).repeat_interleave(samples)
+    dream.reset(len(starts), starts=starts)
+    total = torch.zeros(len(starts))
+    for t in range(horizon):
+        total += dream.step(actions[starts, t]).reward
+    return total.view(episodes, samples)

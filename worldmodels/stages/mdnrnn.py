@@ -1,0 +1,310 @@
+"""Stage `train-mdnrnn`: M on V's latents, then M measured as a simulator.
+
+Training: episodes of ``latents.h5`` cut into padded windows (``data/sequences.py``), z drawn
+afresh from (mu, logvar) for every batch, the fused ``nn.LSTM``, Adam with elementwise gradient
+clipping. Every ``eval_every`` epochs: held-out losses (z = mu) to ``metrics/mdnrnn.jsonl``, the
+resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves, ``mdnrnn.pt``.
+
+After training: open-loop latent and pixel error against horizon and the dream's replay gap on
+the held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
+last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png`` and ``dream_rollouts.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldmodels.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from worldmodels.config import MDNRNNConfig, PipelineConfig
+from worldmodels.data.latents import LatentReader
+from worldmodels.data.sequences import LatentSequences, build_sequences
+from worldmodels.data.split import split_episodes
+from worldmodels.data.store import RolloutReader
+from worldmodels.dream import DreamEnv
+from worldmodels.figures import frame_rows, openloop_strip
+from worldmodels.metrics import MetricsLog
+from worldmodels.models.mdnrnn import MDNRNN, mdn_loss
+from worldmodels.models.vae import frames_to_input
+from worldmodels.paths import PipelinePaths
+from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_errors, replay_returns
+from worldmodels.stages.vae import load_vae
+
+CHECKPOINT_KIND = "mdnrnn"
+OPENLOOP_SEQUENCES = 6
+DREAM_TEMPERATURES = (0.5, 1.0, 1.5)
+
+
+def openloop_episodes(heldout_episodes: np.ndarray, count: int = OPENLOOP_SEQUENCES) -> np.ndarray:
+    """The held-out episodes every open-loop figure shows (V+M's and Dreamer's): the first ``count``."""
+    return np.sort(heldout_episodes)[:count]
+
+
+def load_mdnrnn(path: Path) -> tuple[MDNRNN, dict[str, Any]]:
+    """The model in ``path`` (an ``mdnrnn.pt``) in eval mode, and the checkpoint dict."""
+    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
+    model = MDNRNN(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+@torch.no_grad()
+def heldout_losses(model: MDNRNN, sequences: LatentSequences, settings: MDNRNNConfig) -> dict[str, float]:
+    """Losses on held-out windows with z = mu (deterministic, comparable across epochs)."""
+    model.eval()
+    prediction = model(sequences.mu[:, :-1], sequences.actions)[0]
+    losses = mdn_loss(prediction, sequences.mu[:, 1:], sequences.rewards, sequences.dones, sequences.mask,
+                      settings.done_pos_weight)
+    model.train()
+    return {f"heldout/loss/{name}": value.item() for name, value in losses.items()}
+
+
+def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
+                 settings: MDNRNNConfig) -> dict[str, float]:
+    model.train()
+    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(sequences), generator=generator)
+    sums: dict[str, float] = {}
+    steps = 0.0
+    for start in range(0, len(order), settings.batch_size):
+        batch = sequences.select(order[start:start + settings.batch_size])
+        z = batch.sample_z()
+        losses = mdn_loss(model(z[:, :-1], batch.actions)[0], z[:, 1:], batch.rewards, batch.dones, batch.mask,
+                          settings.done_pos_weight)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        weight = float(batch.mask.sum())
+        steps += weight
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.item() * weight
+    return {f"train/loss/{name}": value / steps for name, value in sums.items()} | {"timesteps": steps}
+
+
+def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
+    settings = dataclasses.asdict(config.mdnrnn)
+    for key in ("epochs", "threads", "eval_every", "temperature", "context_frames", "openloop_steps",
+                "dream_samples"):
+        settings.pop(key)
+    settings["heldout_fraction"] = config.data.heldout_fraction
+    return settings
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Train (or continue training) M, then measure it as a simulator; returns ``mdnrnn.pt``."""
+    settings = config.mdnrnn
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    rollouts = RolloutReader(paths.rollouts)
+    latents = LatentReader(paths.latents, paths.vae, rollouts)
+    train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+    if len(heldout_episodes) == 0:
+        raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
+    train = build_sequences(latents, rollouts, train_episodes, settings.sequence_length)
+    heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length)
+    paths.ensure()
+    log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
+    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
+    torch.manual_seed(settings.seed)
+    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
+    common = {"kind": CHECKPOINT_KIND, "settings": _settings_that_matter(config), "inputs": inputs,
+              "model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
+                             "hidden_size": settings.hidden_size, "mixtures": settings.mixtures}}
+    start_epoch, best = _resume(last_path, common, model, optimizer, log)
+    if start_epoch >= settings.epochs:
+        print(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
+        if not paths.simulator_metrics.is_file():
+            measure_simulator(config, paths, rollouts, latents, heldout_episodes, log)
+        return paths.mdnrnn
+    paths.simulator_metrics.unlink(missing_ok=True)
+    started = time.perf_counter()
+    with tqdm(range(start_epoch + 1, settings.epochs + 1), desc="M", unit="epoch", disable=not progress,
+              dynamic_ncols=True) as epochs:
+        for epoch in epochs:
+            epoch_start = time.perf_counter()
+            metrics = _train_epoch(model, optimizer, train, epoch, settings)
+            metrics["timesteps_per_s"] = metrics.pop("timesteps") / (time.perf_counter() - epoch_start)
+            epochs.set_postfix(z_nll=f"{metrics['train/loss/z_nll']:.3f}", steps_s=f"{metrics['timesteps_per_s']:.0f}")
+            if epoch % settings.eval_every and epoch != settings.epochs:
+                continue
+            metrics = {"epoch": epoch, **metrics, **heldout_losses(model, heldout, settings)}
+            log.append(metrics)
+            improved = metrics["heldout/loss/total"] < best
+            best = min(best, metrics["heldout/loss/total"])
+            if improved:
+                save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics},
+                                paths.mdnrnn)
+            save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_heldout": best},
+                            last_path)
+    print(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
+          f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
+    measure_simulator(config, paths, rollouts, latents, heldout_episodes, log)
+    return paths.mdnrnn
+
+
+def _resume(path: Path, common: dict[str, Any], model: MDNRNN, optimizer: torch.optim.Optimizer,
+            log: MetricsLog) -> tuple[int, float]:
+    """Restore the last checkpoint if it continues this run; returns (finished epochs, best held-out loss)."""
+    if path.is_file():
+        state = load_checkpoint(path, CHECKPOINT_KIND)
+        if state["inputs"] == common["inputs"] and state["settings"] == common["settings"]:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            log.keep_up_to(state["epoch"])
+            print(f"resuming M after epoch {state['epoch']}")
+            return state["epoch"], state["best_heldout"]
+        print(f"{path}: made from other latents or settings; training M from scratch")
+    log.keep_up_to(0)
+    return 0, float("inf")
+
+
+def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader,
+                      latents: LatentReader, heldout_episodes: np.ndarray, log: MetricsLog) -> dict[str, Any]:
+    """Open-loop error against horizon, replay gap, and the two figures; returns the summary."""
+    settings = config.mdnrnn
+    model, checkpoint = load_mdnrnn(paths.mdnrnn)
+    vae, _ = load_vae(paths.vae)
+    context, steps = settings.context_frames, settings.openloop_steps
+    usable = [int(e) for e in heldout_episodes if rollouts.lengths[e] >= context + steps]
+    if not usable:
+        raise ValueError(f"no held-out episode has {context + steps} steps for the open-loop measurement "
+                         "(mdnrnn.context_frames + mdnrnn.openloop_steps)")
+    mu = torch.from_numpy(np.stack([latents.episode(e)[0][:context + steps] for e in usable]))
+    actions = torch.from_numpy(np.stack([rollouts.step_data(e)["actions"][:context + steps] for e in usable]))
+    frames = np.stack([rollouts.frames(e, 0, context + steps) for e in usable])
+    heldout_mu = np.concatenate([latents.episode(int(e))[0] for e in heldout_episodes])
+    variance = torch.from_numpy(heldout_mu.var(axis=0))
+    errors = openloop_errors(model, vae, mu, actions, frames, variance, context, steps)
+    gap = _replay_gap(model, rollouts, latents, heldout_episodes, settings)
+    calibration = _zero_action_calibration(model, config, rollouts, latents, heldout_episodes)
+    summary = {
+        "epoch": checkpoint["epoch"], "context_frames": context, "heldout_episodes": usable,
+        "openloop_latent_error": errors["latent_error"], "openloop_pixel_mse": errors["pixel_mse"],
+        **gap, "zero_action": calibration,
+    }
+    atomic_write(paths.simulator_metrics,
+                 lambda temporary: temporary.write_text(json.dumps(summary, indent=1)))
+    record = {"epoch": checkpoint["epoch"], "simulator": True,
+              **{f"openloop/latent_error@{h}": errors["latent_error"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
+              **{f"openloop/pixel_mse@{h}": errors["pixel_mse"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
+              **{f"replay/{k}": v for k, v in gap.items() if not isinstance(v, list)},
+              **{f"zero_action/{k}": v for k, v in calibration.items() if not isinstance(v, list)}}
+    log.append(record)
+    shown = [usable.index(e) for e in openloop_episodes(np.array(usable))]
+    truth = frames_to_input(torch.from_numpy(frames[shown].reshape(-1, *frames.shape[2:]))).view(
+        len(shown), context + steps, 3, *frames.shape[2:4])
+    model_frames = torch.cat([truth[:, :context], errors["predicted_frames"][shown]], dim=1)
+    openloop_strip(truth.numpy(), model_frames.numpy(), context,
+                   f"V+M open loop on held-out episodes: {context} context frames, then {steps} predicted "
+                   "from M's mean with the real actions (rows: truth / model / error)", paths.figure("openloop_vm"))
+    _dream_figure(model, vae, latents, rollouts, usable[0], steps, paths.figure("dream_rollouts"))
+    print("open-loop latent error at horizons " + ", ".join(
+        f"{h}: {errors['latent_error'][h - 1]:.2f}" for h in REPORTED_HORIZONS if h <= steps)
+          + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
+            f"{gap['real_return_mean']:.0f}); zero action: dream {calibration['dream_return_mean']:.0f} vs real "
+            f"{calibration['real_return_mean']:.0f}")
+    return summary
+
+
+def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, episodes: np.ndarray,
+                settings: MDNRNNConfig) -> dict[str, Any]:
+    """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``)."""
+    horizon = int(rollouts.lengths[episodes].min())
+    starts_mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in episodes]))
+    starts_logvar = torch.from_numpy(np.stack([latents.episode(int(e))[1][0] for e in episodes]))
+    actions = torch.from_numpy(np.stack([rollouts.step_data(int(e))["actions"][:horizon] for e in episodes]))
+    real = np.array([rollouts.step_data(int(e))["rewards"][:horizon].sum() for e in episodes], dtype=np.float64)
+    dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
+                           settings.seed).double().numpy()
+    return {"temperature": settings.temperature, "steps": horizon, "real_return_mean": float(real.mean()),
+            "dream_return_mean": float(dream.mean()), "mean_gap": float((dream.mean(1) - real).mean()),
+            "mean_abs_gap": float(np.abs(dream.mean(1) - real).mean()),
+            "real_returns": real.tolist(), "dream_returns": dream.mean(1).tolist()}
+
+
+def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: RolloutReader,
+                             latents: LatentReader, episodes: np.ndarray) -> dict[str, Any]:
+    """A closed-loop probe: a = 0 at every step, in the real env and in the dream, from the
+    held-out episodes' start states (the env reset with their seeds; the dream from their first
+    latents). Doing nothing scores well on cartpole, so a dream that lets the pole fall shows here."""
+    from worldmodels.envs import make_env
+
+    horizon = int(rollouts.lengths[episodes].min())
+    env = make_env(config.env)
+    real = []
+    try:
+        for episode in episodes:
+            env.reset(int(rollouts.episodes["seed"][episode]))
+            zero = np.zeros(env.action_size)
+            real.append(sum(env.step(zero).reward for _ in range(horizon)))
+    finally:
+        env.close()
+    starts_mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in episodes]))
+    starts_logvar = torch.from_numpy(np.stack([latents.episode(int(e))[1][0] for e in episodes]))
+    actions = torch.zeros(len(episodes), horizon, rollouts.action_size)
+    dream = replay_returns(model, starts_mu, starts_logvar, actions, config.mdnrnn.temperature,
+                           config.mdnrnn.dream_samples, config.mdnrnn.seed).double().numpy().mean(1)
+    real = np.asarray(real, dtype=np.float64)
+    return {"steps": horizon, "real_return_mean": float(real.mean()), "dream_return_mean": float(dream.mean()),
+            "mean_gap": float((dream - real).mean()), "mean_abs_gap": float(np.abs(dream - real).mean()),
+            "real_returns": real.tolist(), "dream_returns": dream.tolist()}
+
+
+@torch.no_grad()
+def _dream_figure(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutReader, episode: int,
+                  steps: int, path: Path) -> None:
+    """Decoded dream rollouts from one held-out start, the episode's real actions, at each temperature."""
+    mu, logvar = (torch.from_numpy(a[:1]) for a in latents.episode(episode))
+    actions = torch.from_numpy(rollouts.step_data(episode)["actions"][:steps])
+    rows = [("real", frames_to_input(torch.from_numpy(rollouts.frames(episode, 0, steps + 1)[::5])).numpy())]
+    for temperature in DREAM_TEMPERATURES:
+        dream = DreamEnv(model, mu, logvar, temperature=temperature, max_steps=steps,
+                         generator=torch.Generator().manual_seed(0))
+        zs = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))]
+        for t in range(steps):
+            zs.append(dream.step(actions[t:t + 1]).z)
+        rows.append((f"tau {temperature}", decode(vae, torch.cat(zs)[::5]).numpy()))
+    frame_rows(rows, f"dream rollouts from a held-out start with its real actions (every 5th step of {steps})",
+               path)
+
+
+def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, count: int = 4) -> Path:
+    """Decode dream rollouts at ``temperature`` from ``count`` held-out starts, with their real
+    actions, beside the real episodes; writes ``figures/dream_tau<temperature>.png``."""
+    rollouts = RolloutReader(paths.rollouts)
+    latents = LatentReader(paths.latents, paths.vae, rollouts)
+    model, _ = load_mdnrnn(paths.mdnrnn)
+    vae, _ = load_vae(paths.vae)
+    _, heldout = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+    rows = []
+    for episode in openloop_episodes(heldout, count):
+        steps = min(int(rollouts.lengths[episode]), 60)
+        mu, logvar = (torch.from_numpy(a[:1]) for a in latents.episode(int(episode)))
+        data = rollouts.step_data(int(episode))
+        dream = DreamEnv(model, mu, logvar, temperature=temperature, max_steps=steps,
+                         generator=torch.Generator().manual_seed(int(episode)))
+        zs, dream_return = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))], 0.0
+        with torch.no_grad():
+            for t in range(steps):
+                result = dream.step(torch.from_numpy(data["actions"][t:t + 1]))
+                zs.append(result.z)
+                dream_return += float(result.reward)
+        real = frames_to_input(torch.from_numpy(rollouts.frames(int(episode), 0, steps + 1)[::5])).numpy()
+        rows += [(f"real {data['rewards'][:steps].sum():.0f}", real),
+                 (f"dream {dream_return:.0f}", decode(vae, torch.cat(zs)[::5]).numpy())]
+    path = paths.figure(f"dream_tau{temperature:g}")
+    frame_rows(rows, f"episodes of held-out starts, real and replayed in M's dream at tau {temperature:g} "
+                     "(every 5th step; returns over the shown steps)", path)
+    return path
