@@ -228,9 +228,10 @@ def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, e
     real = np.array([rollouts.step_data(int(e))["rewards"][:horizon].sum() for e in episodes], dtype=np.float64)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
                            settings.seed).double().numpy()
+    correlation = float(np.corrcoef(dream.mean(1), real)[0, 1]) if len(real) > 1 and real.std() > 0 else 0.0
     return {"temperature": settings.temperature, "steps": horizon, "real_return_mean": float(real.mean()),
             "dream_return_mean": float(dream.mean()), "mean_gap": float((dream.mean(1) - real).mean()),
-            "mean_abs_gap": float(np.abs(dream.mean(1) - real).mean()),
+            "mean_abs_gap": float(np.abs(dream.mean(1) - real).mean()), "correlation": correlation,
             "real_returns": real.tolist(), "dream_returns": dream.mean(1).tolist()}
 
 
