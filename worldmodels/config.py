@@ -175,6 +175,9 @@ class MDNRNNConfig:
 
     hidden_size: int = 256
     mixtures: int = 5
+    mixture: Literal["per_dimension", "shared"] = "per_dimension"
+    """``per_dimension``: a mixture for every latent dimension (the paper's code); ``shared``:
+    one mixture of diagonal Gaussians over the whole z (a component is a joint mode)."""
     epochs: int = 200
     batch_size: int = 16
     sequence_length: int = 125
@@ -185,7 +188,8 @@ class MDNRNNConfig:
     """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
     done_pos_weight: float = 10.0
     temperature: float = 1.0
-    """Dream temperature for the dream metrics (replay gap) and for C's training."""
+    """Dream temperature for the dream metrics (replay gap) and for C's training; 0 is the
+    deterministic dream (each step the mean of the most likely component)."""
     eval_every: int = 20
     """Held-out losses every this many epochs (and at the last)."""
     context_frames: int = 5

@@ -1,10 +1,14 @@
 """The paper's MDN-RNN (M of V-M-C): an LSTM over ``[z_t, a_t]`` predicting ``z_{t+1}``.
 
-For every latent dimension a mixture of ``K`` diagonal Gaussians (log-weights, means and
-log-stds per dimension, as in the paper's code), plus a reward head and a done head.
+Two mixture forms, plus a reward head and a done head:
+- ``per_dimension`` (the paper's code): every latent dimension has its own mixture of ``K``
+  Gaussians (log-weights, means and log-stds per dimension), so dimensions are independent;
+- ``shared``: one mixture of ``K`` diagonal Gaussians over the whole ``z``, so a component is a
+  joint mode of all dimensions (one set of weights per step).
 
-Shapes: ``z`` ``(B, T, Z)``, actions ``(B, T, A)``; mixture parameters ``(B, T, Z, K)``;
-reward and done logits ``(B, T)``; LSTM state ``(h, c)`` each ``(1, B, H)``.
+Shapes: ``z`` ``(B, T, Z)``, actions ``(B, T, A)``; means and log-stds ``(B, T, Z, K)``; mixture
+log-weights ``(B, T, Z, K)`` per dimension or ``(B, T, 1, K)`` shared; reward and done logits
+``(B, T)``; LSTM state ``(h, c)`` each ``(1, B, H)``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 @dataclass
 class MixturePrediction:
-    """M's prediction for the next step. ``logits``, ``means``, ``log_stds``: ``(..., Z, K)``;
+    """M's prediction for the next step. ``means``, ``log_stds``: ``(..., Z, K)``; ``logits``
+    (normalised log-weights): ``(..., Z, K)`` per dimension or ``(..., 1, K)`` shared;
     ``reward``, ``done_logit``: ``(...)``."""
 
     logits: torch.Tensor
@@ -34,19 +39,26 @@ class MixturePrediction:
 class MDNRNN(nn.Module):
     """``forward(z, actions, state)`` -> (prediction for every step, final LSTM state)."""
 
-    def __init__(self, z_size: int = 32, action_size: int = 1, hidden_size: int = 256, mixtures: int = 5) -> None:
+    def __init__(self, z_size: int = 32, action_size: int = 1, hidden_size: int = 256, mixtures: int = 5,
+                 mixture: str = "per_dimension") -> None:
         super().__init__()
+        if mixture not in ("per_dimension", "shared"):
+            raise ValueError(f"mixture must be 'per_dimension' or 'shared', got {mixture!r}")
         self.z_size, self.action_size = z_size, action_size
-        self.hidden_size, self.mixtures = hidden_size, mixtures
+        self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
         self.lstm = nn.LSTM(z_size + action_size, hidden_size, batch_first=True)
-        self.mixture_head = nn.Linear(hidden_size, 3 * z_size * mixtures)
+        weights = mixtures * (z_size if mixture == "per_dimension" else 1)
+        self.mixture_head = nn.Linear(hidden_size, weights + 2 * z_size * mixtures)
         self.reward_head = nn.Linear(hidden_size, 1)
         self.done_head = nn.Linear(hidden_size, 1)
 
     def heads(self, hidden: torch.Tensor) -> MixturePrediction:
         """LSTM outputs ``(..., H)`` -> the next step's prediction."""
-        mixture = self.mixture_head(hidden).unflatten(-1, (self.z_size, 3 * self.mixtures))
-        logits, means, log_stds = mixture.split(self.mixtures, dim=-1)
+        out = self.mixture_head(hidden)
+        weight_count = out.shape[-1] - 2 * self.z_size * self.mixtures
+        logits = out[..., :weight_count].unflatten(-1, (weight_count // self.mixtures, self.mixtures))
+        means, log_stds = out[..., weight_count:].unflatten(-1, (self.z_size, 2 * self.mixtures)).split(
+            self.mixtures, dim=-1)
         return MixturePrediction(logits=functional.log_softmax(logits, dim=-1), means=means,
                                  log_stds=log_stds.clamp(-7.0, 5.0),
                                  reward=self.reward_head(hidden).squeeze(-1),
@@ -63,12 +75,19 @@ class MDNRNN(nn.Module):
         return self.heads(outputs), outputs, state
 
 
+def is_shared(prediction: MixturePrediction) -> bool:
+    """True for one mixture over the whole ``z`` (log-weights ``(..., 1, K)``)."""
+    return prediction.logits.shape[-2] == 1 and prediction.means.shape[-2] > 1
+
+
 def mixture_log_prob(prediction: MixturePrediction, target: torch.Tensor) -> torch.Tensor:
-    """log p(target) under the per-dimension mixtures: ``target`` ``(..., Z)`` -> ``(..., Z)``."""
+    """log p(target) of the whole ``z``: ``target`` ``(..., Z)`` -> ``(...)``."""
     target = target.unsqueeze(-1)
     log_normal = -0.5 * ((target - prediction.means) * torch.exp(-prediction.log_stds)).pow(2) \
         - prediction.log_stds - LOG_SQRT_2PI
-    return torch.logsumexp(prediction.logits + log_normal, dim=-1)
+    if is_shared(prediction):
+        return torch.logsumexp(prediction.logits[..., 0, :] + log_normal.sum(dim=-2), dim=-1)
+    return torch.logsumexp(prediction.logits + log_normal, dim=-1).sum(dim=-1)
 
 
 def mixture_noise(shape: torch.Size, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,12 +103,16 @@ def sample_mixture(prediction: MixturePrediction, temperature: float,
     each dimension's component by inverse CDF, the normal perturbs its mean. As tau -> 0 the draw
     goes to the mean of each dimension's most likely component; tau = 0 returns exactly that.
     """
+    shape = (*prediction.means.shape[:-1], 1)
     if temperature <= 0:
-        chosen = prediction.logits.argmax(dim=-1, keepdim=True)
+        chosen = prediction.logits.argmax(dim=-1, keepdim=True).expand(shape)
         return prediction.means.gather(-1, chosen).squeeze(-1)
     uniform, normal = noise
+    if is_shared(prediction):
+        uniform = uniform[..., :1]  # one component for the whole z
     cumulative = torch.softmax(prediction.logits / temperature, dim=-1).cumsum(dim=-1)
     chosen = (uniform.unsqueeze(-1) > cumulative).sum(dim=-1, keepdim=True).clamp(max=prediction.means.shape[-1] - 1)
+    chosen = chosen.expand(shape)
     means = prediction.means.gather(-1, chosen).squeeze(-1)
     stds = prediction.log_stds.gather(-1, chosen).squeeze(-1).exp()
     return means + stds * normal * math.sqrt(temperature)
@@ -107,13 +130,13 @@ def mdn_loss(prediction: MixturePrediction, next_z: torch.Tensor, rewards: torch
     """M's losses over the valid steps of a padded batch.
 
     ``next_z`` ``(B, T, Z)``; ``rewards``, ``dones`` (0/1) and ``mask`` (1: a real step, 0:
-    padding) ``(B, T)``. ``z_nll``: negative log-likelihood of ``next_z`` per latent dimension;
+    padding) ``(B, T)``. ``z_nll``: negative log-likelihood of ``next_z`` divided by ``Z``;
     ``reward``: squared error; ``done``: binary cross-entropy with positives weighted
     ``done_pos_weight`` (episodes end once, so ends are rare). Each is averaged over real steps.
     """
     valid = mask.to(next_z.dtype)
     count = valid.sum().clamp(min=1.0)
-    z_nll = -mixture_log_prob(prediction, next_z).mean(dim=-1)
+    z_nll = -mixture_log_prob(prediction, next_z) / next_z.shape[-1]
     reward = (prediction.reward - rewards).pow(2)
     done = functional.binary_cross_entropy_with_logits(
         prediction.done_logit, dones.to(next_z.dtype), reduction="none",

@@ -114,12 +114,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
     last_path = paths.last_checkpoint(CHECKPOINT_KIND)
     torch.manual_seed(settings.seed)
-    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures)
+    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures, settings.mixture)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
     common = {"kind": CHECKPOINT_KIND, "settings": _settings_that_matter(config), "inputs": inputs,
               "model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
-                             "hidden_size": settings.hidden_size, "mixtures": settings.mixtures}}
+                             "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
+                             "mixture": settings.mixture}}
     start_epoch, best = _resume(last_path, common, model, optimizer, log)
     if start_epoch >= settings.epochs:
         print(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
