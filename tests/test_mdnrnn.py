@@ -10,6 +10,7 @@ from worldmodels.models.mdnrnn import (
     mdn_loss,
     mixture_log_prob,
     mixture_noise,
+    openloop_nll,
     sample_mixture,
     select_step,
 )
@@ -156,3 +157,22 @@ def test_select_step_picks_one_time_step():
     picked = select_step(prediction, 1)
     torch.testing.assert_close(picked.means, prediction.means[:, 1])
     assert np.array_equal(picked.logits.shape, (2, 5, 3))
+
+
+def test_the_first_open_loop_step_is_the_one_step_loss_and_later_steps_read_predictions():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=3, action_size=1, hidden_size=8, mixtures=2)
+    z, actions, mask = torch.randn(2, 7, 3), torch.randn(2, 6, 1), torch.ones(2, 6)
+    with torch.no_grad():
+        one_step = -mixture_log_prob(select_step(model(z[:, :-1], actions)[0], 3), z[:, 4]).mean() / 3
+        torch.testing.assert_close(openloop_nll(model, z, actions, mask, start=3, steps=1), one_step)
+
+        def later_steps(latents):  # summed NLL of offsets 1 and 2 (targets z[:, 5], z[:, 6])
+            return 3 * openloop_nll(model, latents, actions, mask, 3, 3) - openloop_nll(model, latents, actions,
+                                                                                       mask, 3, 1)
+
+        changed = z.clone()
+        changed[:, 4] += 5.0  # after the start, z[:, 4] is only a target, never an input
+        torch.testing.assert_close(later_steps(changed), later_steps(z))
+        teacher_forced = model(changed[:, :-1], actions)[0].means[:, 5]
+        assert not torch.allclose(teacher_forced, model(z[:, :-1], actions)[0].means[:, 5])

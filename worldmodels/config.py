@@ -187,6 +187,11 @@ class MDNRNNConfig:
     grad_clip: float = 1.0
     """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
     done_pos_weight: float = 10.0
+    openloop_loss_steps: int = 0
+    """0: the paper's one-step loss. k > 0 adds, for every batch, the z NLL of k steps predicted
+    open loop (M fed its own mixture means with the real actions) from a random point of the
+    window, so that M learns to stay on track when fed its own predictions."""
+    openloop_loss_weight: float = 1.0
     temperature: float = 1.0
     """Dream temperature for the dream metrics (replay gap) and for C's training; 0 is the
     deterministic dream (each step the mean of the most likely component)."""
@@ -208,6 +213,10 @@ class MDNRNNConfig:
         _require(self.learning_rate > 0, "mdnrnn.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.grad_clip > 0, "mdnrnn.grad_clip", f"must be > 0, got {self.grad_clip}")
         _require(self.done_pos_weight > 0, "mdnrnn.done_pos_weight", f"must be > 0, got {self.done_pos_weight}")
+        _require(0 <= self.openloop_loss_steps < self.sequence_length, "mdnrnn.openloop_loss_steps",
+                 f"must be in [0, mdnrnn.sequence_length), got {self.openloop_loss_steps}")
+        _require(self.openloop_loss_weight >= 0, "mdnrnn.openloop_loss_weight",
+                 f"must be >= 0, got {self.openloop_loss_weight}")
         _require(self.temperature >= 0, "mdnrnn.temperature", f"must be >= 0, got {self.temperature}")
         _require(self.threads >= 0, "mdnrnn.threads", f"must be >= 0, got {self.threads}")
 

@@ -151,3 +151,25 @@ def mdn_loss(prediction: MixturePrediction, next_z: torch.Tensor, rewards: torch
 def mixture_mean(prediction: MixturePrediction) -> torch.Tensor:
     """The expected next ``z`` under the mixtures, ``(..., Z)`` (the least-squares prediction)."""
     return (prediction.logits.exp() * prediction.means).sum(dim=-1)
+
+
+def openloop_nll(model: MDNRNN, z: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, start: int,
+                 steps: int) -> torch.Tensor:
+    """Mean z NLL (per dimension) of ``steps`` predictions made open loop from step ``start``.
+
+    ``z`` ``(B, T + 1, Z)``, ``actions`` and ``mask`` ``(B, T)``; ``start + steps <= T``. M reads
+    the real ``z[:, :start + 1]``, then its own mixture means; gradients flow through them.
+    """
+    _, _, state = model(z[:, :start], actions[:, :start]) if start > 0 else (None, None, None)
+    current = z[:, start]
+    total, count = z.new_zeros(()), z.new_zeros(())
+    for offset in range(steps):
+        t = start + offset
+        prediction, _, state = model(current[:, None], actions[:, t:t + 1], state)
+        prediction = select_step(prediction, 0)
+        valid = mask[:, t]
+        nll = -mixture_log_prob(prediction, z[:, t + 1]) / z.shape[-1]
+        total = total + torch.where(valid > 0, nll, torch.zeros_like(nll)).sum()
+        count = count + valid.sum()
+        current = mixture_mean(prediction)
+    return total / count.clamp(min=1.0)

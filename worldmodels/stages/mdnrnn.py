@@ -32,7 +32,7 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.figures import frame_rows, openloop_strip
 from worldmodels.metrics import MetricsLog
-from worldmodels.models.mdnrnn import MDNRNN, mdn_loss
+from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_errors, replay_returns
@@ -79,6 +79,12 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
         z = batch.sample_z()
         losses = mdn_loss(model(z[:, :-1], batch.actions)[0], z[:, 1:], batch.rewards, batch.dones, batch.mask,
                           settings.done_pos_weight)
+        if settings.openloop_loss_steps:
+            length = batch.actions.shape[1]
+            start = int(torch.randint(length - settings.openloop_loss_steps + 1, (1,), generator=generator))
+            losses["openloop_z_nll"] = openloop_nll(model, z, batch.actions, batch.mask, start,
+                                                    settings.openloop_loss_steps)
+            losses["total"] = losses["total"] + settings.openloop_loss_weight * losses["openloop_z_nll"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_value_(model.parameters(), settings.grad_clip)
