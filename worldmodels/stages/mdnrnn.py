@@ -225,12 +225,18 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     return summary
 
 
+def _first_latents(latents: LatentReader, episodes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the first frame of each episode, each ``(E, Z)``: where their dreams start."""
+    firsts = [latents.episode(int(e)) for e in episodes]
+    return (torch.from_numpy(np.stack([mu[0] for mu, _ in firsts])),
+            torch.from_numpy(np.stack([logvar[0] for _, logvar in firsts])))
+
+
 def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, episodes: np.ndarray,
                 settings: MDNRNNConfig) -> dict[str, Any]:
     """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``)."""
     horizon = int(rollouts.lengths[episodes].min())
-    starts_mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in episodes]))
-    starts_logvar = torch.from_numpy(np.stack([latents.episode(int(e))[1][0] for e in episodes]))
+    starts_mu, starts_logvar = _first_latents(latents, episodes)
     actions = torch.from_numpy(np.stack([rollouts.step_data(int(e))["actions"][:horizon] for e in episodes]))
     real = np.array([rollouts.step_data(int(e))["rewards"][:horizon].sum() for e in episodes], dtype=np.float64)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
@@ -259,8 +265,7 @@ def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: Ro
             real.append(sum(env.step(zero).reward for _ in range(horizon)))
     finally:
         env.close()
-    starts_mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in episodes]))
-    starts_logvar = torch.from_numpy(np.stack([latents.episode(int(e))[1][0] for e in episodes]))
+    starts_mu, starts_logvar = _first_latents(latents, episodes)
     actions = torch.zeros(len(episodes), horizon, rollouts.action_size)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, config.mdnrnn.temperature,
                            config.mdnrnn.dream_samples, config.mdnrnn.seed).double().numpy().mean(1)
