@@ -11,10 +11,12 @@ Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN, mixture_noise, sample_mixture, select_step
 
 
@@ -47,15 +49,17 @@ class DreamEnv:
         self.steps = 0
 
     @torch.no_grad()
-    def reset(self, batch: int, starts: torch.Tensor | None = None) -> torch.Tensor:
-        """Start ``batch`` rollouts; ``starts`` ``(batch,)`` picks the start latents (default: random).
+    def reset(self, batch: int, starts: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Start ``batch`` rollouts; ``starts`` ``(batch,)`` picks the start latents (default: random)
+        and ``noise`` ``(batch, Z)`` draws z from them (default: from the dream's generator).
 
         Returns ``z`` ``(batch, Z)``.
         """
         if starts is None:
             starts = torch.randint(len(self.start_mu), (batch,), generator=self.generator)
         mu, logvar = self.start_mu[starts], self.start_logvar[starts]
-        noise = torch.randn(mu.shape, generator=self.generator)
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=self.generator)
         self.z = mu + torch.exp(0.5 * logvar) * noise
         hidden = self.model.hidden_size
         self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
@@ -88,3 +92,29 @@ class DreamEnv:
         self.z = torch.where(was_done[:, None], self.z, next_z)
         self.h = outputs[:, 0]
         return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h)
+
+
+@torch.no_grad()
+def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int, action_size: int,
+                       inputs: str = "zh", starts: torch.Tensor | None = None,
+                       start_noise: torch.Tensor | None = None,
+                       step_noise: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    """Mean dream return of each candidate controller, all rollouts as one batch.
+
+    ``parameters`` ``(P, D)``: one flat linear controller per candidate (see
+    ``models/controller.py``); each runs ``rollouts`` dreams, so the batch is ``P * rollouts``
+    (candidate-major). ``starts``, ``start_noise`` and ``step_noise(t)`` fix the randomness per
+    row for reproducible comparisons (default: the dream's generator). Returns ``(P,)``.
+    """
+    rows = parameters.repeat_interleave(rollouts, dim=0)
+    z = dream.reset(len(rows), starts=starts, noise=start_noise)
+    h = torch.zeros(len(rows), dream.model.hidden_size)
+    total = torch.zeros(len(rows))
+    for t in range(dream.max_steps):
+        actions = population_actions(rows, z, h, action_size, inputs)
+        result = dream.step(actions, None if step_noise is None else step_noise(t))
+        total += result.reward
+        z, h = result.z, result.h
+        if bool(result.done.all()):
+            break
+    return total.view(len(parameters), rollouts).mean(dim=1)

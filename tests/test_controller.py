@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.dream import DreamEnv, population_returns
+from worldmodels.es import CMAES
+from worldmodels.models.controller import LinearController, population_actions
+from worldmodels.models.mdnrnn import MDNRNN
+
+
+@pytest.mark.parametrize("inputs, expected", [("zh", (32 + 256) * 3 + 3), ("z", 32 * 3 + 3)])
+def test_controller_sizes_follow_the_paper(inputs, expected):
+    assert LinearController(32, 256, 3, inputs).num_parameters == expected  # 867 for CarRacing with [z, h]
+
+
+def test_flat_vector_round_trip_and_population_form_agree():
+    torch.manual_seed(0)
+    controller = LinearController(4, 6, 2)
+    vector = torch.randn(controller.num_parameters)
+    controller.set_flat(vector)
+    torch.testing.assert_close(controller.get_flat(), vector)
+    z, h = torch.randn(5, 4), torch.randn(5, 6)
+    expected = controller(z, h)
+    torch.testing.assert_close(population_actions(vector.expand(5, -1), z, h, 2), expected)
+    with pytest.raises(ValueError, match="expected 22 parameters"):
+        controller.set_flat(torch.zeros(3))
+
+
+def test_cma_es_finds_the_minimum_of_a_quadratic():
+    target = np.array([1.5, -2.0, 0.5, 3.0])
+    strategy = CMAES(4, sigma0=1.0, popsize=16, seed=0)
+    for _ in range(80):
+        population = strategy.ask()
+        strategy.tell(population, -((population - target) ** 2).sum(axis=1))
+    np.testing.assert_allclose(strategy.mean, target, atol=1e-3)
+
+
+def test_a_resumed_cma_es_continues_with_the_same_state():
+    def fitness(population):
+        return -(population ** 2).sum(axis=1)
+
+    straight = CMAES(3, 0.5, 8, seed=1)
+    for _ in range(5):
+        population = straight.ask()
+        straight.tell(population, fitness(population))
+    saved = straight.state()
+    expected = straight.ask()
+    resumed = CMAES.from_state(saved)
+    assert resumed.generation == 5
+    np.testing.assert_array_equal(resumed.ask(), expected)
+
+
+def test_batched_population_fitness_equals_candidate_by_candidate():
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
+    start_mu, start_logvar = torch.randn(3, 4), torch.full((3, 4), -1.0)
+    candidates, rollouts, steps = 3, 2, 6
+    parameters = torch.randn(candidates, LinearController(4, 8, 1).num_parameters) * 0.5
+    generator = torch.Generator().manual_seed(5)
+    rows = candidates * rollouts
+    starts = torch.randint(3, (rows,), generator=generator)
+    start_noise = torch.randn(rows, 4, generator=generator)
+    uniform, normal = torch.rand(steps, rows, 4, generator=generator), torch.randn(steps, rows, 4, generator=generator)
+
+    def dream():
+        return DreamEnv(model, start_mu, start_logvar, temperature=1.0, max_steps=steps)
+
+    batched = population_returns(dream(), parameters, rollouts, 1, starts=starts, start_noise=start_noise,
+                                 step_noise=lambda t: (uniform[t], normal[t]))
+    for candidate in range(candidates):
+        part = slice(candidate * rollouts, (candidate + 1) * rollouts)
+        alone = population_returns(dream(), parameters[candidate:candidate + 1], rollouts, 1, starts=starts[part],
+                                   start_noise=start_noise[part],
+                                   step_noise=lambda t, part=part: (uniform[t][part], normal[t][part]))
+        torch.testing.assert_close(alone[0], batched[candidate], rtol=1e-5, atol=1e-5)
+    assert len(set(batched.tolist())) == candidates, "different controllers must score differently"
