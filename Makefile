@@ -24,7 +24,7 @@ EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: install collect vae mdnrnn controller evaluate dreamer report all test bench clean distclean FORCE
 
-all: mdnrnn
+all: evaluate
 
 install: $(STAMP)
 
@@ -65,8 +65,18 @@ mdnrnn: $(OUT)/mdnrnn.pt
 $(OUT)/mdnrnn.pt: $(OUT)/latents.h5 FORCE
 	$(WM) train-mdnrnn $(WM_ARGS)
 
+controller: $(OUT)/controller.pt
+
+$(OUT)/controller.pt: $(OUT)/mdnrnn.pt FORCE
+	$(WM) train-controller $(WM_ARGS)
+
+evaluate: $(OUT)/scores/worldmodel.json
+
+$(OUT)/scores/worldmodel.json: $(OUT)/controller.pt
+	$(WM) evaluate $(WM_ARGS)
+
 # Stages still to come fail loudly rather than pretend.
-controller evaluate dreamer report:
+dreamer report:
 	@echo "make $@: the '$@' stage is not implemented yet in this version of worldmodels." >&2
 	@exit 2
 

@@ -84,6 +84,10 @@ stage_command("encode", "encode", "latents",
               "Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar).")
 stage_command("train-mdnrnn", "mdnrnn", "mdnrnn",
               "Train M (the MDN-RNN) on latents.h5, then measure it as a simulator (resumable).")
+stage_command("train-controller", "controller", "controller",
+              "Evolve C with CMA-ES inside M's dream, checking the CMA mean in the real env (resumable).")
+stage_command("evaluate", "evaluate", "scores",
+              "Score V+M+C in the real env beside the random-policy and zero-action baselines.")
 
 
 @main.command()

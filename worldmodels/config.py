@@ -221,8 +221,42 @@ class MDNRNNConfig:
         _require(self.threads >= 0, "mdnrnn.threads", f"must be >= 0, got {self.threads}")
 
 
+@dataclass(frozen=True)
+class ControllerConfig:
+    """C: the linear controller evolved with CMA-ES inside M's dream, and how it is scored."""
+
+    inputs: Literal["zh", "z"] = "zh"
+    """``zh``: C reads [z, h] (the full world model); ``z``: V only (the paper's ablation)."""
+    generations: int = 100
+    popsize: int = 64
+    rollouts: int = 16
+    """Dream rollouts per candidate; fitness is their mean return."""
+    sigma0: float = 0.1
+    temperature: float = 1.0
+    dream_steps: int = 0
+    """Length of a dream rollout in agent steps (0: the shortest episode of the rollouts)."""
+    eval_every: int = 10
+    eval_dream_rollouts: int = 256
+    eval_real_episodes: int = 4
+    evaluate_episodes: int = 100
+    """Real episodes scored by `wm evaluate`."""
+    seed: int = 0
+    threads: int = 0
+
+    SECTION: typing.ClassVar[str] = "controller"
+
+    def __post_init__(self) -> None:
+        for key in ("generations", "popsize", "rollouts", "eval_every", "eval_dream_rollouts", "evaluate_episodes"):
+            _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
+        _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
+        _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")
+        for key in ("dream_steps", "eval_real_episodes", "threads"):
+            _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
+
+
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
-                                                          MDNRNNConfig)}
+                                                          MDNRNNConfig, ControllerConfig)}
 
 
 @dataclass(frozen=True)
@@ -236,6 +270,7 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

@@ -72,3 +72,35 @@ def frame_rows(rows: list[tuple[str, np.ndarray]], title: str, path: Path) -> No
         axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     figure.suptitle(title, fontsize=9)
     _save(figure, path)
+
+
+def cmaes_curve(records: list[dict], path: Path) -> None:
+    """Best / mean / worst dream fitness per generation, and the periodic scores of the CMA mean."""
+    generations = [r["generation"] for r in records]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for key, style in (("best", "-"), ("mean", "-"), ("worst", ":")):
+        axis.plot(generations, [r[key] for r in records], style, label=f"population {key} (dream)")
+    checks = [r for r in records if "eval/dream_mean" in r]
+    axis.plot([r["generation"] for r in checks], [r["eval/dream_mean"] for r in checks], "o-",
+              label="CMA mean, many dream rollouts")
+    if checks and "eval/real_mean" in checks[0]:
+        axis.errorbar([r["generation"] for r in checks], [r["eval/real_mean"] for r in checks],
+                      yerr=[r["eval/real_std"] for r in checks], fmt="s-", label="CMA mean, real episodes")
+    axis.set_xlabel("generation")
+    axis.set_ylabel("return")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
+    """Histograms of real-env returns, one per agent, on shared bins."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    everything = np.concatenate(list(returns.values()))
+    bins = np.linspace(everything.min(), everything.max() + 1e-9, 30)
+    for name, values in returns.items():
+        axis.hist(values, bins=bins, alpha=0.6, label=f"{name}: {values.mean():.0f} +- {values.std():.0f}")
+    axis.set_xlabel("real return")
+    axis.set_ylabel("episodes")
+    axis.legend(fontsize=8)
+    _save(figure, path)

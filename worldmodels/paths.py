@@ -38,6 +38,13 @@ class PipelinePaths:
         return self.root / "mdnrnn.pt"
 
     @property
+    def controller(self) -> Path:
+        return self.root / "controller.pt"
+
+    def score(self, agent: str) -> Path:
+        return self.scores_dir / f"{agent}.json"
+
+    @property
     def simulator_metrics(self) -> Path:
         """M measured as a simulator: open-loop errors by horizon, replay gap, calibration."""
         return self.metrics_dir / "mdnrnn_simulator.json"

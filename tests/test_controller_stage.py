@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worldmodels.agents import ZeroPolicy
+from worldmodels.checkpoint import load_checkpoint
+from worldmodels.config import load_pipeline
+from worldmodels.es import CMAES
+from worldmodels.evaluation import CHECK_STREAM, evaluate_policy, evaluation_seeds
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.rollout import episode_seeds
+from worldmodels.stages import collect, encode, evaluate
+from worldmodels.stages import controller as controller_stage
+from worldmodels.stages import mdnrnn as mdnrnn_stage
+from worldmodels.stages import vae as vae_stage
+
+SMOKE = ["collect.workers=0", "vae.threads=1", "vae.epochs=1", "mdnrnn.threads=1", "mdnrnn.epochs=2",
+         "controller.threads=1"]
+
+
+def _config(*overrides):
+    return load_pipeline("smoke", [*SMOKE, *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained_m(tmp_path_factory):
+    paths = PipelinePaths(tmp_path_factory.mktemp("c") / "smoke")
+    config = _config()
+    for stage in (collect, vae_stage, encode, mdnrnn_stage):
+        stage.run(config, paths, progress=False)
+    return paths
+
+
+def _copy(source, tmp_path):
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):
+        (paths.root / artifact.name).write_bytes(artifact.read_bytes())
+    return paths
+
+
+def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
+    paths = _copy(trained_m, tmp_path)
+    controller_stage.run(_config("controller.generations=2"), paths, progress=False)
+    saved = CMAES.from_state(load_checkpoint(paths.last_checkpoint("controller"), "controller")["strategy"])
+    assert saved.generation == 2
+    controller_stage.run(_config("controller.generations=3"), paths, progress=False)
+    records = MetricsLog(paths.metrics("controller"), step_key="generation").read()
+    assert [r["generation"] for r in records] == [1, 2, 3]
+    assert all(r["worst"] <= r["mean"] <= r["best"] for r in records)
+    assert "eval/real_mean" in records[1] and "eval/dream_mean" in records[2]
+    Image.open(paths.figure("cmaes_curve")).verify()
+
+
+def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
+    paths = _copy(trained_m, tmp_path)
+    config = _config()
+    controller_stage.run(config, paths, progress=False)
+    evaluate.run(config, paths, progress=False)
+    scores = {name: json.loads(paths.score(name).read_text()) for name in ("worldmodel", "random", "zero")}
+    assert len({tuple(s["seeds"]) for s in scores.values()}) == 1
+    for score in scores.values():
+        assert len(score["returns"]) == 4 and score["mean"] == pytest.approx(np.mean(score["returns"]))
+    assert scores["worldmodel"]["env_steps_of_data"] == 4 * 20 * 8
+    Image.open(paths.figure("score_hist")).verify()
+
+
+def test_evaluation_is_reproducible_and_its_seeds_are_not_training_seeds():
+    config = load_pipeline("smoke")
+    seeds = evaluation_seeds(0, 3)
+    first = evaluate_policy(config.env, ZeroPolicy(1), seeds)
+    second = evaluate_policy(config.env, ZeroPolicy(1), seeds)
+    np.testing.assert_array_equal(first, second)
+    assert len(set(first)) == 3, "different seeds start in different states"
+    evaluation = set(evaluation_seeds(0, 1000))
+    training = {episode_seeds(0, i)[0] for i in range(10_000)}
+    checks = set(evaluation_seeds(0, 1000, CHECK_STREAM))
+    assert not evaluation & training and not evaluation & checks

@@ -1,0 +1,64 @@
+"""Agents that act in the real env through the same policy interface as the exploration policies.
+
+:class:`WorldModelAgent` is V + M + C acting for a batch of ``n`` envs: each frame goes through V
+(z = mu), C acts on ``[z, h]``, and M reads ``(z, a)`` to update ``h`` for the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from worldmodels.envs.policies import Policy
+from worldmodels.models.controller import LinearController
+from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.models.vae import ConvVAE, frames_to_input
+
+
+class WorldModelAgent(Policy):
+    """V + M + C. ``act(frames)``: uint8 ``(n, 64, 64, 3)`` -> actions ``(n, A)`` in [-1, 1].
+
+    ``noise_std`` adds Gaussian exploration noise (clipped to [-1, 1]), drawn per env from its
+    seed, for collecting on-policy data.
+    """
+
+    name = "worldmodel"
+
+    def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: LinearController, noise_std: float = 0.0) -> None:
+        self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.eval()
+        self.noise_std = noise_std
+        self._state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._rngs: list[np.random.Generator] = []
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        count, hidden = len(seeds), self.mdnrnn.hidden_size
+        self._state = (torch.zeros(1, count, hidden), torch.zeros(1, count, hidden))
+        self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    @torch.no_grad()
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        assert self._state is not None and len(frames) == self._state[0].shape[1], "reset() for this many envs first"
+        z, _ = self.vae.encode(frames_to_input(torch.from_numpy(np.ascontiguousarray(frames))))
+        actions = self.controller(z, self._state[0][0])
+        if self.noise_std > 0:
+            noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
+            actions = (actions + torch.from_numpy(noise).to(actions.dtype)).clamp(-1.0, 1.0)
+        _, _, self._state = self.mdnrnn(z[:, None], actions[:, None], self._state)
+        return actions.numpy().astype(np.float32)
+
+
+class ZeroPolicy(Policy):
+    """a = 0 at every step: on cartpole the pole starts upright, so doing nothing scores well."""
+
+    name = "zero"
+
+    def __init__(self, action_size: int) -> None:
+        self.action_size = action_size
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        self._count = len(seeds)
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        return np.zeros((len(frames), self.action_size), np.float32)

@@ -1,0 +1,60 @@
+"""Stage `evaluate`: V + M + C in the real env, beside the random-policy and zero-action baselines.
+
+Every agent plays the same episodes: seeds from the evaluation stream, disjoint from the collect
+seeds and from the checks made during C's training. Writes ``scores/<agent>.json`` (mean, std,
+every return, the seeds, env steps of data the agent was trained on, wall-clock) and
+``figures/score_hist.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from worldmodels.agents import WorldModelAgent, ZeroPolicy
+from worldmodels.checkpoint import atomic_write
+from worldmodels.config import PipelineConfig
+from worldmodels.data.store import RolloutReader
+from worldmodels.envs import make_exploration_policy
+from worldmodels.envs.policies import Policy
+from worldmodels.evaluation import evaluate_policy, evaluation_seeds
+from worldmodels.figures import score_histogram
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages.controller import load_controller
+from worldmodels.stages.mdnrnn import load_mdnrnn
+from worldmodels.stages.vae import load_vae
+
+
+def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path) -> dict:
+    started = time.perf_counter()
+    returns = evaluate_policy(config.env, policy, seeds)
+    score = {"agent": path.stem, "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
+             "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
+             "wall_clock_s": time.perf_counter() - started}
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
+    print(f"{path.stem:>12}: {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes")
+    return score
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
+    rollouts = RolloutReader(paths.rollouts)
+    data_steps = rollouts.num_steps * rollouts.action_repeat
+    seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
+    vae, _ = load_vae(paths.vae)
+    mdnrnn, _ = load_mdnrnn(paths.mdnrnn)
+    controller, _ = load_controller(paths.controller)
+    collect = config.collect
+    agents = {
+        "worldmodel": (WorldModelAgent(vae, mdnrnn, controller), data_steps),
+        "random": (make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
+                                           collect.brownian_std), 0),
+        "zero": (ZeroPolicy(rollouts.action_size), 0),
+    }
+    paths.ensure()
+    scores = {name: _score(config, policy, seeds, steps, paths.score(name)) for name, (policy, steps) in agents.items()}
+    score_histogram({name: np.array(score["returns"]) for name, score in scores.items()}, paths.figure("score_hist"))
+    return paths.score("worldmodel")
