@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/collect.py
 	$(VENV)/bin/python benchmarks/vae.py
 	$(VENV)/bin/python benchmarks/mdnrnn.py
+	$(VENV)/bin/python benchmarks/controller.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/results
