@@ -22,7 +22,7 @@ OUT := $(DATA_DIR)/$(PIPELINE_NAME)
 WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install collect vae mdnrnn controller evaluate dreamer report all test bench clean distclean FORCE
+.PHONY: install collect vae mdnrnn controller evaluate oracle dreamer report all test bench clean distclean FORCE
 
 all: evaluate
 
@@ -74,6 +74,11 @@ evaluate: $(OUT)/scores/worldmodel.json
 
 $(OUT)/scores/worldmodel.json: $(OUT)/controller.pt
 	$(WM) evaluate $(WM_ARGS)
+
+oracle: $(OUT)/scores/oracle.json
+
+$(OUT)/scores/oracle.json: | $(STAMP)
+	$(WM) oracle $(WM_ARGS)
 
 # Stages still to come fail loudly rather than pretend.
 dreamer report:

@@ -88,6 +88,8 @@ stage_command("train-controller", "controller", "controller",
               "Evolve C with CMA-ES inside M's dream, checking the CMA mean in the real env (resumable).")
 stage_command("evaluate", "evaluate", "scores",
               "Score V+M+C in the real env beside the random-policy and zero-action baselines.")
+stage_command("oracle", "oracle", "oracle",
+              "Tune C's linear form on the TRUE state in the real env (the controller class's ceiling).")
 
 
 @main.command()

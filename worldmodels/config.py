@@ -255,8 +255,29 @@ class ControllerConfig:
             _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
 
 
+@dataclass(frozen=True)
+class OracleConfig:
+    """The ceiling of the controller class: the same linear tanh form on the TRUE state, tuned by
+    CMA-ES in the real env (no pixels, no model)."""
+
+    generations: int = 30
+    popsize: int = 24
+    episodes: int = 1
+    """Real episodes per candidate per generation (every candidate of a generation plays the same seeds)."""
+    sigma0: float = 0.5
+    seed: int = 0
+
+    SECTION: typing.ClassVar[str] = "oracle"
+
+    def __post_init__(self) -> None:
+        for key in ("generations", "episodes"):
+            _require(getattr(self, key) >= 1, f"oracle.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.popsize >= 2, "oracle.popsize", f"must be >= 2, got {self.popsize}")
+        _require(self.sigma0 > 0, "oracle.sigma0", f"must be > 0, got {self.sigma0}")
+
+
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
-                                                          MDNRNNConfig, ControllerConfig)}
+                                                          MDNRNNConfig, ControllerConfig, OracleConfig)}
 
 
 @dataclass(frozen=True)
@@ -271,6 +292,7 @@ class PipelineConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

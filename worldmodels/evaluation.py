@@ -15,6 +15,7 @@ from worldmodels.envs.policies import Policy
 
 EVALUATION_STREAM = 0xE7A1  # the final score (`wm evaluate`)
 CHECK_STREAM = 0xC4EC  # the periodic real-env checks during C's training
+ORACLE_STREAM = 0x0AC1  # the true-state oracle's training episodes
 
 
 def evaluation_seeds(base_seed: int, count: int, stream: int = EVALUATION_STREAM) -> list[int]:

@@ -81,6 +81,21 @@ class DMCEnv(PixelEnv):
         return self._render()
 
     def step(self, action: np.ndarray) -> StepResult:
+        reward, terminated, truncated = self._advance(action)
+        return StepResult(self._render(), reward, terminated, truncated)
+
+    def state(self) -> np.ndarray:
+        """The task's true state (its proprioceptive observation, flattened), ``(S,)`` float64."""
+        observation = self._task.get_observation(self._physics)
+        return np.concatenate([np.asarray(value, dtype=np.float64).ravel() for value in observation.values()])
+
+    def step_state(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """Like :meth:`step` but returns the true state instead of rendering a frame (for oracles)."""
+        reward, terminated, truncated = self._advance(action)
+        return self.state(), reward, terminated, truncated
+
+    def _advance(self, action: np.ndarray) -> tuple[float, bool, bool]:
+        """Apply one agent step; returns (summed reward, terminated, truncated)."""
         env_action = scale_action(self._check_action(action), self._low, self._high)
         reward = 0.0
         terminated = truncated = False
@@ -99,7 +114,7 @@ class DMCEnv(PixelEnv):
         self._agent_steps += 1
         if not terminated and self._agent_steps >= self.max_episode_steps:
             truncated = True
-        return StepResult(self._render(), reward, terminated, truncated)
+        return reward, terminated, truncated
 
     def _render(self) -> np.ndarray:
         # Camera.render returns a view of one buffer it reuses for every frame: copy it out.
