@@ -33,7 +33,7 @@ from worldmodels.figures import cmaes_curve
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
-from worldmodels.stages.mdnrnn import load_mdnrnn
+from worldmodels.stages.mdnrnn import first_latents, load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 CHECKPOINT_KIND = "controller"
@@ -59,8 +59,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     latents = LatentReader(paths.latents, paths.vae, rollouts)
     model, _ = load_mdnrnn(paths.mdnrnn)
     train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
-    start_mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in train_episodes]))
-    start_logvar = torch.from_numpy(np.stack([latents.episode(int(e))[1][0] for e in train_episodes]))
+    start_mu, start_logvar = first_latents(latents, train_episodes)
     steps = settings.dream_steps or int(rollouts.lengths.min())
     model_args = {"z_size": model.z_size, "hidden_size": model.hidden_size, "action_size": model.action_size,
                   "inputs": settings.inputs}

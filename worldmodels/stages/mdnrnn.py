@@ -225,7 +225,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     return summary
 
 
-def _first_latents(latents: LatentReader, episodes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def first_latents(latents: LatentReader, episodes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar) of the first frame of each episode, each ``(E, Z)``: where their dreams start."""
     firsts = [latents.episode(int(e)) for e in episodes]
     return (torch.from_numpy(np.stack([mu[0] for mu, _ in firsts])),
@@ -236,7 +236,7 @@ def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, e
                 settings: MDNRNNConfig) -> dict[str, Any]:
     """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``)."""
     horizon = int(rollouts.lengths[episodes].min())
-    starts_mu, starts_logvar = _first_latents(latents, episodes)
+    starts_mu, starts_logvar = first_latents(latents, episodes)
     actions = torch.from_numpy(np.stack([rollouts.step_data(int(e))["actions"][:horizon] for e in episodes]))
     real = np.array([rollouts.step_data(int(e))["rewards"][:horizon].sum() for e in episodes], dtype=np.float64)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
@@ -265,7 +265,7 @@ def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: Ro
             real.append(sum(env.step(zero).reward for _ in range(horizon)))
     finally:
         env.close()
-    starts_mu, starts_logvar = _first_latents(latents, episodes)
+    starts_mu, starts_logvar = first_latents(latents, episodes)
     actions = torch.zeros(len(episodes), horizon, rollouts.action_size)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, config.mdnrnn.temperature,
                            config.mdnrnn.dream_samples, config.mdnrnn.seed).double().numpy().mean(1)
