@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -406,10 +405,6 @@ class RolloutReader:
         return Episode(**data, seed=int(row["seed"]), policy_seed=int(row["policy_seed"]),
                        index=int(row["index"]), base_seed=int(row["base_seed"]),
                        source=row["source"].decode())
-
-    def iter_episodes(self) -> Iterator[Episode]:
-        for index in range(self.num_episodes):
-            yield self.episode(index)
 
     def close(self) -> None:
         if self._handle is not None and self._handle.id.valid:

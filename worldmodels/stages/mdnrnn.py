@@ -276,19 +276,33 @@ def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: Ro
 
 
 @torch.no_grad()
+def _dream_frames(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutReader, episode: int, steps: int,
+                  temperature: float, seed: int) -> tuple[np.ndarray, float]:
+    """One dream from ``episode``'s first latent with its real actions: decoded frames of every 5th
+    step ``(N, 3, 64, 64)`` and the dream's return."""
+    mu, logvar = (torch.from_numpy(a[:1]) for a in latents.episode(episode))
+    actions = torch.from_numpy(rollouts.step_data(episode)["actions"][:steps])
+    dream = DreamEnv(model, mu, logvar, temperature=temperature, max_steps=steps,
+                     generator=torch.Generator().manual_seed(seed))
+    zs, total = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))], 0.0
+    for t in range(steps):
+        result = dream.step(actions[t:t + 1])
+        zs.append(result.z)
+        total += float(result.reward)
+    return decode(vae, torch.cat(zs)[::5]).numpy(), total
+
+
+def _real_frames(rollouts: RolloutReader, episode: int, steps: int) -> np.ndarray:
+    return frames_to_input(torch.from_numpy(rollouts.frames(episode, 0, steps + 1)[::5])).numpy()
+
+
 def _dream_figure(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutReader, episode: int,
                   steps: int, path: Path) -> None:
     """Decoded dream rollouts from one held-out start, the episode's real actions, at each temperature."""
-    mu, logvar = (torch.from_numpy(a[:1]) for a in latents.episode(episode))
-    actions = torch.from_numpy(rollouts.step_data(episode)["actions"][:steps])
-    rows = [("real", frames_to_input(torch.from_numpy(rollouts.frames(episode, 0, steps + 1)[::5])).numpy())]
+    rows = [("real", _real_frames(rollouts, episode, steps))]
     for temperature in DREAM_TEMPERATURES:
-        dream = DreamEnv(model, mu, logvar, temperature=temperature, max_steps=steps,
-                         generator=torch.Generator().manual_seed(0))
-        zs = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))]
-        for t in range(steps):
-            zs.append(dream.step(actions[t:t + 1]).z)
-        rows.append((f"tau {temperature}", decode(vae, torch.cat(zs)[::5]).numpy()))
+        rows.append((f"tau {temperature}", _dream_frames(model, vae, latents, rollouts, episode, steps,
+                                                         temperature, seed=0)[0]))
     frame_rows(rows, f"dream rollouts from a held-out start with its real actions (every 5th step of {steps})",
                path)
 
@@ -304,19 +318,11 @@ def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, 
     rows = []
     for episode in openloop_episodes(heldout, count):
         steps = min(int(rollouts.lengths[episode]), 60)
-        mu, logvar = (torch.from_numpy(a[:1]) for a in latents.episode(int(episode)))
-        data = rollouts.step_data(int(episode))
-        dream = DreamEnv(model, mu, logvar, temperature=temperature, max_steps=steps,
-                         generator=torch.Generator().manual_seed(int(episode)))
-        zs, dream_return = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))], 0.0
-        with torch.no_grad():
-            for t in range(steps):
-                result = dream.step(torch.from_numpy(data["actions"][t:t + 1]))
-                zs.append(result.z)
-                dream_return += float(result.reward)
-        real = frames_to_input(torch.from_numpy(rollouts.frames(int(episode), 0, steps + 1)[::5])).numpy()
-        rows += [(f"real {data['rewards'][:steps].sum():.0f}", real),
-                 (f"dream {dream_return:.0f}", decode(vae, torch.cat(zs)[::5]).numpy())]
+        dreamed, dream_return = _dream_frames(model, vae, latents, rollouts, int(episode), steps, temperature,
+                                              seed=int(episode))
+        real_return = rollouts.step_data(int(episode))["rewards"][:steps].sum()
+        rows += [(f"real {real_return:.0f}", _real_frames(rollouts, int(episode), steps)),
+                 (f"dream {dream_return:.0f}", dreamed)]
     path = paths.figure(f"dream_tau{temperature:g}")
     frame_rows(rows, f"episodes of held-out starts, real and replayed in M's dream at tau {temperature:g} "
                      "(every 5th step; returns over the shown steps)", path)
