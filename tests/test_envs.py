@@ -126,3 +126,25 @@ def test_brownian_moves_in_small_steps():
     actions = np.array([policy.act(np.zeros((1, 8, 8, 3)))[0, 0] for _ in range(200)])
     assert np.abs(np.diff(actions)).max() < 0.3
     assert np.abs(np.diff(actions)).mean() > 0.01
+
+
+def test_action_scale_gives_each_episode_its_own_strength():
+    frames = np.zeros((64, 8, 8, 3), np.uint8)
+    policy = make_exploration_policy("random", 1, scale_min=0.0)
+    policy.reset(list(range(64)))
+    peaks = np.abs(np.stack([policy.act(frames)[:, 0] for _ in range(200)])).max(axis=0)
+    # Full-strength uniform actions peak near 1 over 200 steps; scaled episodes peak at their scale.
+    assert peaks.min() < 0.2 and peaks.max() > 0.9
+    assert np.quantile(peaks, 0.5) < 0.7
+
+
+def test_no_action_scale_leaves_the_random_stream_unchanged():
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    plain, unscaled = make_exploration_policy("held_random", 1), make_exploration_policy("held_random", 1, scale_min=1)
+    plain.reset([5, 6])
+    unscaled.reset([5, 6])
+    first_plain = np.stack([plain.act(frames) for _ in range(50)])
+    first_unscaled = np.stack([unscaled.act(frames) for _ in range(50)])
+    np.testing.assert_array_equal(first_plain, first_unscaled)
+    # The first action is the seed's first uniform draw: no scale was drawn before it.
+    assert first_plain[0, 0, 0] == np.float32(np.random.default_rng(5).uniform(-1, 1, 1)[0])

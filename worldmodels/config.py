@@ -96,6 +96,9 @@ class CollectConfig:
     hold_max: int = 10
     brownian_std: float = 0.1414
     """Step size of the brownian walk, ``a' = clip(a + std * N(0, 1))``; sqrt(1/50) as in ctallec."""
+    action_scale_min: float = 1.0
+    """Each episode's actions are scaled by a factor uniform in ``[action_scale_min, 1]``
+    (1: full-strength random actions, the paper's data)."""
     compression: Literal["none", "lzf", "gzip"] = "none"
     """HDF5 filter for frames. ``none`` reads random windows ~10x faster; compressed files are
     6-15x smaller."""
@@ -112,6 +115,8 @@ class CollectConfig:
         _require(self.hold_max >= self.hold_min, "collect.hold_max",
                  f"must be >= collect.hold_min ({self.hold_min}), got {self.hold_max}")
         _require(self.brownian_std > 0, "collect.brownian_std", f"must be > 0, got {self.brownian_std}")
+        _require(0 <= self.action_scale_min <= 1, "collect.action_scale_min",
+                 f"must be in [0, 1], got {self.action_scale_min}")
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,23 @@ class Policy(abc.ABC):
 
 
 class _RandomPolicy(Policy):
-    def __init__(self, action_size: int) -> None:
+    """Random actions; with ``scale_min < 1`` each episode's actions are multiplied by a factor
+    drawn uniformly from ``[scale_min, 1]``, so that the data also holds gentle episodes (on
+    cartpole, full-strength random pushes knock the pole down at once, and a model of such data
+    never sees it stay up)."""
+
+    def __init__(self, action_size: int, scale_min: float = 1.0) -> None:
+        if not 0.0 <= scale_min <= 1.0:
+            raise ValueError(f"need 0 <= scale_min <= 1, got {scale_min}")
         self.action_size = action_size
+        self.scale_min = scale_min
         self._rngs: list[np.random.Generator] = []
+        self._scales: list[float] = []
 
     def reset(self, seeds: Sequence[int]) -> None:
         self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+        # Drawn only when asked for, so that files collected without scaling stay reproducible.
+        self._scales = [float(rng.uniform(self.scale_min, 1.0)) if self.scale_min < 1 else 1.0 for rng in self._rngs]
         self._start()
 
     def _start(self) -> None:
@@ -43,7 +54,7 @@ class _RandomPolicy(Policy):
     def act(self, frames: np.ndarray) -> np.ndarray:
         if len(frames) != len(self._rngs):
             raise ValueError(f"policy was reset for {len(self._rngs)} envs, got {len(frames)} frames")
-        return np.stack([self._next(i, rng) for i, rng in enumerate(self._rngs)]).astype(np.float32)
+        return np.stack([self._scales[i] * self._next(i, rng) for i, rng in enumerate(self._rngs)]).astype(np.float32)
 
     @abc.abstractmethod
     def _next(self, env_index: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,8 +75,8 @@ class HeldRandomPolicy(_RandomPolicy):
 
     name = "held_random"
 
-    def __init__(self, action_size: int, hold_min: int = 1, hold_max: int = 10) -> None:
-        super().__init__(action_size)
+    def __init__(self, action_size: int, hold_min: int = 1, hold_max: int = 10, scale_min: float = 1.0) -> None:
+        super().__init__(action_size, scale_min)
         if not 1 <= hold_min <= hold_max:
             raise ValueError(f"need 1 <= hold_min <= hold_max, got {hold_min}, {hold_max}")
         self.hold_min, self.hold_max = hold_min, hold_max
@@ -87,8 +98,8 @@ class BrownianPolicy(_RandomPolicy):
 
     name = "brownian"
 
-    def __init__(self, action_size: int, std: float = 0.1414) -> None:
-        super().__init__(action_size)
+    def __init__(self, action_size: int, std: float = 0.1414, scale_min: float = 1.0) -> None:
+        super().__init__(action_size, scale_min)
         self.std = std
 
     def _start(self) -> None:
@@ -101,12 +112,12 @@ class BrownianPolicy(_RandomPolicy):
 
 
 def make_exploration_policy(name: str, action_size: int, hold_min: int = 1, hold_max: int = 10,
-                            brownian_std: float = 0.1414) -> Policy:
+                            brownian_std: float = 0.1414, scale_min: float = 1.0) -> Policy:
     """The exploration policy called ``name`` (``random``, ``held_random`` or ``brownian``)."""
     if name == "random":
-        return UniformRandomPolicy(action_size)
+        return UniformRandomPolicy(action_size, scale_min)
     if name == "held_random":
-        return HeldRandomPolicy(action_size, hold_min, hold_max)
+        return HeldRandomPolicy(action_size, hold_min, hold_max, scale_min)
     if name == "brownian":
-        return BrownianPolicy(action_size, brownian_std)
+        return BrownianPolicy(action_size, brownian_std, scale_min)
     raise ValueError(f"collect.policy: unknown exploration policy {name!r} (known: random, held_random, brownian)")

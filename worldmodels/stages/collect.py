@@ -35,9 +35,15 @@ def _init_worker(env_config: EnvConfig, collect_config: CollectConfig) -> None:
     _worker["env"] = env
     _worker["policy"] = make_exploration_policy(
         collect_config.policy, env.action_size, collect_config.hold_min, collect_config.hold_max,
-        collect_config.brownian_std)
+        collect_config.brownian_std, collect_config.action_scale_min)
     _worker["base_seed"] = collect_config.seed
-    _worker["source"] = SOURCE_PREFIX + collect_config.policy
+    _worker["source"] = collect_source(collect_config)
+
+
+def collect_source(config: CollectConfig) -> str:
+    """The ``source`` of this config's episodes: the policy, and its action scaling when there is one."""
+    scaled = f"*U[{config.action_scale_min:g},1]" if config.action_scale_min < 1 else ""
+    return SOURCE_PREFIX + config.policy + scaled
 
 
 def _describe(index: int, base_seed: int) -> str:
@@ -72,13 +78,13 @@ def _episodes_done(writer: RolloutWriter, config: CollectConfig) -> int:
     rows = writer.episode_rows()
     sources = np.char.decode(rows["source"]) if len(rows) else np.zeros(0, str)
     mine = rows[np.char.startswith(sources, SOURCE_PREFIX)] if len(rows) else rows
-    wanted = SOURCE_PREFIX + config.policy
+    wanted = collect_source(config)
     for row in mine:
         source = row["source"].decode()
         if source != wanted or int(row["base_seed"]) != config.seed:
             raise StoreError(
                 f"{writer.path} holds episodes collected with policy {source[len(SOURCE_PREFIX):]} and "
-                f"seed {int(row['base_seed'])}; this config asks for collect.policy={config.policy}, "
+                f"seed {int(row['base_seed'])}; this config asks for {wanted[len(SOURCE_PREFIX):]} and "
                 f"collect.seed={config.seed}. Use another --data-dir, or delete the file to start over.")
     if not np.array_equal(mine["index"], np.arange(len(mine))):
         raise StoreError(f"{writer.path}: collect episodes are not numbered 0..{len(mine) - 1} (a damaged file)")

@@ -51,7 +51,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     agents = {
         "worldmodel": (WorldModelAgent(vae, mdnrnn, controller), data_steps),
         "random": (make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
-                                           collect.brownian_std), 0),
+                                           collect.brownian_std, collect.action_scale_min), 0),
         "zero": (ZeroPolicy(rollouts.action_size), 0),
     }
     paths.ensure()
