@@ -65,14 +65,17 @@ mdnrnn: $(OUT)/mdnrnn.pt
 $(OUT)/mdnrnn.pt: $(OUT)/latents.h5 FORCE
 	$(WM) train-mdnrnn $(WM_ARGS)
 
-controller: $(OUT)/controller.pt
+controller: $(OUT)/agent.json
 
-$(OUT)/controller.pt: $(OUT)/mdnrnn.pt FORCE
+# C, then the iterative rounds when iterate.iterations > 0; agent.json names the final agent and
+# changes only when it does.
+$(OUT)/agent.json: $(OUT)/mdnrnn.pt FORCE
 	$(WM) train-controller $(WM_ARGS)
+	$(WM) iterate $(WM_ARGS)
 
 evaluate: $(OUT)/scores/worldmodel.json
 
-$(OUT)/scores/worldmodel.json: $(OUT)/controller.pt
+$(OUT)/scores/worldmodel.json: $(OUT)/agent.json
 	$(WM) evaluate $(WM_ARGS)
 
 oracle: $(OUT)/scores/oracle.json

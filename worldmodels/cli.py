@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable
@@ -84,8 +85,40 @@ stage_command("encode", "encode", "latents",
               "Encode every frame of rollouts.h5 with vae.pt into latents.h5 (mu and logvar).")
 stage_command("train-mdnrnn", "mdnrnn", "mdnrnn",
               "Train M (the MDN-RNN) on latents.h5, then measure it as a simulator (resumable).")
-stage_command("train-controller", "controller", "controller",
-              "Evolve C with CMA-ES inside M's dream, checking the CMA mean in the real env (resumable).")
+
+
+@main.command("train-controller")
+@_user_errors
+@pipeline_options
+@click.option("--temperatures", metavar="T1,T2,...", default=None,
+              help="Also evolve C at each of these dream temperatures and write the paper's table "
+                   "(scores/temperature_table.md); same as --set controller.temperatures=[T1,T2].")
+@click.option("--in", "fitness_in", type=click.Choice(["dream", "real"]), default=None,
+              help="Where fitness comes from: M's dream, or real episodes in worker processes "
+                   "(the paper's CarRacing mode); default: controller.fitness_in.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures: str | None, fitness_in: str | None,
+                     no_progress: bool) -> None:
+    """Evolve C with CMA-ES inside M's dream, checking the CMA mean in the real env (resumable)."""
+    from worldmodels.stages import controller
+
+    changes: dict[str, Any] = {}
+    if temperatures is not None:
+        try:
+            changes["temperatures"] = tuple(float(t) for t in temperatures.split(",") if t.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected numbers separated by commas, got {temperatures!r}",
+                                     param_hint="--temperatures") from None
+    if fitness_in is not None:
+        changes["fitness_in"] = fitness_in
+    if changes:
+        config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
+    save_resolved_config(config, paths)
+    click.echo(f"controller: {controller.run(config, paths, progress=not no_progress)}")
+
+stage_command("iterate", "iterate", "agent",
+              "The paper's iterative procedure: collect with V+M+C plus noise, re-train M (and V) and C, "
+              "iterate.iterations rounds (resumable); writes agent.json naming the final agent.")
 stage_command("evaluate", "evaluate", "scores",
               "Score V+M+C in the real env beside the random-policy and zero-action baselines.")
 stage_command("oracle", "oracle", "oracle",

@@ -245,6 +245,15 @@ class ControllerConfig:
     eval_real_episodes: int = 4
     evaluate_episodes: int = 100
     """Real episodes scored by `wm evaluate`."""
+    workers: int = 2
+    """Worker processes for real-env episodes (`wm evaluate`, and fitness with ``fitness_in: real``);
+    0 plays them in this process."""
+    fitness_in: Literal["dream", "real"] = "dream"
+    """``dream``: fitness is the mean return of ``rollouts`` dreams of M (the paper's Doom mode);
+    ``real``: of ``rollouts`` real episodes played with V and M (the paper's CarRacing mode)."""
+    temperatures: tuple[float, ...] = ()
+    """The temperature sweep: C is evolved at each of these dream temperatures and scored in the
+    dream and in the real env (empty: no sweep)."""
     seed: int = 0
     threads: int = 0
 
@@ -256,8 +265,41 @@ class ControllerConfig:
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
         _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")
-        for key in ("dream_steps", "eval_real_episodes", "threads"):
+        for key in ("dream_steps", "eval_real_episodes", "threads", "workers"):
             _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
+        for index, value in enumerate(self.temperatures):
+            _require(value >= 0, f"controller.temperatures[{index}]", f"must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class IterateConfig:
+    """The paper's iterative procedure: collect episodes with the current V+M+C plus exploration
+    noise, append them to the data, re-train M (and V if asked) and C, and repeat."""
+
+    iterations: int = 0
+    """Rounds after the first controller (0: C is trained once, on the exploration data only)."""
+    episodes: int = 50
+    """On-policy episodes collected in each round."""
+    noise_std: float = 0.3
+    """Gaussian noise added to C's actions while collecting (clipped to the action bounds)."""
+    retrain_vae: bool = False
+    """Re-train V on the grown data each round (off: V from the exploration data is kept)."""
+    mdnrnn_epochs: int = 50
+    """Epochs of M each round, continuing from the previous round's M (0: train from scratch for
+    ``mdnrnn.epochs``)."""
+    controller_generations: int = 30
+    """Generations of C each round, CMA-ES starting from the previous round's C."""
+    eval_episodes: int = 16
+    """Real episodes scoring each round's C (seeds of the training-checks stream)."""
+
+    SECTION: typing.ClassVar[str] = "iterate"
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "mdnrnn_epochs"):
+            _require(getattr(self, key) >= 0, f"iterate.{key}", f"must be >= 0, got {getattr(self, key)}")
+        for key in ("episodes", "controller_generations", "eval_episodes"):
+            _require(getattr(self, key) >= 1, f"iterate.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
 
 
 @dataclass(frozen=True)
@@ -282,7 +324,8 @@ class OracleConfig:
 
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
-                                                          MDNRNNConfig, ControllerConfig, OracleConfig)}
+                                                          MDNRNNConfig, ControllerConfig, OracleConfig,
+                                                          IterateConfig)}
 
 
 @dataclass(frozen=True)
@@ -298,6 +341,7 @@ class PipelineConfig:
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    iterate: IterateConfig = field(default_factory=IterateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""
@@ -335,6 +379,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}; got {value!r}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")

@@ -1,50 +1,99 @@
-"""Scoring a policy in the real env: episodes run in lockstep so that the policy acts on a batch.
+"""Playing a policy in the real env: episodes run in lockstep so that the policy acts on a batch.
 
-Evaluation seeds come from ``SeedSequence([seed, EVALUATION_STREAM, i])``: a different stream
-from the collect seeds ``SeedSequence([seed, i])``, so no evaluation episode starts where a
-training episode did.
+Evaluation seeds come from ``SeedSequence([seed, stream, i])``: a different stream from the
+collect seeds ``SeedSequence([seed, i])``, so no evaluation episode starts where a training
+episode did. With ``workers > 0`` groups of episodes run in worker processes, each holding its
+own copy of the policy; the returns do not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import Any
+
 import numpy as np
 
 from worldmodels.config import EnvConfig
+from worldmodels.data.store import Episode
 from worldmodels.envs import make_env
 from worldmodels.envs.policies import Policy
+from worldmodels.parallel import ordered_map
 
 EVALUATION_STREAM = 0xE7A1  # the final score (`wm evaluate`)
 CHECK_STREAM = 0xC4EC  # the periodic real-env checks during C's training
 ORACLE_STREAM = 0x0AC1  # the true-state oracle's training episodes
+REAL_FITNESS_STREAM = 0xF177  # C's fitness episodes with `--in real`
+ITERATION_STREAM = 0x17E4  # on-policy episodes of the iterative procedure
 
 
-def evaluation_seeds(base_seed: int, count: int, stream: int = EVALUATION_STREAM) -> list[int]:
-    """The env seeds of evaluation episodes ``0 .. count - 1`` of ``stream``."""
+def evaluation_seeds(base_seed: int, count: int, stream: int = EVALUATION_STREAM, offset: int = 0) -> list[int]:
+    """The env seeds of episodes ``offset .. offset + count - 1`` of ``stream``."""
     return [int(np.random.SeedSequence([base_seed, stream, i]).generate_state(1, dtype=np.uint32)[0])
-            for i in range(count)]
+            for i in range(offset, offset + count)]
 
 
-def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: list[int], batch: int = 8) -> np.ndarray:
-    """Real returns ``(len(seeds),)`` of ``policy``, ``batch`` envs at a time in lockstep."""
-    envs = [make_env(env_config) for _ in range(min(batch, len(seeds)))]
-    returns = np.zeros(len(seeds))
+def play_episodes(env_config: EnvConfig, policy: Policy, env_seeds: Sequence[int],
+                  policy_seeds: Sequence[int] | None = None, batch: int = 8) -> Iterator[Episode]:
+    """Play one episode per env seed, ``batch`` envs at a time in lockstep; yield them in order.
+
+    ``policy.reset`` gets ``policy_seeds`` (default: the env seeds), which fix its own randomness.
+    """
+    policy_seeds = list(env_seeds if policy_seeds is None else policy_seeds)
+    envs = [make_env(env_config) for _ in range(min(batch, len(env_seeds)))]
     try:
-        for first in range(0, len(seeds), len(envs)):
-            group = seeds[first:first + len(envs)]
+        for first in range(0, len(env_seeds), len(envs)):
+            group = list(env_seeds[first:first + len(envs)])
             active = envs[:len(group)]
-            frames = np.stack([env.reset(seed) for env, seed in zip(active, group, strict=True)])
-            policy.reset(group)
+            frames = [[env.reset(seed)] for env, seed in zip(active, group, strict=True)]
+            steps: list[list[tuple[np.ndarray, Any]]] = [[] for _ in group]
+            policy.reset(policy_seeds[first:first + len(group)])
             done = np.zeros(len(group), bool)
             while not done.all():
-                actions = policy.act(frames)
+                actions = policy.act(np.stack([episode_frames[-1] for episode_frames in frames]))
                 for index, env in enumerate(active):
                     if done[index]:
                         continue
                     result = env.step(actions[index])
-                    returns[first + index] += result.reward
-                    frames[index] = result.frame
+                    frames[index].append(result.frame)
+                    steps[index].append((actions[index], result))
                     done[index] = result.terminated or result.truncated
+            for index, seed in enumerate(group):
+                results = [result for _, result in steps[index]]
+                yield Episode(frames=np.stack(frames[index]),
+                              actions=np.stack([action for action, _ in steps[index]]).astype(np.float32),
+                              rewards=np.array([r.reward for r in results], np.float32),
+                              terminated=np.array([r.terminated for r in results], bool),
+                              truncated=np.array([r.truncated for r in results], bool),
+                              seed=int(seed), policy_seed=int(policy_seeds[first + index]))
     finally:
         for env in envs:
             env.close()
-    return returns
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(env_config: EnvConfig, policy: Policy, batch: int) -> None:
+    _worker.update(env_config=env_config, policy=policy, batch=batch)
+
+
+def _returns_of_group(seeds: tuple[int, ...]) -> list[float]:
+    episodes = play_episodes(_worker["env_config"], _worker["policy"], seeds, batch=_worker["batch"])
+    return [float(episode.rewards.sum()) for episode in episodes]
+
+
+def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int], batch: int = 8,
+                    workers: int = 0) -> np.ndarray:
+    """Real returns ``(len(seeds),)`` of ``policy``, ``batch`` envs at a time in lockstep.
+
+    ``workers == 0`` plays in this process; otherwise groups of ``batch`` seeds go to that many
+    worker processes (a dead worker raises :class:`~worldmodels.parallel.WorkerError`).
+    """
+    groups = [tuple(seeds[first:first + batch]) for first in range(0, len(seeds), batch)]
+    if workers == 0:
+        _init_worker(env_config, policy, batch)
+        results = [_returns_of_group(group) for group in groups]
+    else:
+        results = list(ordered_map(_returns_of_group, groups, workers, _init_worker, (env_config, policy, batch),
+                                   describe=lambda group: f"evaluation episodes with env seeds {list(group)}"))
+    return np.array([value for group in results for value in group], dtype=np.float64)

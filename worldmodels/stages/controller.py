@@ -1,16 +1,23 @@
-"""Stage `train-controller`: C evolved with CMA-ES entirely inside M's dream.
+"""Stage `train-controller`: C evolved with CMA-ES inside M's dream (or in the real env).
 
 Each generation, the whole population (``popsize`` candidates x ``rollouts`` dreams) runs as one
 batch in the dream, starting from the latents of real first frames of the training episodes;
-fitness is the mean dream return. Best / mean / worst / std per generation go to
-``metrics/controller.jsonl``. Every ``eval_every`` generations the CMA mean is scored on many
-dream rollouts and on a few real episodes (seeds of their own stream); the mean with the best
-dream score is ``controller.pt``. The CMA-ES state is checkpointed every generation, so a
-killed run continues at its generation.
+fitness is the mean dream return. With ``fitness_in: real`` (the paper's CarRacing mode) every
+candidate instead drives V + M + C through ``rollouts`` real episodes in worker processes.
+Best / mean / worst / std per generation go to ``metrics/controller.jsonl``. Every
+``eval_every`` generations the CMA mean is scored on many dream rollouts and on a few real
+episodes (seeds of their own stream); the mean with the best score is ``controller.pt``. The
+CMA-ES state is checkpointed every generation, so a killed run continues at its generation.
+
+The temperature sweep (``controller.temperatures``) evolves one C per dream temperature
+(``controller_tau<T>.pt``) and scores each in its dream and in the real env:
+``scores/temperature_table.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -21,22 +28,26 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
-from worldmodels.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import atomic_write, file_sha256, load_checkpoint, save_checkpoint
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv, population_returns
+from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
-from worldmodels.evaluation import CHECK_STREAM, evaluate_policy, evaluation_seeds
+from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
+from worldmodels.real_fitness import real_population_fitness
 from worldmodels.stages.mdnrnn import first_latents, load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 CHECKPOINT_KIND = "controller"
+# Settings that change how C is scored or run, not what it is evolved to.
+_NOT_IDENTITY = ("generations", "threads", "workers", "temperatures", "evaluate_episodes")
 
 
 def load_controller(path: Path) -> tuple[LinearController, dict[str, Any]]:
@@ -51,62 +62,126 @@ def _dream(model, start_mu, start_logvar, temperature, steps, seed) -> DreamEnv:
                     generator=torch.Generator().manual_seed(seed))
 
 
-def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Evolve C in the dream (or continue); returns the path of ``controller.pt``."""
-    settings = config.controller
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-    rollouts = RolloutReader(paths.rollouts)
-    latents = LatentReader(paths.latents, paths.vae, rollouts)
-    model, _ = load_mdnrnn(paths.mdnrnn)
-    train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
-    start_mu, start_logvar = first_latents(latents, train_episodes)
-    steps = settings.dream_steps or int(rollouts.lengths.min())
-    model_args = {"z_size": model.z_size, "hidden_size": model.hidden_size, "action_size": model.action_size,
-                  "inputs": settings.inputs}
-    dimension = LinearController(**model_args).num_parameters
-    inputs = {"mdnrnn_sha256": file_sha256(paths.mdnrnn), "settings": {k: v for k, v in vars(settings).items()
-                                                                        if k not in ("generations", "threads")}}
-    paths.ensure()
-    log = MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="generation")
-    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
-    strategy, best = _resume(last_path, inputs, log)
-    if strategy is None:
-        strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
-    if strategy.generation >= settings.generations:
-        print(f"{paths.controller}: already evolved for {strategy.generation} generations")
-        return paths.controller
-    vae, _ = load_vae(paths.vae)
-    check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
-    common = {"kind": CHECKPOINT_KIND, "model_args": model_args, "inputs": inputs}
-    with tqdm(total=settings.generations, initial=strategy.generation, desc="C", unit="gen",
-              disable=not progress, dynamic_ncols=True) as bar:
-        while strategy.generation < settings.generations:
-            generation = strategy.generation + 1
-            started = time.perf_counter()
-            population = strategy.ask()
-            dream = _dream(model, start_mu, start_logvar, settings.temperature, steps,
-                           settings.seed * 1_000_003 + generation)
-            fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
-                                         model.action_size, settings.inputs).double().numpy()
-            strategy.tell(population, fitness)
-            seconds = time.perf_counter() - started
-            record = {"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
-                      "worst": float(fitness.min()), "std": float(fitness.std()), "seconds": seconds,
-                      "dream_steps_per_s": len(population) * settings.rollouts * steps / seconds}
-            if generation % settings.eval_every == 0 or generation == settings.generations:
-                record |= _evaluate_mean(strategy.mean, model_args, model, vae, start_mu, start_logvar, steps,
-                                         config, check_seeds)
-                if record["eval/dream_mean"] > best:
-                    best = record["eval/dream_mean"]
-                    save_checkpoint({**common, "parameters": torch.from_numpy(strategy.mean).float(),
-                                     "generation": generation, "metrics": record}, paths.controller)
-            log.append(record)
-            save_checkpoint({**common, "strategy": strategy.state(), "best": best}, last_path)
-            bar.update(1)
-            bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
-                            steps_s=f"{record['dream_steps_per_s']:.0f}")
-    cmaes_curve(log.read(), paths.figure("cmaes_curve"))
-    return paths.controller
+def sweep_name(temperature: float) -> str:
+    """The artifact stem of the sweep's C evolved at ``temperature``: ``controller_tau1.5``."""
+    return f"{CHECKPOINT_KIND}_tau{temperature:g}"
+
+
+class Evolution:
+    """Everything one CMA-ES run of C needs: M, V, the dream's start latents, and where it writes."""
+
+    def __init__(self, config: PipelineConfig, paths: PipelinePaths) -> None:
+        self.config, self.paths = config, paths
+        rollouts = RolloutReader(paths.rollouts)
+        latents = LatentReader(paths.latents, paths.vae, rollouts)
+        self.model, _ = load_mdnrnn(paths.mdnrnn)
+        train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+        self.start_mu, self.start_logvar = first_latents(latents, train_episodes)
+        self.steps = config.controller.dream_steps or int(rollouts.lengths.min())
+        self.model_args = {"z_size": self.model.z_size, "hidden_size": self.model.hidden_size,
+                           "action_size": self.model.action_size, "inputs": config.controller.inputs}
+        self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
+        self._vae = None
+
+    @property
+    def vae(self):
+        if self._vae is None:
+            self._vae, _ = load_vae(self.paths.vae)
+        return self._vae
+
+    def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
+        """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
+        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed)
+        flat = torch.from_numpy(np.asarray(parameters)).float()[None]
+        return float(population_returns(dream, flat, rollouts, self.model.action_size,
+                                        self.config.controller.inputs)[0])
+
+    def agent(self, parameters: np.ndarray) -> WorldModelAgent:
+        controller = LinearController(**self.model_args)
+        controller.set_flat(torch.from_numpy(np.asarray(parameters)).float())
+        return WorldModelAgent(self.vae, self.model, controller)
+
+    def real_returns(self, parameters: np.ndarray, seeds: list[int]) -> np.ndarray:
+        return evaluate_policy(self.config.env, self.agent(parameters), seeds, workers=self.config.controller.workers)
+
+    def fitness(self, population: np.ndarray, temperature: float, generation: int) -> tuple[np.ndarray, int]:
+        """Fitness ``(P,)`` of the population, and the real env steps it cost (0 in the dream)."""
+        settings = self.config.controller
+        if settings.fitness_in == "real":
+            seeds = evaluation_seeds(settings.seed, settings.rollouts, REAL_FITNESS_STREAM,
+                                     offset=(generation - 1) * settings.rollouts)
+            fitness, agent_steps = real_population_fitness(self.config.env, self.vae, self.model, self.model_args,
+                                                           population, seeds, settings.workers)
+            return fitness, agent_steps * self.config.env.action_repeat
+        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps,
+                       settings.seed * 1_000_003 + generation)
+        fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
+                                     self.model.action_size, settings.inputs).double().numpy()
+        return fitness, 0
+
+    def evolve(self, temperature: float, name: str = CHECKPOINT_KIND, generations: int | None = None,
+               start: np.ndarray | None = None, progress: bool = True) -> Path:
+        """Evolve C at ``temperature`` into ``<name>.pt`` (or continue); ``start``: CMA-ES's first mean."""
+        settings, paths = self.config.controller, self.paths
+        generations = generations or settings.generations
+        output = paths.root / f"{name}.pt"
+        identity = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
+        inputs = {"mdnrnn_sha256": self.mdnrnn_sha256, "settings": identity | {"temperature": temperature}}
+        if start is not None:
+            inputs["start"] = [float(x) for x in start]
+        paths.ensure()
+        log = MetricsLog(paths.metrics(name), step_key="generation")
+        last_path = paths.last_checkpoint(name)
+        strategy, best = _resume(last_path, inputs, log)
+        if strategy is None:
+            dimension = LinearController(**self.model_args).num_parameters
+            strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
+        if strategy.generation >= generations:
+            print(f"{output}: already evolved for {strategy.generation} generations")
+            return output
+        check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
+        common = {"kind": CHECKPOINT_KIND, "model_args": self.model_args, "inputs": inputs}
+        with tqdm(total=generations, initial=strategy.generation, desc=f"C (tau {temperature:g})", unit="gen",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            while strategy.generation < generations:
+                generation = strategy.generation + 1
+                started = time.perf_counter()
+                population = strategy.ask()
+                fitness, env_steps = self.fitness(population, temperature, generation)
+                strategy.tell(population, fitness)
+                seconds = time.perf_counter() - started
+                record = {"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
+                          "worst": float(fitness.min()), "std": float(fitness.std()), "seconds": seconds,
+                          "sigma": strategy.sigma}
+                if settings.fitness_in == "dream":
+                    record["dream_steps_per_s"] = len(population) * settings.rollouts * self.steps / seconds
+                else:
+                    record["env_steps"] = env_steps
+                if generation % settings.eval_every == 0 or generation == generations:
+                    record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
+                    score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
+                    if score > best:
+                        best = score
+                        save_checkpoint({**common, "parameters": torch.from_numpy(strategy.mean).float(),
+                                         "generation": generation, "temperature": temperature,
+                                         "metrics": record}, output)
+                log.append(record)
+                save_checkpoint({**common, "strategy": strategy.state(), "best": best}, last_path)
+                bar.update(1)
+                bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
+                                steps_s=f"{record.get('dream_steps_per_s', 0):.0f}")
+        cmaes_curve(log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
+        return output
+
+    def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:
+        """The CMA mean scored on many dream rollouts and on a few real episodes."""
+        settings = self.config.controller
+        result = {"eval/dream_mean": self.dream_score(mean, temperature, settings.eval_dream_rollouts,
+                                                      settings.seed + 7)}
+        if check_seeds:
+            real = self.real_returns(mean, check_seeds)
+            result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std())}
+        return result
 
 
 def _resume(path: Path, inputs: dict[str, Any], log: MetricsLog) -> tuple[CMAES | None, float]:
@@ -122,18 +197,60 @@ def _resume(path: Path, inputs: dict[str, Any], log: MetricsLog) -> tuple[CMAES 
     return None, float("-inf")
 
 
-def _evaluate_mean(mean: np.ndarray, model_args: dict[str, Any], model, vae, start_mu, start_logvar, steps: int,
-                   config: PipelineConfig, check_seeds: list[int]) -> dict[str, float]:
-    """The CMA mean scored on many dream rollouts and on a few real episodes."""
+def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: Evolution,
+                      controllers: dict[float, Path]) -> dict[str, Any]:
+    """Score each tau's C in its own dream and in the real env, beside the random policy.
+
+    Writes ``scores/temperature_table.json`` and ``scores/temperature_table.md``; returns the table.
+    """
     settings = config.controller
-    dream = _dream(model, start_mu, start_logvar, settings.temperature, steps, settings.seed + 7)
-    parameters = torch.from_numpy(mean).float()[None]
-    dream_score = float(population_returns(dream, parameters, settings.eval_dream_rollouts, model.action_size,
-                                           settings.inputs)[0])
-    result = {"eval/dream_mean": dream_score}
-    if check_seeds:
-        controller = LinearController(**model_args)
-        controller.set_flat(parameters[0])
-        real = evaluate_policy(config.env, WorldModelAgent(vae, model, controller), check_seeds)
-        result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std())}
-    return result
+    seeds = evaluation_seeds(settings.seed, settings.evaluate_episodes)
+    rows = []
+    for temperature, path in controllers.items():
+        _, checkpoint = load_controller(path)
+        parameters = checkpoint["parameters"].numpy()
+        dream = evolution.dream_score(parameters, temperature, settings.eval_dream_rollouts, settings.seed + 11)
+        real = evolution.real_returns(parameters, seeds)
+        rows.append({"agent": "worldmodel", "temperature": temperature, "dream_mean": dream,
+                     "real_mean": float(real.mean()), "real_std": float(real.std()), "controller": path.name})
+    rollouts = RolloutReader(paths.rollouts)
+    collect = config.collect
+    random = make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
+                                     collect.brownian_std, collect.action_scale_min)
+    real = evaluate_policy(config.env, random, seeds, workers=settings.workers)
+    rows.append({"agent": "random", "temperature": None, "dream_mean": None, "real_mean": float(real.mean()),
+                 "real_std": float(real.std())})
+    table = {"episodes": len(seeds), "seeds": seeds, "dream_rollouts": settings.eval_dream_rollouts, "rows": rows}
+    paths.ensure()
+    atomic_write(paths.score("temperature_table"),
+                 lambda temporary: temporary.write_text(json.dumps(table, indent=1)))
+    markdown = format_temperature_table(table)
+    atomic_write(paths.scores_dir / "temperature_table.md", lambda temporary: temporary.write_text(markdown))
+    print(markdown)
+    return table
+
+
+def format_temperature_table(table: dict[str, Any]) -> str:
+    """The paper's table form: temperature, dream score, real score."""
+    lines = ["| Temperature tau | Score in the dream | Score in the real env |", "|---|---|---|"]
+    for row in table["rows"]:
+        tau = "random policy" if row["temperature"] is None else f"{row['temperature']:g}"
+        dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean']:.0f}"
+        lines.append(f"| {tau} | {dream} | {row['real_mean']:.0f} +- {row['real_std']:.0f} |")
+    lines.append(f"\nReal scores over {table['episodes']} evaluation episodes; dream scores over "
+                 f"{table['dream_rollouts']} dreams at the controller's own temperature.")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Evolve C (and the temperature sweep's Cs, if asked); returns the path of ``controller.pt``."""
+    settings = config.controller
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    evolution = Evolution(config, paths)
+    main = evolution.evolve(settings.temperature, progress=progress)
+    if settings.temperatures:
+        controllers = {tau: main if tau == settings.temperature
+                       else evolution.evolve(tau, sweep_name(tau), progress=progress)
+                       for tau in settings.temperatures}
+        temperature_table(config, paths, evolution, controllers)
+    return main

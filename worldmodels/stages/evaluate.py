@@ -1,9 +1,11 @@
 """Stage `evaluate`: V + M + C in the real env, beside the random-policy and zero-action baselines.
 
 Every agent plays the same episodes: seeds from the evaluation stream, disjoint from the collect
-seeds and from the checks made during C's training. Writes ``scores/<agent>.json`` (mean, std,
-every return, the seeds, env steps of data the agent was trained on, wall-clock) and
-``figures/score_hist.png``.
+seeds and from the checks made during C's training, in ``controller.workers`` processes. The
+agent scored is the pipeline's final one (the last round's, with ``iterate.iterations > 0``;
+the one-shot C of round 0 is then scored too, as ``worldmodel_round0``). Writes
+``scores/<agent>.json`` (mean, std, every return, the seeds, env steps of data the agent was
+trained on, wall-clock) and ``figures/score_hist.png``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.figures import score_histogram
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages.controller import load_controller
+from worldmodels.stages.iterate import final_paths
 from worldmodels.stages.mdnrnn import load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 
 def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path) -> dict:
     started = time.perf_counter()
-    returns = evaluate_policy(config.env, policy, seeds)
+    returns = evaluate_policy(config.env, policy, seeds, workers=config.controller.workers)
     score = {"agent": path.stem, "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
              "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
              "wall_clock_s": time.perf_counter() - started}
@@ -39,20 +42,31 @@ def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: 
     return score
 
 
-def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
+def _world_model(paths: PipelinePaths) -> tuple[WorldModelAgent, int]:
+    """V + M + C of one pipeline folder, and the env steps of data they were trained on."""
     rollouts = RolloutReader(paths.rollouts)
-    data_steps = rollouts.num_steps * rollouts.action_repeat
-    seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
     vae, _ = load_vae(paths.vae)
     mdnrnn, _ = load_mdnrnn(paths.mdnrnn)
     controller, _ = load_controller(paths.controller)
+    return WorldModelAgent(vae, mdnrnn, controller), rollouts.num_steps * rollouts.action_repeat
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
+    seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
+    final = final_paths(config, paths)
+    if not final.controller.is_file():
+        raise FileNotFoundError(f"{final.controller}: no final controller; run `wm iterate` "
+                                f"(iterate.iterations={config.iterate.iterations})")
+    agents = {"worldmodel": _world_model(final)}
+    if final != paths:
+        agents["worldmodel_round0"] = _world_model(paths)
+    action_size = agents["worldmodel"][0].mdnrnn.action_size
     collect = config.collect
-    agents = {
-        "worldmodel": (WorldModelAgent(vae, mdnrnn, controller), data_steps),
-        "random": (make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
+    agents |= {
+        "random": (make_exploration_policy(collect.policy, action_size, collect.hold_min, collect.hold_max,
                                            collect.brownian_std, collect.action_scale_min), 0),
-        "zero": (ZeroPolicy(rollouts.action_size), 0),
+        "zero": (ZeroPolicy(action_size), 0),
     }
     paths.ensure()
     scores = {name: _score(config, policy, seeds, steps, paths.score(name)) for name, (policy, steps) in agents.items()}

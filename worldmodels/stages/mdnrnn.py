@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import atomic_write, file_sha256, load_checkpoint, save_checkpoint
 from worldmodels.config import MDNRNNConfig, PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import LatentSequences, build_sequences
@@ -105,8 +105,12 @@ def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     return settings
 
 
-def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Train (or continue training) M, then measure it as a simulator; returns ``mdnrnn.pt``."""
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, start_from: Path | None = None) -> Path:
+    """Train (or continue training) M, then measure it as a simulator; returns ``mdnrnn.pt``.
+
+    ``start_from``: an ``mdnrnn.pt`` whose weights a fresh run starts from instead of random ones
+    (the iterative procedure fine-tunes the previous round's M on the grown data).
+    """
     settings = config.mdnrnn
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     rollouts = RolloutReader(paths.rollouts)
@@ -123,11 +127,19 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures, settings.mixture)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
+    if start_from is not None:
+        inputs["start_from_sha256"] = file_sha256(start_from)
     common = {"kind": CHECKPOINT_KIND, "settings": _settings_that_matter(config), "inputs": inputs,
               "model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
                              "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
                              "mixture": settings.mixture}}
     start_epoch, best = _resume(last_path, common, model, optimizer, log)
+    if start_epoch == 0 and start_from is not None:
+        previous, checkpoint = load_mdnrnn(start_from)
+        if checkpoint["model_args"] != common["model_args"]:
+            raise ValueError(f"{start_from}: an M of another shape ({checkpoint['model_args']}) cannot start "
+                             f"this one ({common['model_args']})")
+        model.load_state_dict(previous.state_dict())
     if start_epoch >= settings.epochs:
         print(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         if not paths.simulator_metrics.is_file():

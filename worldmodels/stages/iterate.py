@@ -1,0 +1,201 @@
+"""Stage `iterate`: the paper's iterative procedure, ``iterate.iterations`` rounds after the first C.
+
+Round ``k`` lives in ``iterations/<k>/``, a pipeline folder of its own (round 0 is the pipeline's
+folder itself, whose artifacts stay as the paper's one-shot recipe made them):
+
+1. ``rollouts.h5``: round ``k - 1``'s file plus ``iterate.episodes`` new episodes played by
+   round ``k - 1``'s V + M + C with Gaussian action noise (source ``iteration<k>:...``);
+2. ``vae.pt``: round ``k - 1``'s V, or a V re-trained on the grown data (``retrain_vae``);
+3. ``latents.h5``, then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
+   ``mdnrnn_epochs`` on the grown data (or trained from scratch), and measured as a simulator;
+4. ``controller.pt``: CMA-ES started at round ``k - 1``'s C, ``controller_generations`` more;
+5. the round's C scored on ``eval_episodes`` real episodes: ``metrics/iterate.jsonl`` (in the
+   pipeline's folder) gets one line per round with the real and dream scores, the env steps of
+   data so far and M's simulator numbers.
+
+Every step resumes (each is a stage that does), a finished round is marked by ``round.json``,
+and ``agent.json`` names the final agent, which `wm evaluate` scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldmodels.agents import WorldModelAgent
+from worldmodels.checkpoint import atomic_write, file_sha256
+from worldmodels.config import PipelineConfig
+from worldmodels.data.store import RolloutReader, RolloutWriter
+from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_episodes
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages import encode
+from worldmodels.stages import mdnrnn as mdnrnn_stage
+from worldmodels.stages import vae as vae_stage
+from worldmodels.stages.collect import probe_env
+from worldmodels.stages.controller import Evolution, load_controller
+from worldmodels.stages.mdnrnn import load_mdnrnn
+from worldmodels.stages.vae import load_vae
+
+# Round scores use check-stream seeds past those C's training checks use.
+ROUND_SEED_OFFSET = 10_000
+
+
+def round_paths(paths: PipelinePaths, round_index: int) -> PipelinePaths:
+    """Where round ``round_index`` keeps its artifacts (round 0: the pipeline's own folder)."""
+    return paths if round_index == 0 else PipelinePaths(paths.root / "iterations" / str(round_index))
+
+
+def final_paths(config: PipelineConfig, paths: PipelinePaths) -> PipelinePaths:
+    """The folder of the agent the pipeline ends with: the last round's."""
+    return round_paths(paths, config.iterate.iterations)
+
+
+def agent_file(paths: PipelinePaths) -> Path:
+    return paths.root / "agent.json"
+
+
+def round_source(round_index: int, noise_std: float) -> str:
+    return f"iteration{round_index}:worldmodel+noise{noise_std:g}"
+
+
+def round_episode_seeds(base_seed: int, round_index: int, index: int) -> tuple[int, int]:
+    """(env seed, noise seed) of on-policy episode ``index`` of round ``round_index``."""
+    env_seed, noise_seed = np.random.SeedSequence([base_seed, ITERATION_STREAM, round_index, index]).generate_state(
+        2, dtype=np.uint32)
+    return int(env_seed), int(noise_seed)
+
+
+def _identity(config: PipelineConfig, previous: PipelinePaths) -> dict[str, Any]:
+    """What a round is made from: the iterate settings and the previous round's controller."""
+    settings = {k: v for k, v in dataclasses.asdict(config.iterate).items() if k not in ("iterations", "eval_episodes")}
+    return {"settings": settings, "previous_controller_sha256": file_sha256(previous.controller)}
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: PipelinePaths, round_index: int,
+                  progress: bool) -> int:
+    """Round ``k``'s rollouts: ``k - 1``'s plus on-policy episodes (resumed); returns how many were played now."""
+    settings = config.iterate
+    current.ensure()
+    if not current.rollouts.is_file():
+        _copy_atomically(previous.rollouts, current.rollouts)
+    source = round_source(round_index, settings.noise_std)
+    env_info, frame_shape, action_size = probe_env(config.env)
+    with RolloutWriter(current.rollouts, dataclasses.asdict(config.env), env_info, frame_shape, action_size,
+                       config.collect.compression) as writer:
+        rows = writer.episode_rows()
+        done = int(sum(row["source"].decode() == source for row in rows))
+        todo = list(range(done, settings.episodes))
+        if not todo:
+            return 0
+        vae, _ = load_vae(previous.vae)
+        model, _ = load_mdnrnn(previous.mdnrnn)
+        controller, _ = load_controller(previous.controller)
+        agent = WorldModelAgent(vae, model, controller, noise_std=settings.noise_std)
+        seeds = [round_episode_seeds(config.collect.seed, round_index, i) for i in todo]
+        episodes = play_episodes(config.env, agent, [env for env, _ in seeds], [noise for _, noise in seeds])
+        with tqdm(total=settings.episodes, initial=done, unit="ep", desc=f"round {round_index}: collect",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for index, episode in zip(todo, episodes, strict=True):
+                episode.index, episode.base_seed, episode.source = index, config.collect.seed, source
+                writer.append(episode)
+                bar.update(1)
+                bar.set_postfix(ret=f"{episode.total_return:.0f}")
+    return len(todo)
+
+
+def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int) -> dict[str, Any]:
+    """One line of ``metrics/iterate.jsonl``: the round's C in the real env and in its dream, and M's numbers."""
+    evolution = Evolution(config, current)
+    _, checkpoint = load_controller(current.controller)
+    parameters = checkpoint["parameters"].numpy()
+    seeds = evaluation_seeds(config.controller.seed, config.iterate.eval_episodes, CHECK_STREAM,
+                             offset=ROUND_SEED_OFFSET)
+    real = evolution.real_returns(parameters, seeds)
+    dream = evolution.dream_score(parameters, config.controller.temperature, config.controller.eval_dream_rollouts,
+                                  config.controller.seed + 11)
+    rollouts = RolloutReader(current.rollouts)
+    record = {"iteration": round_index, "real_mean": float(real.mean()), "real_std": float(real.std()),
+              "real_episodes": len(seeds), "dream_mean": dream, "episodes_of_data": rollouts.num_episodes,
+              "env_steps_of_data": rollouts.num_steps * rollouts.action_repeat}
+    if current.simulator_metrics.is_file():
+        simulator = json.loads(current.simulator_metrics.read_text())
+        record |= {"m/replay_mean_abs_gap": simulator["mean_abs_gap"],
+                   "m/zero_action_dream": simulator["zero_action"]["dream_return_mean"],
+                   "m/zero_action_real": simulator["zero_action"]["real_return_mean"]}
+    return record
+
+
+def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int, progress: bool) -> None:
+    settings = config.iterate
+    previous, current = round_paths(paths, round_index - 1), round_paths(paths, round_index)
+    marker = current.root / "round.json"
+    identity = _identity(config, previous)
+    if marker.is_file():
+        if json.loads(marker.read_text())["identity"] == identity:
+            return
+        raise ValueError(f"{current.root} was made from another controller or other iterate settings; delete "
+                         f"{paths.root / 'iterations'} to redo the rounds, or use another --data-dir")
+    started = time.perf_counter()
+    played = grow_rollouts(config, previous, current, round_index, progress)
+    if settings.retrain_vae:
+        vae_stage.run(config, current, progress)
+    elif not current.vae.is_file() or file_sha256(current.vae) != file_sha256(previous.vae):
+        _copy_atomically(previous.vae, current.vae)
+    encode.run(config, current, progress)
+    if settings.mdnrnn_epochs:
+        m_config = dataclasses.replace(config, mdnrnn=dataclasses.replace(config.mdnrnn, epochs=settings.mdnrnn_epochs))
+        mdnrnn_stage.run(m_config, current, progress, start_from=previous.mdnrnn)
+    else:
+        mdnrnn_stage.run(config, current, progress)
+    start = load_controller(previous.controller)[1]["parameters"].numpy().astype(np.float64)
+    Evolution(config, current).evolve(config.controller.temperature, generations=settings.controller_generations,
+                                      start=start, progress=progress)
+    record = score_round(config, current, round_index) | {"episodes_played": played,
+                                                           "seconds": time.perf_counter() - started}
+    log = MetricsLog(paths.metrics("iterate"), step_key="iteration")
+    log.keep_up_to(round_index - 1)
+    log.append(record)
+    atomic_write(marker, lambda temporary: temporary.write_text(json.dumps({"identity": identity,
+                                                                            "record": record}, indent=1)))
+    print(f"round {round_index}: real {record['real_mean']:.1f} +- {record['real_std']:.1f}, dream "
+          f"{record['dream_mean']:.1f}, {record['env_steps_of_data']} env steps of data")
+
+
+def write_agent_file(config: PipelineConfig, paths: PipelinePaths) -> Path:
+    """``agent.json``: the final agent's folder and controller hash, rewritten only when they change
+    (Make rebuilds the evaluation when this file changes)."""
+    final = final_paths(config, paths)
+    content = json.dumps({"iterations": config.iterate.iterations, "root": str(final.root),
+                          "controller_sha256": file_sha256(final.controller)}, indent=1)
+    path = agent_file(paths)
+    if not path.is_file() or path.read_text() != content:
+        atomic_write(path, lambda temporary: temporary.write_text(content))
+    return path
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Run the rounds not yet done, then write ``agent.json``; returns its path."""
+    torch.set_num_threads(config.controller.threads or os.cpu_count() or 1)
+    if not paths.controller.is_file():
+        raise FileNotFoundError(f"{paths.controller}: no controller to start from; run `wm train-controller` first")
+    log = MetricsLog(paths.metrics("iterate"), step_key="iteration")
+    if config.iterate.iterations and not any(r["iteration"] == 0 for r in log.read()):
+        log.keep_up_to(-1)
+        log.append(score_round(config, paths, 0) | {"episodes_played": 0})
+    for round_index in range(1, config.iterate.iterations + 1):
+        _train_round(config, paths, round_index, progress)
+    return write_agent_file(config, paths)
