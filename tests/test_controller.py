@@ -74,3 +74,10 @@ def test_batched_population_fitness_equals_candidate_by_candidate():
                                    step_noise=lambda t, part=part: (uniform[t][part], normal[t][part]))
         torch.testing.assert_close(alone[0], batched[candidate], rtol=1e-5, atol=1e-5)
     assert len(set(batched.tolist())) == candidates, "different controllers must score differently"
+
+
+def test_cmaes_starts_from_the_given_mean():
+    start = np.array([0.5, -1.0, 2.0])
+    strategy = CMAES(3, 0.01, 8, seed=0, x0=start)
+    np.testing.assert_array_equal(strategy.mean, start)
+    assert np.abs(strategy.ask() - start).max() < 0.1

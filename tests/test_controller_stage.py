@@ -78,3 +78,56 @@ def test_evaluation_is_reproducible_and_its_seeds_are_not_training_seeds():
     training = {episode_seeds(0, i)[0] for i in range(10_000)}
     checks = set(evaluation_seeds(0, 1000, CHECK_STREAM))
     assert not evaluation & training and not evaluation & checks
+
+
+def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, tmp_path):
+    paths = _copy(trained_m, tmp_path)
+    config = _config("controller.generations=2", "controller.temperatures=[0.5, 1.0]", "controller.workers=0")
+    controller_stage.run(config, paths, progress=False)
+    table = json.loads(paths.score("temperature_table").read_text())
+    assert [row["temperature"] for row in table["rows"]] == [0.5, 1.0, None]
+    assert table["rows"][1]["controller"] == "controller.pt", "the main temperature reuses controller.pt"
+    tau05 = load_checkpoint(paths.root / "controller_tau0.5.pt", "controller")
+    assert tau05["temperature"] == 0.5
+    for row in table["rows"]:
+        assert 0 <= row["real_mean"] <= 20 * 8 and row["real_std"] >= 0
+    markdown = (paths.scores_dir / "temperature_table.md").read_text()
+    assert "| 0.5 |" in markdown and "| random policy | n/a |" in markdown
+
+
+def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(trained_m, tmp_path):
+    from worldmodels.evaluation import REAL_FITNESS_STREAM
+    from worldmodels.real_fitness import real_population_fitness
+
+    paths = _copy(trained_m, tmp_path)
+    config = _config("controller.workers=1")
+    evolution = controller_stage.Evolution(config, paths)
+    population = np.random.default_rng(0).normal(0, 0.5, (3, evolution.agent(np.zeros(
+        controller_stage.LinearController(**evolution.model_args).num_parameters)).controller.num_parameters))
+    seeds = evaluation_seeds(0, 2, REAL_FITNESS_STREAM)
+    fitness, steps = real_population_fitness(config.env, evolution.vae, evolution.model, evolution.model_args,
+                                             population, seeds, workers=1)
+    one_by_one = [evolution.real_returns(candidate, seeds).mean() for candidate in population]
+    np.testing.assert_allclose(fitness, one_by_one, rtol=1e-5)
+    assert steps == 3 * 2 * 20
+    assert len(set(np.round(fitness, 3))) > 1, "different candidates act differently"
+
+
+def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
+    paths = _copy(trained_m, tmp_path)
+    controller_stage.run(_config("controller.generations=1", "controller.fitness_in=real", "controller.workers=0"),
+                         paths, progress=False)
+    record = MetricsLog(paths.metrics("controller"), step_key="generation").read()[0]
+    assert record["env_steps"] == 4 * 2 * 20 * 8 and "eval/real_mean" in record
+
+
+def test_evaluation_in_workers_matches_evaluation_in_process_and_a_dead_worker_is_an_error():
+    from worldmodels.parallel import WorkerError
+
+    config = load_pipeline("smoke")
+    seeds = evaluation_seeds(0, 5)
+    np.testing.assert_array_equal(evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=2),
+                                  evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=0))
+    dying = load_pipeline("smoke", ["env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8"])
+    with pytest.raises(WorkerError, match="env seeds"):
+        evaluate_policy(dying.env, ZeroPolicy(1), seeds[:2], workers=1)

@@ -235,7 +235,7 @@ def format_temperature_table(table: dict[str, Any]) -> str:
     lines = ["| Temperature tau | Score in the dream | Score in the real env |", "|---|---|---|"]
     for row in table["rows"]:
         tau = "random policy" if row["temperature"] is None else f"{row['temperature']:g}"
-        dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean']:.0f}"
+        dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean'] + 0.0:.0f}"
         lines.append(f"| {tau} | {dream} | {row['real_mean']:.0f} +- {row['real_std']:.0f} |")
     lines.append(f"\nReal scores over {table['episodes']} evaluation episodes; dream scores over "
                  f"{table['dream_rollouts']} dreams at the controller's own temperature.")
