@@ -1,10 +1,13 @@
-"""Speed of one CMA-ES generation in the dream, batched against one rollout at a time; JSON.
+"""Speed of one CMA-ES generation in the dream, batched against one rollout at a time, and of
+real-env evaluation with 1 and 2 worker processes; JSON.
 
     .venv/bin/python benchmarks/controller.py [--steps 1000] [--out benchmarks/results/controller.json]
 
 At the paper's CarRacing sizes (z 32, LSTM 256, 3 actions, 867 controller parameters, 64
 candidates x 16 rollouts): the seconds of one generation with the whole population as one batch,
-and the rate of one rollout at a time over a sample of rollouts, in the same run.
+and the rate of one rollout at a time over a sample of rollouts, in the same run. Then V + M + C
+(untrained weights: the cost is the same) plays the default pipeline's cartpole episodes in 0, 1
+and 2 worker processes (0: in this process).
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from pathlib import Path
 
 import torch
 
+from worldmodels.agents import WorldModelAgent
+from worldmodels.config import load_pipeline
 from worldmodels.dream import DreamEnv, population_returns
+from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.es import CMAES
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.models.vae import ConvVAE
 
 Z, H, A, POPSIZE, ROLLOUTS = 32, 256, 3, 64, 16
 
@@ -30,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000, help="dream steps per rollout (CarRacing: 1000)")
     parser.add_argument("--single-rollouts", type=int, default=4, help="rollouts timed one at a time")
+    parser.add_argument("--real-episodes", type=int, default=16, help="real episodes per worker setting")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/controller.json"))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -61,10 +69,25 @@ def main() -> None:
         "generation_seconds": generation_s, "batched_dream_steps_per_s": batched_rate,
         "one_at_a_time_dream_steps_per_s": single_rate, "ratio": batched_rate / single_rate,
         "one_at_a_time_generation_seconds_estimate": POPSIZE * ROLLOUTS * args.steps / single_rate,
+        "real_evaluation": real_evaluation(args.real_episodes),
     }
     print(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+
+
+def real_evaluation(episodes: int) -> dict[str, float]:
+    """Episodes/s of V + M + C in the default pipeline's env, in this process and in 1 and 2 workers."""
+    env = load_pipeline("cartpole_balance").env
+    agent = WorldModelAgent(ConvVAE(32), MDNRNN(32, 1, 256, 5), LinearController(32, 256, 1))
+    seeds = evaluation_seeds(0, episodes)
+    rates = {}
+    for workers in (0, 1, 2):
+        started = time.perf_counter()
+        evaluate_policy(env, agent, seeds, batch=max(1, episodes // max(workers, 1) // 2), workers=workers)
+        rates[f"episodes_per_s_workers_{workers}"] = episodes / (time.perf_counter() - started)
+    rates["ratio_2_workers_to_1"] = rates["episodes_per_s_workers_2"] / rates["episodes_per_s_workers_1"]
+    return rates
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.models.actor_critic import Actor, Value, behaviour_losses, lambda_returns
+from worldmodels.models.rssm import State, WorldModel, kl_with_free_nats, openloop_prediction, world_model_losses
+
+
+def _small_model(action_size=1):
+    torch.manual_seed(0)
+    return WorldModel(action_size, depth=4, deter_size=16, stoch_size=4, hidden_size=16, reward_hidden=16)
+
+
+def test_lambda_returns_match_a_hand_computed_example():
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[10.0], [20.0], [30.0]])
+    bootstrap = torch.tensor([40.0])
+    gamma, lam = 0.9, 0.5
+    r3 = 3 + gamma * ((1 - lam) * 40 + lam * 40)
+    r2 = 2 + gamma * ((1 - lam) * 30 + lam * r3)
+    r1 = 1 + gamma * ((1 - lam) * 20 + lam * r2)
+    result = lambda_returns(rewards, values, bootstrap, gamma, lam)
+    np.testing.assert_allclose(result[:, 0].numpy(), [r1, r2, r3], rtol=1e-6)
+    # lambda = 1: discounted Monte Carlo with the bootstrap; lambda = 0: one-step TD targets.
+    np.testing.assert_allclose(lambda_returns(rewards, values, bootstrap, gamma, 1.0)[0, 0].item(),
+                               1 + gamma * 2 + gamma ** 2 * 3 + gamma ** 3 * 40, rtol=1e-6)
+    np.testing.assert_allclose(lambda_returns(rewards, values, bootstrap, gamma, 0.0)[:, 0].numpy(),
+                               [1 + gamma * 20, 2 + gamma * 30, 3 + gamma * 40], rtol=1e-6)
+
+
+def test_free_nats_floor_the_kl_and_cut_its_gradient_below_it():
+    mean = torch.zeros(2, 3, 4, requires_grad=True)
+    posterior = State(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), mean, torch.ones(2, 3, 4))
+    prior = State(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), torch.full((2, 3, 4), 0.5), torch.ones(2, 3, 4))
+    loss, kl = kl_with_free_nats(posterior, prior, free_nats=3.0)
+    assert kl.item() == pytest.approx(4 * 0.5 * 0.25)  # 4 dims of (0.5)^2 / 2
+    assert loss.item() == 3.0
+    loss.backward()
+    assert mean.grad.abs().sum() == 0
+    loss, kl = kl_with_free_nats(posterior, prior, free_nats=0.1)
+    assert loss.item() == pytest.approx(kl.item()) and loss.requires_grad
+
+
+def test_actor_gradient_reaches_the_actor_and_leaves_the_world_model_unchanged():
+    model = _small_model()
+    actor, value = Actor(model.rssm.feature_size, 1, hidden=16), Value(model.rssm.feature_size, hidden=16)
+    frames = torch.randint(0, 255, (2, 5, 64, 64, 3), dtype=torch.uint8)
+    _, posterior = world_model_losses(model, frames, torch.rand(2, 4, 1) * 2 - 1, torch.rand(2, 4), 3.0)
+    losses = behaviour_losses(model, actor, value, posterior, horizon=5, discount=0.99, lambda_=0.95)
+    losses["actor"].backward()
+    assert all(p.grad is None for p in model.parameters()), "the world model gets no gradient from the actor"
+    assert all(p.grad is None for p in value.parameters())
+    assert sum(p.grad.abs().sum() for p in actor.parameters()) > 0
+    assert all(p.requires_grad for p in model.parameters()), "freezing is undone after imagining"
+    losses["value"].backward()
+    assert sum(p.grad.abs().sum() for p in value.parameters()) > 0
+
+
+def test_openloop_prediction_reads_only_the_context_frames():
+    model = _small_model().eval()
+    frames = torch.randint(0, 255, (2, 11, 64, 64, 3), dtype=torch.uint8)
+    actions = torch.rand(2, 10, 1) * 2 - 1
+    images, rewards = openloop_prediction(model, frames, actions, context=3)
+    assert images.shape == (2, 8, 3, 64, 64) and rewards.shape == (2, 8)
+    changed = frames.clone()
+    changed[:, 3:] = 255 - changed[:, 3:]
+    again, _ = openloop_prediction(model, changed, actions, context=3)
+    torch.testing.assert_close(images, again)
+    changed[:, 2] = 0
+    assert not torch.allclose(openloop_prediction(model, changed, actions, context=3)[0], images)
+
+
+def test_world_model_loss_falls_on_a_fixed_batch():
+    model = _small_model()
+    # Each frame one flat grey level: learnable in a few steps, unlike noise.
+    frames = torch.randint(0, 255, (4, 6, 1, 1, 1), dtype=torch.uint8).expand(4, 6, 64, 64, 3).contiguous()
+    actions, rewards = torch.rand(4, 5, 1) * 2 - 1, torch.rand(4, 5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        losses, _ = world_model_losses(model, frames, actions, rewards, free_nats=3.0)
+        first = first if first is not None else losses["total"].item()
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+    assert losses["total"].item() < 0.5 * first
