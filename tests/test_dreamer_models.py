@@ -84,3 +84,14 @@ def test_world_model_loss_falls_on_a_fixed_batch():
         losses["total"].backward()
         optimizer.step()
     assert losses["total"].item() < 0.5 * first
+
+
+def test_batched_observe_equals_the_step_by_step_reference():
+    model = _small_model()
+    embeds, actions = torch.randn(3, 7, model.encoder.output_size), torch.rand(3, 7, 1)
+    noise = torch.randn(3, 7, model.rssm.stoch_size)
+    fast = model.rssm.observe(embeds, actions, noise=noise)
+    slow = model.rssm.observe_stepwise(embeds, actions, noise)
+    for got, want in zip(fast, slow, strict=True):
+        for name in ("deter", "stoch", "mean", "std"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-5)

@@ -62,3 +62,41 @@ class ZeroPolicy(Policy):
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         return np.zeros((len(frames), self.action_size), np.float32)
+
+
+class DreamerAgent(Policy):
+    """Dreamer's actor on the RSSM's posterior. ``act(frames)``: uint8 ``(n, 64, 64, 3)`` -> ``(n, A)``.
+
+    Each frame updates the posterior state with the previous action (its mean: no sampling when
+    acting); the action is the actor's mode, plus clipped Gaussian noise of ``noise_std`` drawn per
+    env from its seed when collecting.
+    """
+
+    name = "dreamer"
+
+    def __init__(self, world_model, actor, noise_std: float = 0.0) -> None:
+        self.world_model, self.actor = world_model.eval(), actor.eval()
+        self.noise_std = noise_std
+        self._state = None
+        self._previous: torch.Tensor | None = None
+        self._rngs: list[np.random.Generator] = []
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        self._state = self.world_model.rssm.initial(len(seeds))
+        self._previous = torch.zeros(len(seeds), self.world_model.rssm.action_size)
+        self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    @torch.no_grad()
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        from worldmodels.models.rssm import frames_to_images
+
+        assert self._state is not None and len(frames) == len(self._previous), "reset() for this many envs first"
+        embed = self.world_model.encoder(frames_to_images(torch.from_numpy(np.ascontiguousarray(frames))))
+        self._state, _ = self.world_model.rssm.observe_step(self._state, self._previous, embed,
+                                                            torch.zeros_like(self._state.stoch))
+        actions = self.actor.mode(self._state.features)
+        if self.noise_std > 0:
+            noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
+            actions = (actions + torch.from_numpy(noise).to(actions.dtype)).clamp(-1.0, 1.0)
+        self._previous = actions
+        return actions.numpy().astype(np.float32)

@@ -121,6 +121,9 @@ stage_command("iterate", "iterate", "agent",
               "iterate.iterations rounds (resumable); writes agent.json naming the final agent.")
 stage_command("evaluate", "evaluate", "scores",
               "Score V+M+C in the real env beside the random-policy and zero-action baselines.")
+stage_command("dreamer", "dreamer", "scores",
+              "Train Dreamer (RSSM + actor-critic in imagination) on the same rollouts, score it like "
+              "`wm evaluate`, and draw its figures beside V+M's (resumable).")
 stage_command("oracle", "oracle", "oracle",
               "Tune C's linear form on the TRUE state in the real env (the controller class's ceiling).")
 

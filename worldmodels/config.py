@@ -240,6 +240,10 @@ class ControllerConfig:
     temperature: float = 1.0
     dream_steps: int = 0
     """Length of a dream rollout in agent steps (0: the shortest episode of the rollouts)."""
+    dream_starts: Literal["first", "any"] = "first"
+    """``first``: dreams start at the training episodes' first frames (the paper); ``any``: at any
+    of their frames, with M's state after reading the real frames and actions before it (short
+    dreams from everywhere the data went, as Dreamer imagines from every posterior state)."""
     eval_every: int = 10
     eval_dream_rollouts: int = 256
     eval_real_episodes: int = 4
@@ -323,9 +327,65 @@ class OracleConfig:
         _require(self.sigma0 > 0, "oracle.sigma0", f"must be > 0, got {self.sigma0}")
 
 
+@dataclass(frozen=True)
+class DreamerConfig:
+    """Dreamer v1 (Hafner et al. 2019) on the same rollouts: the RSSM world model and an
+    actor-critic learned in its imagination. Defaults are the paper's."""
+
+    depth: int = 32
+    """Channels of the first conv layer (the encoder goes depth, 2, 4, 8 x depth)."""
+    deter_size: int = 200
+    stoch_size: int = 30
+    hidden_size: int = 200
+    reward_layers: int = 2
+    value_layers: int = 3
+    actor_layers: int = 4
+    head_hidden: int = 400
+    batch_size: int = 50
+    sequence_length: int = 50
+    horizon: int = 15
+    discount: float = 0.99
+    lambda_: float = 0.95
+    free_nats: float = 3.0
+    model_learning_rate: float = 6e-4
+    actor_learning_rate: float = 8e-5
+    value_learning_rate: float = 8e-5
+    grad_clip: float = 100.0
+    updates: int = 100
+    """Updates on the rollouts before any online phase (the offline phase)."""
+    online_steps: int = 0
+    """Env steps of Dreamer's own loop after the offline phase: act with the actor plus noise, store
+    the episodes, update (0: offline only, the CPU default)."""
+    updates_per_episode: int = 100
+    """Online phase: updates after each new episode (the paper: 100 per 1000 env steps)."""
+    exploration_noise: float = 0.3
+    eval_every: int = 50
+    eval_episodes: int = 10
+    """Real episodes at every periodic evaluation (the first seeds of `wm evaluate`'s)."""
+    bf16: bool = False
+    """Run the world model's convolutions under bfloat16 autocast on CPU (see benchmarks/dreamer.py)."""
+    threads: int = 0
+    seed: int = 0
+
+    SECTION: typing.ClassVar[str] = "dreamer"
+
+    def __post_init__(self) -> None:
+        for key in ("depth", "deter_size", "stoch_size", "hidden_size", "head_hidden", "batch_size",
+                    "sequence_length", "horizon", "updates", "updates_per_episode", "eval_every", "eval_episodes"):
+            _require(getattr(self, key) >= 1, f"dreamer.{key}", f"must be >= 1, got {getattr(self, key)}")
+        for key in ("reward_layers", "value_layers", "actor_layers", "online_steps", "threads"):
+            _require(getattr(self, key) >= 0, f"dreamer.{key}", f"must be >= 0, got {getattr(self, key)}")
+        for key in ("discount", "lambda_"):
+            _require(0 <= getattr(self, key) <= 1, f"dreamer.{key}", f"must be in [0, 1], got {getattr(self, key)}")
+        for key in ("model_learning_rate", "actor_learning_rate", "value_learning_rate", "grad_clip"):
+            _require(getattr(self, key) > 0, f"dreamer.{key}", f"must be > 0, got {getattr(self, key)}")
+        _require(self.free_nats >= 0, "dreamer.free_nats", f"must be >= 0, got {self.free_nats}")
+        _require(self.exploration_noise >= 0, "dreamer.exploration_noise", f"must be >= 0, got {self.exploration_noise}")
+
+
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
                                                           MDNRNNConfig, ControllerConfig, OracleConfig,
-                                                          IterateConfig)}
+                                                          IterateConfig, DreamerConfig)}
 
 
 @dataclass(frozen=True)
@@ -342,6 +402,7 @@ class PipelineConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     iterate: IterateConfig = field(default_factory=IterateConfig)
+    dreamer: DreamerConfig = field(default_factory=DreamerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

@@ -1,7 +1,7 @@
 """The batched dream: M as an environment, for many rollouts at once.
 
-``reset(batch)`` starts every rollout from the latent of a real first frame (drawn from the
-stored starts, as the paper's Doom dream did); ``step(actions)`` advances the whole batch with one
+``reset(batch)`` starts every rollout from the latent of a real frame drawn from the stored starts:
+first frames, as the paper's Doom dream did, or any frame with M's state on reaching it; ``step(actions)`` advances the whole batch with one
 LSTM step and one mixture draw. Rewards come from M's reward head, ``done`` from its done head
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
@@ -33,16 +33,20 @@ class DreamStep:
 class DreamEnv:
     """M's dream for a batch of rollouts.
 
-    ``start_mu`` / ``start_logvar`` ``(S, Z)``: latents of real first frames; each reset draws
-    ``batch`` of them (with replacement) and samples ``z`` from them.
+    ``start_mu`` / ``start_logvar`` ``(S, Z)``: latents of real frames; each reset draws ``batch``
+    of them (with replacement) and samples ``z`` from them. ``start_states`` (h, c), each
+    ``(S, H)``: M's LSTM state on reaching each start (default zeros: the start of an episode).
     """
 
     def __init__(self, model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor,
-                 temperature: float = 1.0, max_steps: int = 1000, generator: torch.Generator | None = None) -> None:
+                 temperature: float = 1.0, max_steps: int = 1000, generator: torch.Generator | None = None,
+                 start_states: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         if len(start_mu) == 0:
             raise ValueError("the dream needs at least one start latent")
+        if start_states is not None and not all(len(s) == len(start_mu) for s in start_states):
+            raise ValueError("start_states must have one (h, c) row per start latent")
         self.model = model.eval()
-        self.start_mu, self.start_logvar = start_mu, start_logvar
+        self.start_mu, self.start_logvar, self.start_states = start_mu, start_logvar, start_states
         self.temperature, self.max_steps = temperature, max_steps
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.z = self.h = self.state = self.done = None
@@ -62,7 +66,10 @@ class DreamEnv:
             noise = torch.randn(mu.shape, generator=self.generator)
         self.z = mu + torch.exp(0.5 * logvar) * noise
         hidden = self.model.hidden_size
-        self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+        if self.start_states is None:
+            self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+        else:
+            self.state = (self.start_states[0][starts][None].contiguous(), self.start_states[1][starts][None].contiguous())
         self.h = self.state[0][0]
         self.done = torch.zeros(batch, dtype=torch.bool)
         self.steps = 0
@@ -108,7 +115,7 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     """
     rows = parameters.repeat_interleave(rollouts, dim=0)
     z = dream.reset(len(rows), starts=starts, noise=start_noise)
-    h = torch.zeros(len(rows), dream.model.hidden_size)
+    h = dream.h
     total = torch.zeros(len(rows))
     for t in range(dream.max_steps):
         actions = population_actions(rows, z, h, action_size, inputs)

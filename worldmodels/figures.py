@@ -104,3 +104,36 @@ def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
     axis.set_ylabel("episodes")
     axis.legend(fontsize=8)
     _save(figure, path)
+
+
+def training_returns(records: list[dict], path: Path) -> None:
+    """Dreamer's periodic real-env returns against updates and against env steps of data."""
+    checks = [r for r in records if "eval/return_mean" in r]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for axis, key, label in ((axes[0], "update", "updates"), (axes[1], "env_steps", "env steps of data")):
+        axis.errorbar([r[key] for r in checks], [r["eval/return_mean"] for r in checks],
+                      yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="eval (actor mode, real env)")
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("return")
+    axes[0].legend(fontsize=7)
+    _save(figure, path)
+
+
+def prediction_errors(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Per-step open-loop image MSE and reward error against horizon, one line per model.
+
+    ``curves[model]`` has ``pixel_mse`` and ``reward_abs_error`` lists (horizon 1 first).
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, curve in curves.items():
+        horizons = np.arange(1, len(curve["pixel_mse"]) + 1)
+        axes[0].plot(horizons, curve["pixel_mse"], label=name)
+        axes[1].plot(horizons, curve["reward_abs_error"], label=name)
+    axes[0].set_ylabel("image MSE per pixel")
+    axes[1].set_ylabel("|predicted - real| reward per step")
+    for axis in axes:
+        axis.set_xlabel("open-loop horizon (steps after the context)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    _save(figure, path)

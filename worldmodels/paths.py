@@ -41,6 +41,16 @@ class PipelinePaths:
     def controller(self) -> Path:
         return self.root / "controller.pt"
 
+    @property
+    def dreamer(self) -> Path:
+        """Dreamer's world model, actor and value (the last evaluated ones)."""
+        return self.root / "dreamer.pt"
+
+    @property
+    def dreamer_rollouts(self) -> Path:
+        """The rollouts plus Dreamer's own online episodes (only with ``dreamer.online_steps``)."""
+        return self.root / "dreamer_rollouts.h5"
+
     def score(self, agent: str) -> Path:
         return self.scores_dir / f"{agent}.json"
 

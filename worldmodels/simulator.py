@@ -23,22 +23,32 @@ REPORTED_HORIZONS = (1, 5, 10, 20, 45)
 
 
 @torch.no_grad()
-def openloop_latents(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
-                     steps: int) -> torch.Tensor:
-    """Predict frames ``context .. context + steps - 1`` from the first ``context``.
+def openloop_rollout(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
+                     steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predict frames ``context .. context + steps - 1`` from the first ``context``, and the rewards
+    of steps ``context - 1 .. context + steps - 2`` (the step leading to each predicted frame).
 
     ``mu`` ``(E, >= context, Z)`` real latents, ``actions`` ``(E, >= context + steps - 1, A)``
-    -> ``(E, steps, Z)``.
+    -> latents ``(E, steps, Z)``, rewards ``(E, steps)``.
     """
     model.eval()
     prediction, _, state = model(mu[:, :context], actions[:, :context])
-    z = mixture_mean(select_step(prediction, -1))
-    predicted = [z]
+    step = select_step(prediction, -1)
+    z = mixture_mean(step)
+    predicted, rewards = [z], [step.reward]
     for k in range(1, steps):
         prediction, _, state = model(z[:, None], actions[:, context + k - 1][:, None], state)
-        z = mixture_mean(select_step(prediction, 0))
+        step = select_step(prediction, 0)
+        z = mixture_mean(step)
         predicted.append(z)
-    return torch.stack(predicted, dim=1)
+        rewards.append(step.reward)
+    return torch.stack(predicted, dim=1), torch.stack(rewards, dim=1)
+
+
+def openloop_latents(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
+                     steps: int) -> torch.Tensor:
+    """The latents of :func:`openloop_rollout`, ``(E, steps, Z)``."""
+    return openloop_rollout(model, mu, actions, context, steps)[0]
 
 
 @torch.no_grad()

@@ -140,15 +140,46 @@ class RSSM(nn.Module):
         return self._gaussian(prior.deter, raw, noise), prior
 
     def observe(self, embeds: torch.Tensor, previous_actions: torch.Tensor, state: State | None = None,
-                sample: bool = True) -> tuple[State, State]:
+                sample: bool = True, noise: torch.Tensor | None = None) -> tuple[State, State]:
         """Posterior and prior states ``(B, T, ...)`` along a sequence: ``embeds`` ``(B, T, E)``,
         ``previous_actions`` ``(B, T, A)`` (``a_{t-1}`` for each frame ``t``); ``sample=False``
-        takes the posterior's mean at every step."""
+        takes the posterior's mean at every step; ``noise`` ``(B, T, S)`` fixes the draws.
+
+        Equal to calling :meth:`observe_step` along the sequence, but only the GRU and the
+        posterior's sampling run step by step: the embeddings' share of the posterior layer and the
+        prior's layers (which read only ``deter``) run as one batch over all steps.
+        """
         state = state or self.initial(embeds.shape[0])
+        steps = embeds.shape[1]
+        embed_part = F.linear(embeds, self.posterior_hidden.weight[:, self.deter_size:], self.posterior_hidden.bias)
+        deter_weight = self.posterior_hidden.weight[:, :self.deter_size]
+        deters, stochs, means, stds = [], [], [], []
+        deter, stoch = state.deter, state.stoch
+        for t in range(steps):
+            deter = self.cell(F.elu(self.input_layer(torch.cat([stoch, previous_actions[:, t]], dim=-1))), deter)
+            mean, std = self.posterior_out(F.elu(embed_part[:, t] + F.linear(deter, deter_weight))).chunk(2, dim=-1)
+            std = F.softplus(std) + self.min_std
+            if not sample:
+                stoch = mean
+            else:
+                stoch = mean + std * (torch.randn_like(mean) if noise is None else noise[:, t])
+            deters.append(deter)
+            stochs.append(stoch)
+            means.append(mean)
+            stds.append(std)
+        deter_all = torch.stack(deters, dim=1)
+        posterior = State(deter_all, torch.stack(stochs, dim=1), torch.stack(means, dim=1), torch.stack(stds, dim=1))
+        prior_mean, prior_std = self.prior_out(F.elu(self.prior_hidden(deter_all))).chunk(2, dim=-1)
+        prior = State(deter_all, prior_mean, prior_mean, F.softplus(prior_std) + self.min_std)
+        return posterior, prior
+
+    def observe_stepwise(self, embeds: torch.Tensor, previous_actions: torch.Tensor,
+                         noise: torch.Tensor) -> tuple[State, State]:
+        """:meth:`observe` written as one :meth:`observe_step` per frame (the reference it must equal)."""
+        state = self.initial(embeds.shape[0])
         posteriors, priors = [], []
         for t in range(embeds.shape[1]):
-            noise = None if sample else torch.zeros_like(state.stoch)
-            state, prior = self.observe_step(state, previous_actions[:, t], embeds[:, t], noise)
+            state, prior = self.observe_step(state, previous_actions[:, t], embeds[:, t], noise[:, t])
             posteriors.append(state)
             priors.append(prior)
         return State.stack(posteriors), State.stack(priors)

@@ -42,7 +42,7 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
-from worldmodels.stages.mdnrnn import first_latents, load_mdnrnn
+from worldmodels.stages.mdnrnn import every_step_starts, first_latents, load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 CHECKPOINT_KIND = "controller"
@@ -57,9 +57,9 @@ def load_controller(path: Path) -> tuple[LinearController, dict[str, Any]]:
     return controller.eval(), checkpoint
 
 
-def _dream(model, start_mu, start_logvar, temperature, steps, seed) -> DreamEnv:
+def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None) -> DreamEnv:
     return DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=steps,
-                    generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed), start_states=start_states)
 
 
 def sweep_name(temperature: float) -> str:
@@ -76,7 +76,12 @@ class Evolution:
         latents = LatentReader(paths.latents, paths.vae, rollouts)
         self.model, _ = load_mdnrnn(paths.mdnrnn)
         train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
-        self.start_mu, self.start_logvar = first_latents(latents, train_episodes)
+        if config.controller.dream_starts == "first":
+            self.start_mu, self.start_logvar = first_latents(latents, train_episodes)
+            self.start_states = None
+        else:
+            self.start_mu, self.start_logvar, self.start_states = every_step_starts(self.model, latents, rollouts,
+                                                                                   train_episodes)
         self.steps = config.controller.dream_steps or int(rollouts.lengths.min())
         self.model_args = {"z_size": self.model.z_size, "hidden_size": self.model.hidden_size,
                            "action_size": self.model.action_size, "inputs": config.controller.inputs}
@@ -91,7 +96,7 @@ class Evolution:
 
     def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
         """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
-        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed)
+        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states)
         flat = torch.from_numpy(np.asarray(parameters)).float()[None]
         return float(population_returns(dream, flat, rollouts, self.model.action_size,
                                         self.config.controller.inputs)[0])
@@ -114,7 +119,7 @@ class Evolution:
                                                            population, seeds, settings.workers)
             return fitness, agent_steps * self.config.env.action_repeat
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps,
-                       settings.seed * 1_000_003 + generation)
+                       settings.seed * 1_000_003 + generation, self.start_states)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
                                      self.model.action_size, settings.inputs).double().numpy()
         return fitness, 0

@@ -244,6 +244,37 @@ def first_latents(latents: LatentReader, episodes: np.ndarray) -> tuple[torch.Te
             torch.from_numpy(np.stack([logvar[0] for _, logvar in firsts])))
 
 
+@torch.no_grad()
+def every_step_starts(model: MDNRNN, latents: LatentReader, rollouts: RolloutReader, episodes: np.ndarray
+                      ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Dream starts at every step of ``episodes``: (mu, logvar) ``(N, Z)`` of frame ``t`` and M's
+    LSTM state (h, c) ``(N, H)`` after reading the real latents and actions of steps ``0 .. t-1``.
+
+    All episodes advance together, one LSTM step at a time, padded to the longest.
+    """
+    model.eval()
+    series = [latents.episode(int(e)) for e in episodes]
+    actions = [rollouts.step_data(int(e))["actions"] for e in episodes]
+    lengths = [len(a) for a in actions]
+    longest = max(lengths)
+    mu = torch.zeros(len(episodes), longest, model.z_size)
+    logvar = torch.zeros_like(mu)
+    padded_actions = torch.zeros(len(episodes), longest, model.action_size)
+    for index, ((m, lv), a) in enumerate(zip(series, actions, strict=True)):
+        mu[index, :len(a)] = torch.from_numpy(m[:len(a)])
+        logvar[index, :len(a)] = torch.from_numpy(lv[:len(a)])
+        padded_actions[index, :len(a)] = torch.from_numpy(a)
+    state = (torch.zeros(1, len(episodes), model.hidden_size), torch.zeros(1, len(episodes), model.hidden_size))
+    hs, cs = [], []
+    for t in range(longest):
+        hs.append(state[0][0])
+        cs.append(state[1][0])
+        _, _, state = model(mu[:, t:t + 1], padded_actions[:, t:t + 1], state)
+    valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+    h, c = torch.stack(hs, dim=1)[valid], torch.stack(cs, dim=1)[valid]
+    return mu[valid], logvar[valid], (h, c)
+
+
 def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, episodes: np.ndarray,
                 settings: MDNRNNConfig) -> dict[str, Any]:
     """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``)."""

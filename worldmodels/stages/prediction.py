@@ -1,0 +1,90 @@
+"""V+M and Dreamer's RSSM measured side by side as simulators, on the same held-out episodes.
+
+Both models see ``mdnrnn.context_frames`` real frames, then predict ``mdnrnn.openloop_steps``
+more from the real actions alone (V+M: M's mixture mean decoded by V; RSSM: the prior's mean
+decoded). Errors per horizon: image MSE per pixel (frames in [0, 1]) and the absolute error of
+the predicted reward of the step leading to each frame. Also the RSSM's foreground ratio: V's
+measure of whether the task's objects are drawn, on posterior reconstructions of held-out frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldmodels.config import PipelineConfig
+from worldmodels.data.latents import LatentReader, latents_match
+from worldmodels.data.split import split_episodes
+from worldmodels.data.store import RolloutReader
+from worldmodels.models.rssm import WorldModel, frames_to_images, openloop_prediction
+from worldmodels.models.vae import foreground_mask
+from worldmodels.paths import PipelinePaths
+from worldmodels.simulator import decode, openloop_rollout
+from worldmodels.stages.mdnrnn import load_mdnrnn, openloop_episodes
+from worldmodels.stages.vae import load_vae, median_frame
+
+FOREGROUND_EPISODES = 6
+
+
+def _errors(predicted: torch.Tensor, truth: torch.Tensor, predicted_rewards: torch.Tensor,
+            rewards: torch.Tensor) -> dict[str, list[float]]:
+    """Per-horizon means over episodes: images ``(E, K, 3, H, W)`` in [0, 1], rewards ``(E, K)``."""
+    return {"pixel_mse": (predicted - truth).pow(2).flatten(2).mean(2).mean(0).tolist(),
+            "reward_abs_error": (predicted_rewards - rewards).abs().mean(0).tolist()}
+
+
+@torch.no_grad()
+def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldModel) -> dict[str, Any]:
+    """Open-loop error curves of the RSSM (and V+M), the frames for the figure, and foreground ratios."""
+    context, steps = config.mdnrnn.context_frames, config.mdnrnn.openloop_steps
+    rollouts = RolloutReader(paths.rollouts)
+    train_episodes, heldout = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+    usable = np.array([e for e in heldout if rollouts.lengths[e] >= context + steps], dtype=np.int64)
+    if len(usable) == 0:
+        raise ValueError(f"no held-out episode has {context + steps} steps for the open-loop comparison "
+                         "(mdnrnn.context_frames + mdnrnn.openloop_steps)")
+    frames = torch.from_numpy(np.stack([rollouts.frames(int(e), 0, context + steps) for e in usable]))
+    step_data = [rollouts.step_data(int(e)) for e in usable]
+    actions = torch.from_numpy(np.stack([d["actions"][:context + steps - 1] for d in step_data]))
+    rewards = torch.from_numpy(np.stack([d["rewards"][context - 1:context + steps - 1] for d in step_data]))
+    truth = frames_to_images(frames) + 0.5
+    world_model.eval()
+    images, predicted_rewards = openloop_prediction(world_model, frames, actions, context)
+    rssm_images = (images + 0.5).clamp(0, 1)
+    curves = {"Dreamer RSSM": _errors(rssm_images, truth[:, context:], predicted_rewards, rewards)}
+    if paths.vae.is_file() and paths.mdnrnn.is_file() and latents_match(paths.latents, paths.vae, rollouts):
+        latents = LatentReader(paths.latents)
+        mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][:context + steps] for e in usable]))
+        model, _ = load_mdnrnn(paths.mdnrnn)
+        vae, _ = load_vae(paths.vae)
+        z, m_rewards = openloop_rollout(model, mu, actions, context, steps)
+        curves["V+M (MDN-RNN)"] = _errors(decode(vae, z), truth[:, context:], m_rewards, rewards)
+    shown = [list(usable).index(e) for e in openloop_episodes(usable)]
+    background = median_frame(rollouts, rollouts.frame_rows(train_episodes), config.vae.median_frames)
+    return {"context_frames": context, "episodes": usable.tolist(), "curves": curves,
+            "rssm_foreground_ratio": foreground_ratio(world_model, rollouts, usable[:FOREGROUND_EPISODES],
+                                                      background, config.vae.foreground_threshold),
+            "truth_frames": truth[shown].numpy(),
+            "rssm_frames": torch.cat([truth[shown, :context], rssm_images[shown]], dim=1).numpy()}
+
+
+@torch.no_grad()
+def foreground_ratio(world_model: WorldModel, rollouts: RolloutReader, episodes: np.ndarray,
+                     background: torch.Tensor, threshold: float) -> float:
+    """Squared error of the posterior reconstructions on foreground pixels, over that of the median
+    frame (1: the objects are not drawn at all; V's measure)."""
+    model_error = median_error = 0.0
+    for episode in episodes:
+        frames = torch.from_numpy(rollouts.frames(int(episode)))[None]
+        actions = torch.from_numpy(rollouts.step_data(int(episode))["actions"])[None]
+        images = frames_to_images(frames)
+        previous = torch.cat([torch.zeros_like(actions[:, :1]), actions], dim=1)
+        posterior, _ = world_model.rssm.observe(world_model.embed(images), previous, sample=False)
+        reconstruction = (world_model.decode(posterior.features)[0] + 0.5).clamp(0, 1)
+        x = images[0] + 0.5
+        mask = foreground_mask(x, background, threshold)
+        model_error += float(((reconstruction - x).pow(2) * mask).sum())
+        median_error += float(((background - x).pow(2) * mask).sum())
+    return model_error / max(median_error, 1e-12)
