@@ -24,8 +24,8 @@ import torch
 from worldmodels.agents import WorldModelAgent
 from worldmodels.config import load_pipeline
 from worldmodels.dream import DreamEnv, population_returns
-from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.es import CMAES
+from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE

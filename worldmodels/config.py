@@ -380,7 +380,8 @@ class DreamerConfig:
         for key in ("model_learning_rate", "actor_learning_rate", "value_learning_rate", "grad_clip"):
             _require(getattr(self, key) > 0, f"dreamer.{key}", f"must be > 0, got {getattr(self, key)}")
         _require(self.free_nats >= 0, "dreamer.free_nats", f"must be >= 0, got {self.free_nats}")
-        _require(self.exploration_noise >= 0, "dreamer.exploration_noise", f"must be >= 0, got {self.exploration_noise}")
+        _require(self.exploration_noise >= 0, "dreamer.exploration_noise",
+                 f"must be >= 0, got {self.exploration_noise}")
 
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,

@@ -1,7 +1,8 @@
 """The batched dream: M as an environment, for many rollouts at once.
 
-``reset(batch)`` starts every rollout from the latent of a real frame drawn from the stored starts:
-first frames, as the paper's Doom dream did, or any frame with M's state on reaching it; ``step(actions)`` advances the whole batch with one
+``reset(batch)`` starts every rollout from the latent of a real frame drawn from the stored
+starts: first frames, as the paper's Doom dream did, or any frame with M's state on reaching
+it. ``step(actions)`` advances the whole batch with one
 LSTM step and one mixture draw. Rewards come from M's reward head, ``done`` from its done head
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
@@ -69,7 +70,8 @@ class DreamEnv:
         if self.start_states is None:
             self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
         else:
-            self.state = (self.start_states[0][starts][None].contiguous(), self.start_states[1][starts][None].contiguous())
+            h, c = self.start_states
+            self.state = (h[starts][None].contiguous(), c[starts][None].contiguous())
         self.h = self.state[0][0]
         self.done = torch.zeros(batch, dtype=torch.bool)
         self.steps = 0

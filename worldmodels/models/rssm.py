@@ -55,7 +55,8 @@ class ConvEncoder(nn.Module):
     def __init__(self, depth: int = 32) -> None:
         super().__init__()
         channels = [3, depth, 2 * depth, 4 * depth, 8 * depth]
-        self.layers = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2) for a, b in zip(channels, channels[1:]))
+        self.layers = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2)
+                                    for a, b in zip(channels[:-1], channels[1:], strict=True))
         self.output_size = 8 * depth * 2 * 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -75,7 +76,7 @@ class ConvDecoder(nn.Module):
         channels = [32 * depth, 4 * depth, 2 * depth, depth, 3]
         kernels = [5, 5, 6, 6]
         self.layers = nn.ModuleList(nn.ConvTranspose2d(a, b, k, stride=2)
-                                    for a, b, k in zip(channels, channels[1:], kernels))
+                                    for a, b, k in zip(channels[:-1], channels[1:], kernels, strict=True))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.dense(features)[:, :, None, None]

@@ -40,10 +40,9 @@ from worldmodels.evaluation import evaluate_policy, evaluation_seeds, play_episo
 from worldmodels.figures import openloop_strip, prediction_errors, training_returns
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.actor_critic import Actor, Value, behaviour_losses
-from worldmodels.models.rssm import WorldModel, openloop_prediction, world_model_losses
+from worldmodels.models.rssm import WorldModel, world_model_losses
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages.collect import probe_env
-from worldmodels.stages.mdnrnn import openloop_episodes
 
 CHECKPOINT_KIND = "dreamer"
 ONLINE_SOURCE = "dreamer:actor+noise"
