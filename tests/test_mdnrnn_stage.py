@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -53,6 +54,8 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     zero = simulator["zero_action"]
     assert len(zero["real_returns"]) == len(zero["dream_returns"]) == len(simulator["real_returns"])
     assert zero["real_return_mean"] > 0, "cartpole pays for an upright pole at every step"
+    assert len(zero["teacher_forced_returns"]) == len(zero["real_returns"])
+    assert zero["teacher_forced_return_mean"] == pytest.approx(np.mean(zero["teacher_forced_returns"]))
     for name in ("openloop_vm", "dream_rollouts"):
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)

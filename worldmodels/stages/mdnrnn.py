@@ -207,7 +207,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     variance = torch.from_numpy(heldout_mu.var(axis=0))
     errors = openloop_errors(model, vae, mu, actions, frames, variance, context, steps)
     gap = _replay_gap(model, rollouts, latents, heldout_episodes, settings)
-    calibration = _zero_action_calibration(model, config, rollouts, latents, heldout_episodes)
+    calibration = _zero_action_calibration(model, vae, config, rollouts, latents, heldout_episodes)
     summary = {
         "epoch": checkpoint["epoch"], "context_frames": context, "heldout_episodes": usable,
         "openloop_latent_error": errors["latent_error"], "openloop_pixel_mse": errors["pixel_mse"],
@@ -233,7 +233,8 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
         f"{h}: {errors['latent_error'][h - 1]:.2f}" for h in REPORTED_HORIZONS if h <= steps)
           + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
             f"{gap['real_return_mean']:.0f}); zero action: dream {calibration['dream_return_mean']:.0f} vs real "
-            f"{calibration['real_return_mean']:.0f}")
+            f"{calibration['real_return_mean']:.0f} (M's reward on the real frames: "
+            f"{calibration['teacher_forced_return_mean']:.0f})")
     return summary
 
 
@@ -291,21 +292,34 @@ def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, e
             "real_returns": real.tolist(), "dream_returns": dream.mean(1).tolist()}
 
 
-def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: RolloutReader,
+@torch.no_grad()
+def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts: RolloutReader,
                              latents: LatentReader, episodes: np.ndarray) -> dict[str, Any]:
     """A closed-loop probe: a = 0 at every step, in the real env and in the dream, from the
     held-out episodes' start states (the env reset with their seeds; the dream from their first
-    latents). Doing nothing scores well on cartpole, so a dream that lets the pole fall shows here."""
+    latents). Doing nothing scores well on cartpole, so a dream that lets the pole fall shows here.
+
+    Also M's reward head teacher-forced on the real zero-action frames (encoded by V): when that
+    matches the real return while the dream does not, the reward head is right and M's open-loop
+    dynamics are what fails."""
     from worldmodels.envs import make_env
 
     horizon = int(rollouts.lengths[episodes].min())
     env = make_env(config.env)
-    real = []
+    real, teacher_forced = [], []
     try:
         for episode in episodes:
-            env.reset(int(rollouts.episodes["seed"][episode]))
+            frames = [env.reset(int(rollouts.episodes["seed"][episode]))]
             zero = np.zeros(env.action_size)
-            real.append(sum(env.step(zero).reward for _ in range(horizon)))
+            total = 0.0
+            for _ in range(horizon):
+                result = env.step(zero)
+                total += result.reward
+                frames.append(result.frame)
+            real.append(total)
+            z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1]))))
+            prediction = model(z[None], torch.zeros(1, horizon, rollouts.action_size))[0]
+            teacher_forced.append(float(prediction.reward.sum()))
     finally:
         env.close()
     starts_mu, starts_logvar = first_latents(latents, episodes)
@@ -315,7 +329,8 @@ def _zero_action_calibration(model: MDNRNN, config: PipelineConfig, rollouts: Ro
     real = np.asarray(real, dtype=np.float64)
     return {"steps": horizon, "real_return_mean": float(real.mean()), "dream_return_mean": float(dream.mean()),
             "mean_gap": float((dream - real).mean()), "mean_abs_gap": float(np.abs(dream - real).mean()),
-            "real_returns": real.tolist(), "dream_returns": dream.tolist()}
+            "teacher_forced_return_mean": float(np.mean(teacher_forced)),
+            "real_returns": real.tolist(), "dream_returns": dream.tolist(), "teacher_forced_returns": teacher_forced}
 
 
 @torch.no_grad()

@@ -1,0 +1,106 @@
+"""Seconds per Dreamer update at the paper's shapes, plain against optimised, in one run; JSON.
+
+    .venv/bin/python benchmarks/dreamer.py [--batch 50] [--length 50] [--updates 3]
+                                           [--out benchmarks/results/dreamer.json]
+
+One update = the world model's losses, backward and step on a batch of windows (batch x length
+frames of 64x64), then actor and value in imagination (horizon 15) from every posterior state.
+Variants, same model and batch:
+
+- ``plain_fp32``: the RSSM's posterior computed one ``observe_step`` at a time (every layer
+  inside the time loop), fp32;
+- ``batched_fp32``: the layers that do not need the recurrence (the embeddings' share of the
+  posterior layer, the prior's layers) batched over all steps, fp32;
+- ``batched_bf16``: the same under bfloat16 autocast on CPU.
+
+Also the relative difference of each loss between fp32 and bf16 on the same batch and noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from worldmodels.config import DreamerConfig
+from worldmodels.models.rssm import world_model_losses
+from worldmodels.stages.dreamer import Dreamer, autocast, update
+
+
+def _batch(size: int, length: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    # Smooth random images (a blurred noise field per frame), closer to rendered frames than white noise.
+    coarse = torch.randint(0, 255, (size, length + 1, 8, 8, 3), generator=generator, dtype=torch.uint8)
+    frames = coarse.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+    return {"frames": frames, "actions": torch.rand(size, length, 1, generator=generator) * 2 - 1,
+            "rewards": torch.rand(size, length, generator=generator)}
+
+
+def _stepwise(rssm):
+    """Make ``rssm.observe`` the one-step-at-a-time reference."""
+    def observe(embeds, previous_actions, state=None, sample=True, noise=None):
+        noise = torch.randn(*embeds.shape[:2], rssm.stoch_size) if noise is None else noise
+        return rssm.observe_stepwise(embeds, previous_actions, noise)
+    rssm.observe = observe
+
+
+def _time(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, stepwise: bool) -> float:
+    dreamer = Dreamer.build(1, settings)
+    if stepwise:
+        _stepwise(dreamer.world_model.rssm)
+    update(dreamer, batch, settings)  # warm-up: allocator and kernels
+    started = time.perf_counter()
+    for _ in range(updates):
+        update(dreamer, batch, settings)
+    return (time.perf_counter() - started) / updates
+
+
+@torch.no_grad()
+def _loss_agreement(settings: DreamerConfig, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    dreamer = Dreamer.build(1, settings)
+    results = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        torch.manual_seed(1)
+        with autocast(DreamerConfig(**{**settings.__dict__, "bf16": bf16})):
+            losses, _ = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
+                                           batch["rewards"], settings.free_nats)
+        results[name] = {k: float(v) for k, v in losses.items()}
+    return {k: abs(results["bf16"][k] - results["fp32"][k]) / max(abs(results["fp32"][k]), 1e-9)
+            for k in results["fp32"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--updates", type=int, default=3, help="timed updates per variant (after one warm-up)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dreamer.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    settings = DreamerConfig(batch_size=args.batch, sequence_length=args.length)
+    batch = _batch(args.batch, args.length)
+    seconds = {
+        "plain_fp32": _time(settings, batch, args.updates, stepwise=True),
+        "batched_fp32": _time(settings, batch, args.updates, stepwise=False),
+        "batched_bf16": _time(DreamerConfig(**{**settings.__dict__, "bf16": True}), batch, args.updates,
+                              stepwise=False),
+    }
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M"), "batch": args.batch, "length": args.length,
+        "horizon": settings.horizon, "seconds_per_update": seconds,
+        "speedup_over_plain": {k: seconds["plain_fp32"] / v for k, v in seconds.items()},
+        "bf16_relative_loss_difference": _loss_agreement(settings, batch),
+    }
+    print(json.dumps(results, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
