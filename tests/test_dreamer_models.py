@@ -95,3 +95,13 @@ def test_batched_observe_equals_the_step_by_step_reference():
     for got, want in zip(fast, slow, strict=True):
         for name in ("deter", "stoch", "mean", "std"):
             torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_encoder_and_decoder_compute_the_plain_ones_function():
+    model = _small_model()
+    features = torch.randn(5, model.rssm.feature_size)
+    images = torch.rand(5, 3, 64, 64) - 0.5
+    fast_out, fast_embed = model.decoder(features), model.encoder(images)
+    model.decoder.fast = model.encoder.fast = False
+    torch.testing.assert_close(model.decoder(features), fast_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.encoder(images), fast_embed, rtol=1e-4, atol=1e-5)

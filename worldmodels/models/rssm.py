@@ -52,39 +52,55 @@ class State:
 class ConvEncoder(nn.Module):
     """``(N, 3, 64, 64)`` -> ``(N, 32 * depth)``: four 4x4 stride-2 convolutions, ReLU."""
 
-    def __init__(self, depth: int = 32) -> None:
+    def __init__(self, depth: int = 32, fast: bool = True) -> None:
         super().__init__()
+        self.fast = fast
         channels = [3, depth, 2 * depth, 4 * depth, 8 * depth]
         self.layers = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2)
                                     for a, b in zip(channels[:-1], channels[1:], strict=True))
         self.output_size = 8 * depth * 2 * 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images
+        # Channels-last runs these convolutions ~25% faster on CPU (oneDNN); same values.
+        x = images.contiguous(memory_format=torch.channels_last) if self.fast else images
         for layer in self.layers:
             x = F.relu(layer(x))
-        return x.flatten(1)
+        return x.contiguous().flatten(1)
 
 
 class ConvDecoder(nn.Module):
     """Features ``(N, F)`` -> image means ``(N, 3, 64, 64)``: a dense layer to ``32 * depth`` channels
-    at 1x1, then 5, 5, 6, 6 transposed convolutions of stride 2."""
+    at 1x1, then 5, 5, 6, 6 transposed convolutions of stride 2.
 
-    def __init__(self, feature_size: int, depth: int = 32) -> None:
+    ``fast`` (the default) computes the same function faster on CPU: the first transposed
+    convolution, which reads a 1x1 input, as the matrix product it is, and the rest in
+    channels-last memory format (``fast=False`` is the plain path the benchmark compares with).
+    """
+
+    def __init__(self, feature_size: int, depth: int = 32, fast: bool = True) -> None:
         super().__init__()
         self.dense = nn.Linear(feature_size, 32 * depth)
         channels = [32 * depth, 4 * depth, 2 * depth, depth, 3]
         kernels = [5, 5, 6, 6]
         self.layers = nn.ModuleList(nn.ConvTranspose2d(a, b, k, stride=2)
                                     for a, b, k in zip(channels[:-1], channels[1:], kernels, strict=True))
+        self.fast = fast
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.dense(features)[:, :, None, None]
-        for index, layer in enumerate(self.layers):
+        x = self.dense(features)
+        first = self.layers[0]
+        if self.fast:
+            # On a 1x1 input, output[n, o, i, j] = sum_c x[n, c] W[c, o, i, j] + b[o].
+            size = first.kernel_size[0]
+            x = F.linear(x, first.weight.flatten(1).t()).view(len(x), first.out_channels, size, size)
+            x = F.relu(x + first.bias[:, None, None]).contiguous(memory_format=torch.channels_last)
+        else:
+            x = F.relu(first(x[:, :, None, None]))
+        for index, layer in enumerate(self.layers[1:], start=1):
             x = layer(x)
             if index < len(self.layers) - 1:
                 x = F.relu(x)
-        return x
+        return x.contiguous()
 
 
 def mlp(input_size: int, hidden: int, layers: int, output_size: int) -> nn.Sequential:

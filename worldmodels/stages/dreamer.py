@@ -249,6 +249,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                       "seconds_per_update": (time.perf_counter() - started) / timed_updates,
                       "eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
             log.append(record)
+            tqdm.write(f"Dreamer update {done_updates}: real return {record['eval/return_mean']:.1f} +- "
+                       f"{record['eval/return_std']:.1f}, image NLL {record['train/loss/image_nll']:.0f}, "
+                       f"{record['seconds_per_update']:.2f} s/update")
             state = {**common, **{name: m.state_dict() for name, m in dreamer.modules().items()},
                      "update": done_updates, "metrics": record}
             save_checkpoint(state, paths.dreamer)
