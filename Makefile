@@ -102,6 +102,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/vae.py
 	$(VENV)/bin/python benchmarks/mdnrnn.py
 	$(VENV)/bin/python benchmarks/controller.py
+	$(VENV)/bin/python benchmarks/dreamer.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/results
