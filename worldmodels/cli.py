@@ -16,6 +16,7 @@ from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import StoreError
 from worldmodels.parallel import WorkerError
 from worldmodels.paths import PipelinePaths
+from worldmodels.stage_times import timed_stage
 
 # Errors a user can act on: shown as one clear message, not a traceback.
 USER_ERRORS = (ConfigError, StoreError, WorkerError, ValueError, FileNotFoundError)
@@ -73,7 +74,8 @@ def stage_command(name: str, module: str, artifact: str, help_text: str) -> None
     def command(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
         stage = importlib.import_module(f"worldmodels.stages.{module}")
         save_resolved_config(config, paths)
-        path = stage.run(config, paths, progress=not no_progress)
+        with timed_stage(paths, name):
+            path = stage.run(config, paths, progress=not no_progress)
         click.echo(f"{artifact}: {path}")
 
 
@@ -114,7 +116,9 @@ def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures:
     if changes:
         config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
     save_resolved_config(config, paths)
-    click.echo(f"controller: {controller.run(config, paths, progress=not no_progress)}")
+    with timed_stage(paths, "train-controller"):
+        path = controller.run(config, paths, progress=not no_progress)
+    click.echo(f"controller: {path}")
 
 stage_command("iterate", "iterate", "agent",
               "The paper's iterative procedure: collect with V+M+C plus noise, re-train M (and V) and C, "
@@ -124,6 +128,9 @@ stage_command("evaluate", "evaluate", "scores",
 stage_command("dreamer", "dreamer", "scores",
               "Train Dreamer (RSSM + actor-critic in imagination) on the same rollouts, score it like "
               "`wm evaluate`, and draw its figures beside V+M's (resumable).")
+stage_command("report", "report", "report",
+              "Write report.html: every stage's figures, scores and diagnostics on one self-contained page "
+              "(a stage that has not run shows as missing, with the command that makes it).")
 stage_command("oracle", "oracle", "oracle",
               "Tune C's linear form on the TRUE state in the real env (the controller class's ceiling).")
 

@@ -51,6 +51,16 @@ class PipelinePaths:
         """The rollouts plus Dreamer's own online episodes (only with ``dreamer.online_steps``)."""
         return self.root / "dreamer_rollouts.h5"
 
+    @property
+    def report(self) -> Path:
+        """The self-contained HTML page of the whole run."""
+        return self.root / "report.html"
+
+    @property
+    def stage_times(self) -> Path:
+        """Wall-clock seconds of each stage's work (see ``worldmodels.stage_times``)."""
+        return self.metrics_dir / "stage_times.json"
+
     def score(self, agent: str) -> Path:
         return self.scores_dir / f"{agent}.json"
 

@@ -31,12 +31,16 @@ from worldmodels.stages.mdnrnn import load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 
-def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path) -> dict:
+def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path,
+           iterations: int | None = None) -> dict:
+    """Score ``policy`` on ``seeds`` into ``path``; ``iterations``: the rounds a V+M+C agent went through."""
     started = time.perf_counter()
     returns = evaluate_policy(config.env, policy, seeds, workers=config.controller.workers)
     score = {"agent": path.stem, "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
              "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
              "wall_clock_s": time.perf_counter() - started}
+    if iterations is not None:
+        score["iterations"] = iterations
     atomic_write(path, lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
     print(f"{path.stem:>12}: {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes")
     return score
@@ -69,6 +73,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         "zero": (ZeroPolicy(action_size), 0),
     }
     paths.ensure()
-    scores = {name: _score(config, policy, seeds, steps, paths.score(name)) for name, (policy, steps) in agents.items()}
+    rounds = {"worldmodel": config.iterate.iterations, "worldmodel_round0": 0}
+    scores = {name: _score(config, policy, seeds, steps, paths.score(name), rounds.get(name))
+              for name, (policy, steps) in agents.items()}
     score_histogram({name: np.array(score["returns"]) for name, score in scores.items()}, paths.figure("score_hist"))
     return paths.score("worldmodel")

@@ -1,0 +1,129 @@
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from worldmodels.config import load_pipeline
+from worldmodels.paths import PipelinePaths
+from worldmodels.stage_times import read_stage_times, timed_stage
+from worldmodels.stages import collect, controller, dreamer, encode, evaluate, mdnrnn, oracle, report, vae
+
+SMOKE = ["collect.workers=0", "vae.threads=1", "vae.epochs=1", "mdnrnn.threads=1", "mdnrnn.epochs=2",
+         "controller.workers=0", "controller.evaluate_episodes=2", "controller.temperatures=[0.5, 1.0]",
+         "dreamer.threads=1", "oracle.generations=1"]
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class StrictParser(HTMLParser):
+    """Checks that every opened element is closed in order; collects images, ids and missing boxes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack, self.images, self.ids, self.missing = [], [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes["src"])
+        if "id" in attributes:
+            self.ids.append(attributes["id"])
+        if attributes.get("class") == "missing":
+            self.missing += 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+
+def _parse(page: str) -> StrictParser:
+    parser = StrictParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == [], f"unclosed elements: {parser.stack}"
+    return parser
+
+
+def _section_ids():
+    return [title.split(":")[0].lower().replace(" ", "-") for title, _ in report.SECTIONS]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """Every stage of the smoke pipeline, the temperature sweep included."""
+    config = load_pipeline("smoke", SMOKE)
+    paths = PipelinePaths(tmp_path_factory.mktemp("report") / "smoke")
+    stages = {"collect": collect, "train-vae": vae, "encode": encode, "train-mdnrnn": mdnrnn,
+              "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "dreamer": dreamer}
+    for name, stage in stages.items():
+        with timed_stage(paths, name):
+            stage.run(config, paths, progress=False)
+    return config, paths
+
+
+def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full_run):
+    config, paths = full_run
+    page = report.run(config, paths).read_text()
+    parsed = _parse(page)
+    assert parsed.ids == _section_ids()
+    assert parsed.missing == 0, re.findall(r'class="missing">(.*?)</div>', page)
+    assert len(parsed.images) >= 9
+    for source in parsed.images:
+        assert source.startswith("data:image/png;base64,")  # self-contained: nothing to fetch
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        image.verify()
+    for agent in ("random", "zero", "oracle", "worldmodel", "dreamer"):
+        score = json.loads(paths.score(agent).read_text())
+        assert f"{score['mean']:.1f} +- {score['std']:.1f}" in page, agent
+    table = json.loads(paths.score("temperature_table").read_text())
+    assert f"{table['rows'][0]['real_mean']:.0f} +- {table['rows'][0]['real_std']:.0f}" in page
+    assert "2086 +- 140" in page  # the paper's table beside ours
+    for stage in ("collect", "train-vae", "train-mdnrnn", "dreamer"):
+        assert f"<td>{stage}</td>" in page  # wall clock per stage
+
+
+def test_a_missing_stage_shows_as_missing_with_its_command(tmp_path):
+    config = load_pipeline("smoke")
+    paths = PipelinePaths(tmp_path / "smoke")
+    page = report.run(config, paths).read_text()
+    parsed = _parse(page)
+    assert parsed.ids == _section_ids()
+    assert parsed.images == []
+    assert parsed.missing >= len(report.SECTIONS) - 1  # only the config and versions need nothing
+    for command in ("make collect PIPELINE=smoke", "make vae PIPELINE=smoke", "make mdnrnn PIPELINE=smoke",
+                    "make dreamer PIPELINE=smoke", "make oracle PIPELINE=smoke"):
+        assert command in page
+
+
+def test_a_partial_run_reports_what_exists_and_names_the_rest(full_run, tmp_path):
+    config, source = full_run
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    for path in (source.rollouts, source.vae, source.metrics("vae"), source.figure("vae_reconstruction")):
+        target = paths.root / path.relative_to(source.root)
+        target.write_bytes(path.read_bytes())
+    page = report.run(config, paths).read_text()
+    parsed = _parse(page)
+    assert len(parsed.images) == 1  # V's reconstructions
+    assert "make dreamer PIPELINE=smoke" in page and "make evaluate PIPELINE=smoke" in page
+
+
+def test_stage_times_count_work_not_no_ops_and_add_up_interrupted_runs(tmp_path):
+    paths = PipelinePaths(tmp_path / "run").ensure()
+    with timed_stage(paths, "nothing"):
+        (paths.root / "config.yaml").write_text("written by every command")
+    assert read_stage_times(paths) == {}
+    with pytest.raises(KeyboardInterrupt), timed_stage(paths, "train"):
+        (paths.root / "partial.pt").write_text("1")
+        raise KeyboardInterrupt
+    interrupted = read_stage_times(paths)["train"]
+    assert "seconds" not in interrupted and interrupted["pending_seconds"] > 0
+    with timed_stage(paths, "train"):
+        (paths.root / "done.pt").write_text("2")
+    finished = read_stage_times(paths)["train"]
+    assert finished["pending_seconds"] == 0 and finished["seconds"] >= interrupted["pending_seconds"]
+    assert "finished" in finished

@@ -1,0 +1,69 @@
+"""Wall-clock seconds each stage's work took: ``metrics/stage_times.json``, for the report.
+
+A `wm` command is timed only when it wrote something into the pipeline folder: a command that
+finds its output complete (Make calls every stage on every ``make all``) leaves the record alone.
+A run interrupted after doing some work (killed, Ctrl-C, an error) keeps its seconds as
+``pending_seconds``; the run that finishes the stage adds them, so a resumed stage reports the
+total time its work took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from worldmodels.checkpoint import atomic_write
+from worldmodels.paths import PipelinePaths
+
+# Written by every command, whether or not it had work to do.
+_ALWAYS_WRITTEN = ("config.yaml", "stage_times.json")
+
+
+def read_stage_times(paths: PipelinePaths) -> dict[str, dict[str, Any]]:
+    """``{stage: {"seconds", "finished", "pending_seconds"}}``; empty when nothing was timed."""
+    if not paths.stage_times.is_file():
+        return {}
+    return json.loads(paths.stage_times.read_text())
+
+
+def _wrote_since(root: Path, since: float) -> bool:
+    """Whether any file under ``root`` (but the always-written ones) changed after ``since``."""
+    if not root.is_dir():
+        return False
+    for path in root.rglob("*"):
+        if path.name in _ALWAYS_WRITTEN or path.name.endswith(".tmp"):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # a temporary file renamed meanwhile
+            if path.is_file() and path.stat().st_mtime >= since:
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def timed_stage(paths: PipelinePaths, stage: str) -> Iterator[None]:
+    """Time the body as ``stage``'s work (see the module's docstring for what counts)."""
+    started_at, started = time.time(), time.perf_counter()
+    completed = False
+    try:
+        yield
+        completed = True
+    finally:
+        seconds = time.perf_counter() - started
+        # 50 ms of slack: file times come from a coarser clock than time.time().
+        if _wrote_since(paths.root, started_at - 0.05):
+            times = read_stage_times(paths)
+            entry = times.get(stage, {})
+            pending = float(entry.get("pending_seconds", 0.0))
+            if completed:
+                entry = {"seconds": pending + seconds, "pending_seconds": 0.0,
+                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            else:
+                entry = {**entry, "pending_seconds": pending + seconds}
+            times[stage] = entry
+            paths.ensure()
+            atomic_write(paths.stage_times, lambda temporary: temporary.write_text(json.dumps(times, indent=1)))

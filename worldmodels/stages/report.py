@@ -1,0 +1,482 @@
+"""Stage `report`: the whole run on one self-contained HTML page, ``report.html``.
+
+Reads only what the other stages wrote (scores, metrics, figures, checkpoints) and embeds the
+figures as base64 PNGs, so the page opens anywhere on its own. A stage that has not run shows as
+a "missing" box naming the file and the command that makes it; the report never needs a stage.
+
+Sections: results beside the published anchors, wall-clock per stage, the data, V, M, C, Dreamer,
+V+M against the RSSM on the same held-out episodes, the diagnostics behind the scores, and the
+resolved config with package versions. The paper's recipe is the pipeline ``<name>_paper``
+(e.g. ``pipelines/cartpole_balance_paper.yaml``): when it has been run, its scores are a row of
+the results table and its settings that differ from this pipeline's are listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import platform
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from worldmodels.checkpoint import atomic_write
+from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.data.store import RolloutReader
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.stage_times import read_stage_times
+
+DEFAULT_PIPELINE = "cartpole_balance"
+PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
+            "matplotlib")
+HORIZONS = (1, 5, 15, 45)
+
+# Published numbers to read ours against: (task and setting, agent, env steps, score, source).
+ANCHORS = (
+    ("DMC cartpole-balance, pixels", "Dreamer v1 (official, 5 seeds)", "100k", "472 +- 38", "Hafner et al. 2019"),
+    ("DMC cartpole-balance, pixels", "Dreamer v1 (official)", "1M", "~988", "Hafner et al. 2019"),
+    ("DMC cartpole-balance, pixels", "Dreamer v1, adityabingi/Dreamer (1 seed)", "100k", "450.6",
+     "the article's public PyTorch run"),
+    ("DMC cartpole-balance, pixels", "DreamerV3", "100k", "~948", "Hafner et al. 2023"),
+    ("DMC cartpole-balance, pixels", "DrQ-v2", "100k", "987", "Yarats et al. 2021"),
+    ("DMC cartpole-balance, state", "D4PG", "100M", "993", "Tassa et al. 2018"),
+    ("CarRacing-v0, 100 tracks", "World Models, full (z, h)", "10k random episodes", "906 +- 21",
+     "Ha & Schmidhuber 2018"),
+    ("CarRacing-v0, 100 tracks", "World Models, V only (z)", "10k random episodes", "632 +- 251",
+     "Ha & Schmidhuber 2018"),
+    ("CarRacing-v0, 100 tracks", "A3C (continuous)", "-", "591 +- 45", "Ha & Schmidhuber 2018"),
+)
+# The paper's VizDoom TakeCover table (controller trained only in the dream): tau, dream, real.
+PAPER_TEMPERATURE_TABLE = (("0.10", "2086 +- 140", "193 +- 58"), ("0.50", "2060 +- 277", "196 +- 50"),
+                           ("1.00", "1145 +- 690", "868 +- 511"), ("1.15", "918 +- 546", "1092 +- 556"),
+                           ("1.30", "732 +- 269", "753 +- 139"), ("random policy", "-", "210 +- 108"))
+STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "iterate", "evaluate", "oracle",
+          "dreamer", "report")
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #f3f3f3; text-align: left; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; display: block; margin: .6em 0; border: 1px solid #eee; }
+.missing { background: #fff4e0; border-left: 4px solid #e0a030; padding: .5em 1em; margin: .6em 0; }
+.side { display: flex; gap: 1em; } .side > div { flex: 1; min-width: 0; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
+.note { color: #555; font-size: .92em; }
+"""
+
+
+class Missing(Exception):
+    """An input of a section does not exist yet: ``path``, and the command that makes it."""
+
+    def __init__(self, path: Path, command: str) -> None:
+        super().__init__(f"{path} is missing")
+        self.path, self.command = path, command
+
+
+@dataclass
+class Report:
+    """What the sections read: the pipeline's config and paths, and how to name its commands."""
+
+    config: PipelineConfig
+    paths: PipelinePaths
+
+    def make(self, target: str) -> str:
+        """The Make command that builds ``target`` for this pipeline."""
+        suffix = "" if self.config.name == DEFAULT_PIPELINE else f" PIPELINE={self.config.name}"
+        return f"make {target}{suffix}"
+
+    def json(self, path: Path, command: str) -> Any:
+        if not path.is_file():
+            raise Missing(path, command)
+        return json.loads(path.read_text())
+
+    def checkpoint(self, path: Path, command: str) -> dict[str, Any]:
+        if not path.is_file():
+            raise Missing(path, command)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def figure(self, name: str, command: str, alt: str) -> str:
+        """The figure embedded as an <img>, or a missing box."""
+        path = self.paths.figure(name)
+        if not path.is_file():
+            return missing_box(path, command)
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def missing_box(path: Path, command: str) -> str:
+    return (f'<div class="missing">Missing: <code>{html.escape(str(path))}</code>. '
+            f'Make it with <code>{html.escape(command)}</code>.</div>')
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; numbers are right-aligned, ``None`` shows as a dash."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return '<td class="number">-</td>'
+        if isinstance(value, (int, float, np.floating, np.integer)):
+            return f'<td class="number">{_number(value)}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if magnitude >= 0.01 or magnitude == 0 else f"{value:.2e}"
+
+
+def _score_text(score: dict[str, Any]) -> str:
+    return f"{score['mean']:.1f} +- {score['std']:.1f} ({score['episodes']} episodes)"
+
+
+def _parameters(state: dict[str, Any], *keys: str) -> int:
+    """Number of parameters in the state dicts (or tensors) under ``keys`` of a checkpoint."""
+    total = 0
+    for key in keys:
+        value = state[key]
+        total += value.numel() if torch.is_tensor(value) else sum(t.numel() for t in value.values())
+    return total
+
+
+def _paper_pipeline(config: PipelineConfig) -> PipelineConfig | None:
+    try:
+        return load_pipeline(f"{config.name}_paper")
+    except (ConfigError, FileNotFoundError):
+        return None
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+# --- sections: each returns HTML, or raises Missing -------------------------------------------
+
+def section_results(report: Report) -> str:
+    paths, make = report.paths, report.make
+    rows, missing = [], []
+
+    def add(label: str, path: Path, command: str, parameters: int | None, note: str = "") -> None:
+        if not path.is_file():
+            missing.append(missing_box(path, command))
+            return
+        score = json.loads(path.read_text())
+        rows.append([label, score.get("env_steps_of_data"), _score_text(score), parameters, note])
+
+    parameters = _model_parameters(report)
+    world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
+    add("random policy", paths.score("random"), make("evaluate"), None, "the collect policy")
+    add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
+    add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
+        "C's form on the true state, CMA-ES in the real env")
+    iterations = _iterations(paths.score("worldmodel"))
+    if iterations:
+        add("V+M+C, one shot (round 0)", paths.score("worldmodel_round0"), make("evaluate"), world_model_parameters,
+            "C trained only in the dream")
+    label = {None: "V+M+C", 0: "V+M+C, trained only in the dream"}.get(iterations, f"V+M+C, after {iterations} rounds")
+    add(label, paths.score("worldmodel"), make("evaluate"), world_model_parameters,
+        _dream_note(report) if iterations == 0 else "")
+    paper = _paper_pipeline(report.config)
+    if paper is not None:
+        paper_paths = PipelinePaths(paths.root.parent / paper.name)
+        add("V+M+C, the paper's recipe", paper_paths.score("worldmodel"),
+            f"make evaluate PIPELINE={paper.name}", None, f"pipeline {paper.name}")
+    add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
+        _dreamer_note(paths))
+    body = table(["agent", "env steps of data", "real score, mean +- std", "parameters", "note"], rows)
+    body += "".join(missing)
+    body += (f'<p class="note">Every agent plays the same evaluation episodes (seeds disjoint from every '
+             f"seed used in training). Parameters per model: "
+             f"{html.escape(', '.join(f'{k} {v:,}' for k, v in parameters.items())) or 'none trained yet'}.</p>")
+    body += "<h3>Published anchors</h3>" + table(["task and setting", "agent", "env steps", "score", "source"],
+                                                  [list(a) for a in ANCHORS])
+    if paper is not None:
+        body += _paper_differences(report.config, paper)
+    return body
+
+
+def _iterations(score_path: Path) -> int | None:
+    """The rounds of the iterative procedure the scored V+M+C went through (None: not recorded)."""
+    if not score_path.is_file():
+        return None
+    return json.loads(score_path.read_text()).get("iterations")
+
+
+def _dream_note(report: Report) -> str:
+    try:
+        state = report.checkpoint(report.paths.controller, report.make("controller"))
+    except Missing:
+        return ""
+    dream = state.get("metrics", {}).get("eval/dream_mean")
+    return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {dream:.0f}"
+
+
+def _dreamer_note(paths: PipelinePaths) -> str:
+    if not paths.score("dreamer").is_file():
+        return ""
+    return f"{json.loads(paths.score('dreamer').read_text()).get('updates')} updates"
+
+
+def _model_parameters(report: Report) -> dict[str, int]:
+    paths, found = report.paths, {}
+    for label, path, keys in (("V", paths.vae, ("model",)), ("M", paths.mdnrnn, ("model",)),
+                              ("C", paths.controller, ("parameters",)),
+                              ("Dreamer", paths.dreamer, ("world_model", "actor", "value"))):
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if all(key in state for key in keys):
+                found[label] = _parameters(state, *keys)
+    if paths.score("oracle").is_file():
+        found["oracle"] = len(json.loads(paths.score("oracle").read_text()).get("parameters", []))
+    return found
+
+
+def _paper_differences(config: PipelineConfig, paper: PipelineConfig) -> str:
+    ours, theirs = _flatten(config.to_dict()), _flatten(paper.to_dict())
+    rows = [[key, str(theirs.get(key)), str(ours.get(key))] for key in sorted(set(ours) | set(theirs))
+            if ours.get(key) != theirs.get(key) and key not in ("name", "description")]
+    return (f"<h3>Where {html.escape(config.name)} differs from the paper's recipe ({html.escape(paper.name)})</h3>"
+            + table(["setting", "paper's recipe", "this pipeline"], rows))
+
+
+def section_times(report: Report) -> str:
+    times = read_stage_times(report.paths)
+    if not times:
+        raise Missing(report.paths.stage_times, report.make("all"))
+    rows = [[stage, _format_seconds(times[stage]["seconds"]), times[stage].get("finished")]
+            for stage in STAGES if stage in times and "seconds" in times[stage]]
+    total = sum(times[stage].get("seconds", 0.0) for stage in times)
+    rows.append(["total", _format_seconds(total), None])
+    return (table(["stage", "wall clock", "finished (UTC)"], rows)
+            + f'<p class="note">Measured on {html.escape(_machine())}. A stage re-run that found its '
+              "output complete is not counted; a resumed stage counts all its runs.</p>")
+
+
+def _machine() -> str:
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs ({threads} torch threads), {gpu}"
+
+
+def section_data(report: Report) -> str:
+    path = report.paths.rollouts
+    if not path.is_file():
+        raise Missing(path, report.make("collect"))
+    with RolloutReader(path) as reader:
+        returns, lengths = reader.returns, reader.lengths
+        sources = Counter(reader.episodes["source"].astype(str))
+        rows = [["episodes", reader.num_episodes], ["agent steps", reader.num_steps],
+                ["env steps (x action repeat)", reader.num_steps * reader.action_repeat],
+                ["action repeat", reader.action_repeat],
+                ["frames", f"{reader.num_frames} x {'x'.join(map(str, reader.frame_shape))}"],
+                ["policy", ", ".join(f"{s} ({n} episodes)" for s, n in sorted(sources.items()))],
+                ["episode length (agent steps)", f"{lengths.min()} - {lengths.max()}"],
+                ["return, mean +- std", f"{returns.mean():.1f} +- {returns.std():.1f}"],
+                ["return, min / max", f"{returns.min():.1f} / {returns.max():.1f}"],
+                ["held-out fraction", report.config.data.heldout_fraction]]
+    return table(["", ""], rows)
+
+
+def section_v(report: Report) -> str:
+    records = MetricsLog(report.paths.metrics("vae")).read()
+    if not records:
+        raise Missing(report.paths.metrics("vae"), report.make("vae"))
+    last = records[-1]
+    rows = [[key, last[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl")
+            if key in last]
+    return (report.figure("vae_reconstruction", report.make("vae"), "V: real frames and reconstructions")
+            + table(["held-out measure", "value"], rows)
+            + '<p class="note">Foreground ratio: the reconstruction error on the task\'s objects (pixels that '
+              "differ from the median frame) over the error a background-only image would make there; "
+              "1 means V ignores the objects, 0 means it draws them perfectly.</p>")
+
+
+def section_m(report: Report) -> str:
+    simulator = report.json(report.paths.simulator_metrics, report.make("mdnrnn"))
+    errors = simulator["openloop_latent_error"]
+    rows = [[f"open-loop latent error at horizon {h}", errors[h - 1]] for h in (1, 5, 10, 20, 45) if h <= len(errors)]
+    rows += [["replayed actions: real return", simulator["real_return_mean"]],
+             ["replayed actions: dream return", simulator["dream_return_mean"]],
+             ["replay gap, mean |dream - real|", simulator["mean_abs_gap"]],
+             ["replay correlation (dream vs real)", simulator["correlation"]]]
+    zero = simulator.get("zero_action")
+    if zero:
+        rows += [["zero action: real return", zero["real_return_mean"]],
+                 ["zero action: dream return", zero["dream_return_mean"]]]
+        if "teacher_forced_return_mean" in zero:
+            rows.append(["zero action: M's reward head on the real frames", zero["teacher_forced_return_mean"]])
+    dreams = "".join(report.figure(path.stem, f"wm dream --pipeline {report.config.name} --temperature T",
+                                   f"dream at {path.stem}")
+                     for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))
+    return (report.figure("dream_rollouts", report.make("mdnrnn"), "M: dream rollouts") + dreams
+            + report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")
+            + table(["M as a simulator (held-out episodes)", "value"], rows))
+
+
+def section_c(report: Report) -> str:
+    make = report.make
+    body = (report.figure("cmaes_curve", make("controller"), "CMA-ES curve")
+            + report.figure("score_hist", make("evaluate"), "score histogram"))
+    path = report.paths.score("temperature_table")
+    if path.is_file():
+        sweep = json.loads(path.read_text())
+        ours = [["random policy" if r["temperature"] is None else f"{r['temperature']:g}",
+                 "-" if r["dream_mean"] is None else f"{r['dream_mean']:.0f}",
+                 f"{r['real_mean']:.0f} +- {r['real_std']:.0f}"] for r in sweep["rows"]]
+        temperature = table(["tau", "dream score", "real score"], ours)
+        temperature += (f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, dream scores '
+                        f"over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
+    else:
+        temperature = missing_box(path, f"wm train-controller --pipeline {report.config.name} "
+                                        "--temperatures 0.5,1.0,1.5")
+    paper = table(["tau", "dream score", "real score"], [list(r) for r in PAPER_TEMPERATURE_TABLE])
+    body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
+             f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
+    rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
+    if rounds:
+        keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",
+                            "m/zero_action_dream") if k in rounds[0]]
+        body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
+    return body
+
+
+def section_dreamer(report: Report) -> str:
+    records = MetricsLog(report.paths.metrics("dreamer"), step_key="update").read()
+    if not records:
+        raise Missing(report.paths.metrics("dreamer"), report.make("dreamer"))
+    last = records[-1]
+    rows = [[key, last[key]] for key in ("update", "env_steps", "train/loss/image_nll", "train/loss/reward_nll",
+                                         "train/loss/kl", "eval/return_mean", "seconds_per_update") if key in last]
+    return (report.figure("dreamer_returns", report.make("dreamer"), "Dreamer returns")
+            + report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")
+            + table(["last logged", "value"], rows))
+
+
+def section_side_by_side(report: Report) -> str:
+    prediction = report.json(report.paths.metrics_dir / "dreamer_prediction.json", report.make("dreamer"))
+    rows = []
+    for name, curve in prediction["curves"].items():
+        for measure in ("pixel_mse", "reward_abs_error"):
+            values = curve[measure]
+            rows.append([name, measure] + [values[h - 1] if h <= len(values) else None for h in HORIZONS])
+    strips = (f'<div class="side"><div><h3>V+M</h3>'
+              f'{report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")}</div>'
+              f'<div><h3>Dreamer RSSM</h3>'
+              f'{report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")}</div></div>')
+    return (strips + report.figure("prediction_error", report.make("dreamer"), "prediction error by horizon")
+            + table(["model", "error"] + [f"horizon {h}" for h in HORIZONS], rows)
+            + '<p class="note">Both models see the same context frames of the same held-out episodes, then '
+              "predict from the real actions alone.</p>")
+
+
+def section_diagnostics(report: Report) -> str:
+    paths, rows = report.paths, []
+    vae = MetricsLog(paths.metrics("vae")).read()
+    if vae and "heldout/foreground_ratio" in vae[-1]:
+        rows.append(["V's foreground ratio (held-out)", vae[-1]["heldout/foreground_ratio"],
+                     "near 1: V draws the background only"])
+    prediction = paths.metrics_dir / "dreamer_prediction.json"
+    if prediction.is_file():
+        ratio = json.loads(prediction.read_text()).get("rssm_foreground_ratio")
+        if ratio is not None:
+            rows.append(["RSSM's foreground ratio (held-out)", ratio, "the same measure on Dreamer's posterior"])
+    if paths.simulator_metrics.is_file():
+        simulator = json.loads(paths.simulator_metrics.read_text())
+        rows.append(["M's replay gap, mean |dream - real| return", simulator["mean_abs_gap"],
+                     "real episodes' actions replayed in the dream"])
+        if simulator.get("zero_action"):
+            zero = simulator["zero_action"]
+            rows.append(["M's zero-action gap, dream - real", zero["mean_gap"], "does the dream know doing nothing?"])
+    if paths.controller.is_file() and paths.score("worldmodel").is_file():
+        dream = torch.load(paths.controller, map_location="cpu", weights_only=False)["metrics"].get("eval/dream_mean")
+        real = json.loads(paths.score("worldmodel").read_text())["mean"]
+        if dream is not None and _iterations(paths.score("worldmodel")) == 0:
+            rows.append(["C's dream - real gap", dream - real, f"dream {dream:.0f}, real {real:.0f}"])
+    if not rows:
+        raise Missing(paths.vae, report.make("vae"))
+    return table(["diagnostic", "value", "reading"], rows)
+
+
+def section_config(report: Report) -> str:
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append([package, metadata.version(package)])
+        except metadata.PackageNotFoundError:
+            versions.append([package, "not installed"])
+    versions.append(["python", sys.version.split()[0]])
+    versions.append(["machine", _machine()])
+    resolved = yaml.safe_dump(report.config.to_dict(), sort_keys=False)
+    return (table(["package", "version"], versions)
+            + f"<h3>Resolved config</h3><pre>{html.escape(resolved)}</pre>")
+
+
+SECTIONS: tuple[tuple[str, Callable[[Report], str]], ...] = (
+    ("Results", section_results),
+    ("Wall clock per stage", section_times),
+    ("The data", section_data),
+    ("V: the ConvVAE", section_v),
+    ("M: the MDN-RNN as a simulator", section_m),
+    ("C: evolved in the dream, scored in the real env", section_c),
+    ("Dreamer", section_dreamer),
+    ("Side by side: V+M and the RSSM on the same held-out episodes", section_side_by_side),
+    ("Diagnostics behind the scores", section_diagnostics),
+    ("Config and versions", section_config),
+)
+
+
+def build(config: PipelineConfig, paths: PipelinePaths) -> str:
+    """The whole page as one HTML string."""
+    report = Report(config, paths)
+    parts = []
+    for title, section in SECTIONS:
+        try:
+            body = section(report)
+        except Missing as missing:
+            body = missing_box(missing.path, missing.command)
+        anchor = title.split(":")[0].lower().replace(" ", "-")
+        parts.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(title)}</h2>{body}</section>')
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>worldmodels report: {html.escape(config.name)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>worldmodels report: {html.escape(config.name)}</h1>"
+            f'<p class="note">{html.escape(config.description or "")} Built {created} from '
+            f"<code>{html.escape(str(paths.root))}</code>.</p>"
+            + "".join(parts) + "</body></html>\n")
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Write ``report.html``; returns its path."""
+    page = build(config, paths)
+    paths.ensure()
+    atomic_write(paths.report, lambda temporary: temporary.write_text(page, encoding="utf-8"))
+    return paths.report
