@@ -13,9 +13,11 @@ Variants, same model and batch:
 - ``fast_fp32``: the layers that do not need the recurrence (the embeddings' share of the
   posterior layer, the prior's layers) batched over all steps, convolutions channels-last, the
   decoder's first layer (on a 1x1 input) as the matrix product it is; fp32;
-- ``fast_bf16``: the same under bfloat16 autocast on CPU.
+- ``fast_bf16``: the same under bfloat16 autocast on CPU (world model and imagination; the image
+  loss, the optimizers and the parameters stay fp32).
 
-Also the relative difference of each loss between fp32 and bf16 on the same batch and noise.
+Also the relative difference of each loss (world model, actor, value) between fp32 and bf16 on
+the same batch and noise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 
 from worldmodels.config import DreamerConfig
+from worldmodels.models.actor_critic import behaviour_losses
 from worldmodels.models.rssm import world_model_losses
 from worldmodels.stages.dreamer import Dreamer, autocast, update
 
@@ -70,9 +73,13 @@ def _loss_agreement(settings: DreamerConfig, batch: dict[str, torch.Tensor]) -> 
     for name, bf16 in (("fp32", False), ("bf16", True)):
         torch.manual_seed(1)
         with autocast(DreamerConfig(**{**settings.__dict__, "bf16": bf16})):
-            losses, _ = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
-                                           batch["rewards"], settings.free_nats)
-        results[name] = {k: float(v) for k, v in losses.items()}
+            losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
+                                                   batch["rewards"], settings.free_nats)
+            torch.manual_seed(2)
+            behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior,
+                                         settings.horizon, settings.discount, settings.lambda_)
+        results[name] = {k: float(v) for k, v in losses.items()} | {
+            k: float(behaviour[k]) for k in ("actor", "value")}
     return {k: abs(results["bf16"][k] - results["fp32"][k]) / max(abs(results["fp32"][k]), 1e-9)
             for k in results["fp32"]}
 

@@ -110,8 +110,9 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(dreamer.world_model.parameters(), settings.grad_clip)
     optimizers["world_model"].step()
-    behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
-                                 settings.horizon, settings.discount, settings.lambda_)
+    with autocast(settings):
+        behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
+                                     settings.horizon, settings.discount, settings.lambda_)
     for name in ("actor", "value"):
         optimizers[name].zero_grad(set_to_none=True)
         behaviour[name].backward()
