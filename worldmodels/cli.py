@@ -116,7 +116,8 @@ def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures:
     if changes:
         config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
     save_resolved_config(config, paths)
-    with timed_stage(paths, "train-controller"):
+    # The sweep is work beyond the pipeline's C; timed apart so that it does not replace C's time.
+    with timed_stage(paths, "temperature-sweep" if config.controller.temperatures else "train-controller"):
         path = controller.run(config, paths, progress=not no_progress)
     click.echo(f"controller: {path}")
 
