@@ -127,3 +127,13 @@ def test_stage_times_count_work_not_no_ops_and_add_up_interrupted_runs(tmp_path)
     finished = read_stage_times(paths)["train"]
     assert finished["pending_seconds"] == 0 and finished["seconds"] >= interrupted["pending_seconds"]
     assert "finished" in finished
+
+
+def test_the_papers_recipe_pipeline_differs_from_the_default_only_in_v():
+    default = load_pipeline("cartpole_balance")
+    paper = report._paper_pipeline(default)
+    assert paper is not None and paper.name == "cartpole_balance_paper"
+    differences = report._paper_differences(default, paper)
+    rows = re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", differences)
+    assert rows == [("vae.epochs", "10", "8"), ("vae.foreground_weight", "0.0", "19.0"),
+                    ("vae.learning_rate", "0.0001", "0.001")]
