@@ -74,3 +74,6 @@ def test_the_online_phase_appends_its_episodes_and_updates_after_each(trained_m,
     assert online.num_episodes == 5 and RolloutReader(paths.rollouts).num_episodes == 4
     assert online.episodes["source"][-1].decode().startswith(dreamer_stage.ONLINE_SOURCE)
     assert load_checkpoint(paths.last_checkpoint("dreamer"), "dreamer")["update"] == 4
+    records = MetricsLog(paths.metrics("dreamer"), step_key="update").read()
+    logged = [value for record in records for value in record.get("train/episode_returns", [])]
+    assert logged == pytest.approx([float(online.returns[-1])])  # the online episode's return, logged once

@@ -107,10 +107,14 @@ def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
 
 
 def training_returns(records: list[dict], path: Path) -> None:
-    """Dreamer's periodic real-env returns against updates and against env steps of data."""
+    """Dreamer's periodic real-env returns against updates and against env steps of data: eval
+    (the actor's mode) and, with an online phase, train (the actor-plus-noise episodes it played)."""
     checks = [r for r in records if "eval/return_mean" in r]
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for axis, key, label in ((axes[0], "update", "updates"), (axes[1], "env_steps", "env steps of data")):
+        train = [(r[key], value) for r in checks for value in r.get("train/episode_returns", [])]
+        if train:
+            axis.plot(*zip(*train, strict=True), ".", alpha=0.5, label="train (actor + noise, online episodes)")
         axis.errorbar([r[key] for r in checks], [r["eval/return_mean"] for r in checks],
                       yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="eval (actor mode, real env)")
         axis.set_xlabel(label)

@@ -211,7 +211,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     common = {"kind": CHECKPOINT_KIND, "action_size": rollouts.action_size,
               "settings": dataclasses.asdict(settings), "identity": identity}
     sums: dict[str, float] = {}
-    started, timed_updates = time.perf_counter(), 0
+    started, timed_updates, online_returns = time.perf_counter(), 0, []
 
     def target_updates(online_episodes: int) -> int:
         return settings.updates + online_episodes * settings.updates_per_episode
@@ -229,6 +229,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                     break
                 sampler.close()
                 episode_return = _collect_online_episode(config, dreamer, data_path, online)
+                online_returns.append(episode_return)
                 online += 1
                 sampler.refresh()
                 bar.total = target_updates(online)
@@ -249,6 +250,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                       **{key: value / timed_updates for key, value in sums.items()},
                       "seconds_per_update": (time.perf_counter() - started) / timed_updates,
                       "eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
+            if online_returns:  # the actor-plus-noise episodes played since the last record
+                record["train/episode_returns"] = online_returns
             log.append(record)
             tqdm.write(f"Dreamer update {done_updates}: real return {record['eval/return_mean']:.1f} +- "
                        f"{record['eval/return_std']:.1f}, image NLL {record['train/loss/image_nll']:.0f}, "
@@ -258,7 +261,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             save_checkpoint(state, paths.dreamer)
             save_checkpoint({**state, "optimizers": {k: o.state_dict() for k, o in dreamer.optimizers.items()},
                              "torch_rng": torch.get_rng_state(), "generator": generator.get_state()}, last_path)
-            sums, started, timed_updates = {}, time.perf_counter(), 0
+            sums, started, timed_updates, online_returns = {}, time.perf_counter(), 0, []
     return finish(config, paths, data_path)
 
 
