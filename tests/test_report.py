@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from worldmodels.config import load_pipeline
+from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.stage_times import read_stage_times, timed_stage
 from worldmodels.stages import collect, controller, dreamer, encode, evaluate, mdnrnn, oracle, report, vae
@@ -94,7 +95,10 @@ def test_a_missing_stage_shows_as_missing_with_its_command(tmp_path):
     parsed = _parse(page)
     assert parsed.ids == _section_ids()
     assert parsed.images == []
-    assert parsed.missing >= len(report.SECTIONS) - 1  # only the config and versions need nothing
+    sections = page.split("<section ")[1:]
+    for section in sections[:-1]:  # every section but the config and versions needs a stage
+        assert 'class="missing"' in section, section[:80]
+    assert 'class="missing"' not in sections[-1]
     for command in ("make collect PIPELINE=smoke", "make vae PIPELINE=smoke", "make mdnrnn PIPELINE=smoke",
                     "make dreamer PIPELINE=smoke", "make oracle PIPELINE=smoke"):
         assert command in page
@@ -112,20 +116,54 @@ def test_a_partial_run_reports_what_exists_and_names_the_rest(full_run, tmp_path
     assert "make dreamer PIPELINE=smoke" in page and "make evaluate PIPELINE=smoke" in page
 
 
+def test_a_damaged_file_shows_as_an_error_in_its_section_not_a_crash(full_run, tmp_path):
+    config, source = full_run
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    for path in (source.rollouts, source.score("worldmodel"), source.score("zero")):
+        (paths.root / path.relative_to(source.root)).parent.mkdir(parents=True, exist_ok=True)
+        (paths.root / path.relative_to(source.root)).write_bytes(path.read_bytes())
+    paths.score("zero").write_text('{"agent": "zero", "mean": ')  # cut short
+    page = report.run(config, paths).read_text()
+    _parse(page)
+    sections = page.split("<section ")[1:]
+    results, data = sections[0], sections[2]
+    assert "could not be built: JSONDecodeError" in results
+    assert "could not be built" not in data and "<td>episodes</td>" in data
+
+
+def test_a_metrics_log_being_appended_to_reads_without_its_half_written_line(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.append({"epoch": 1, "loss": 2.0})
+    with open(log.path, "a") as handle:
+        handle.write('{"epoch": 2, "lo')
+    assert log.read() == [{"epoch": 1, "loss": 2.0}]
+
+
+def test_resuming_a_log_with_nothing_to_drop_leaves_the_file_untouched(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.append({"epoch": 1})
+    before = log.path.stat().st_mtime_ns
+    log.keep_up_to(1)
+    assert log.path.stat().st_mtime_ns == before
+    log.keep_up_to(0)
+    assert log.read() == []
+
+
 def test_stage_times_count_work_not_no_ops_and_add_up_interrupted_runs(tmp_path):
     paths = PipelinePaths(tmp_path / "run").ensure()
     with timed_stage(paths, "nothing"):
         (paths.root / "config.yaml").write_text("written by every command")
     assert read_stage_times(paths) == {}
+    paths.stage_times.write_text(json.dumps({"train": {"pending_seconds": 1000.0}}))  # an earlier killed run
     with pytest.raises(KeyboardInterrupt), timed_stage(paths, "train"):
         (paths.root / "partial.pt").write_text("1")
         raise KeyboardInterrupt
     interrupted = read_stage_times(paths)["train"]
-    assert "seconds" not in interrupted and interrupted["pending_seconds"] > 0
+    assert "seconds" not in interrupted and 1000 < interrupted["pending_seconds"] < 1100
     with timed_stage(paths, "train"):
         (paths.root / "done.pt").write_text("2")
     finished = read_stage_times(paths)["train"]
-    assert finished["pending_seconds"] == 0 and finished["seconds"] >= interrupted["pending_seconds"]
+    assert finished["pending_seconds"] == 0 and finished["seconds"] > interrupted["pending_seconds"]
     assert "finished" in finished
 
 

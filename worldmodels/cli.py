@@ -116,9 +116,12 @@ def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures:
     if changes:
         config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
     save_resolved_config(config, paths)
-    # The sweep is work beyond the pipeline's C; timed apart so that it does not replace C's time.
-    with timed_stage(paths, "temperature-sweep" if config.controller.temperatures else "train-controller"):
-        path = controller.run(config, paths, progress=not no_progress)
+    with timed_stage(paths, "train-controller"):
+        evolution, path = controller.evolve_main(config, paths, progress=not no_progress)
+    if config.controller.temperatures:
+        # Work beyond the pipeline's C, timed apart so that it does not count as C's time.
+        with timed_stage(paths, "temperature-sweep"):
+            controller.sweep(config, paths, evolution, path, progress=not no_progress)
     click.echo(f"controller: {path}")
 
 stage_command("iterate", "iterate", "agent",

@@ -23,11 +23,23 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines) - 1:
+                    raise
+                # The last line of a log being appended to right now may be half written.
+        return records
 
     def keep_up_to(self, step: int) -> None:
-        """Drop records whose step is past ``step`` (0 drops everything)."""
-        records = [r for r in self.read() if r[self.step_key] <= step]
+        """Drop records whose step is past ``step`` (0 drops everything); no write when none is."""
+        existing = self.read()
+        records = [r for r in existing if r[self.step_key] <= step]
+        if self.path.is_file() and len(records) == len(existing):
+            return  # nothing to drop: leave the file (and its time stamp) alone
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write(self.path, lambda temporary: temporary.write_text(text))
 

@@ -249,13 +249,24 @@ def format_temperature_table(table: dict[str, Any]) -> str:
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Evolve C (and the temperature sweep's Cs, if asked); returns the path of ``controller.pt``."""
-    settings = config.controller
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-    evolution = Evolution(config, paths)
-    main = evolution.evolve(settings.temperature, progress=progress)
-    if settings.temperatures:
-        controllers = {tau: main if tau == settings.temperature
-                       else evolution.evolve(tau, sweep_name(tau), progress=progress)
-                       for tau in settings.temperatures}
-        temperature_table(config, paths, evolution, controllers)
+    evolution, main = evolve_main(config, paths, progress)
+    if config.controller.temperatures:
+        sweep(config, paths, evolution, main, progress)
     return main
+
+
+def evolve_main(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> tuple[Evolution, Path]:
+    """Evolve the pipeline's C at ``controller.temperature`` (or continue it)."""
+    torch.set_num_threads(config.controller.threads or os.cpu_count() or 1)
+    evolution = Evolution(config, paths)
+    return evolution, evolution.evolve(config.controller.temperature, progress=progress)
+
+
+def sweep(config: PipelineConfig, paths: PipelinePaths, evolution: Evolution, main: Path,
+          progress: bool = True) -> dict[str, Any]:
+    """One C per ``controller.temperatures`` (the main tau reuses ``main``), then the table."""
+    settings = config.controller
+    controllers = {tau: main if tau == settings.temperature
+                   else evolution.evolve(tau, sweep_name(tau), progress=progress)
+                   for tau in settings.temperatures}
+    return temperature_table(config, paths, evolution, controllers)

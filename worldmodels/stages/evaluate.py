@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
-from worldmodels.checkpoint import atomic_write
+from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_exploration_policy
@@ -32,15 +32,14 @@ from worldmodels.stages.vae import load_vae
 
 
 def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path,
-           iterations: int | None = None) -> dict:
-    """Score ``policy`` on ``seeds`` into ``path``; ``iterations``: the rounds a V+M+C agent went through."""
+           about: dict | None = None) -> dict:
+    """Score ``policy`` on ``seeds`` into ``path``; ``about``: what a V+M+C agent is (its rounds, C's hash)."""
     started = time.perf_counter()
     returns = evaluate_policy(config.env, policy, seeds, workers=config.controller.workers)
     score = {"agent": path.stem, "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
              "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
              "wall_clock_s": time.perf_counter() - started}
-    if iterations is not None:
-        score["iterations"] = iterations
+    score |= about or {}
     atomic_write(path, lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
     print(f"{path.stem:>12}: {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes")
     return score
@@ -73,8 +72,10 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         "zero": (ZeroPolicy(action_size), 0),
     }
     paths.ensure()
-    rounds = {"worldmodel": config.iterate.iterations, "worldmodel_round0": 0}
-    scores = {name: _score(config, policy, seeds, steps, paths.score(name), rounds.get(name))
+    about = {"worldmodel": {"iterations": config.iterate.iterations,
+                            "controller_sha256": file_sha256(final.controller)},
+             "worldmodel_round0": {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}}
+    scores = {name: _score(config, policy, seeds, steps, paths.score(name), about.get(name))
               for name, (policy, steps) in agents.items()}
     score_histogram({name: np.array(score["returns"]) for name, score in scores.items()}, paths.figure("score_hist"))
     return paths.score("worldmodel")

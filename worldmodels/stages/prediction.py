@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader, latents_match
 from worldmodels.data.split import split_episodes
@@ -54,6 +55,7 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
     images, predicted_rewards = openloop_prediction(world_model, frames, actions, context)
     rssm_images = (images + 0.5).clamp(0, 1)
     curves = {"Dreamer RSSM": _errors(rssm_images, truth[:, context:], predicted_rewards, rewards)}
+    mdnrnn_sha256 = None
     if paths.vae.is_file() and paths.mdnrnn.is_file() and latents_match(paths.latents, paths.vae, rollouts):
         latents = LatentReader(paths.latents)
         mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][:context + steps] for e in usable]))
@@ -61,9 +63,10 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
         vae, _ = load_vae(paths.vae)
         z, m_rewards = openloop_rollout(model, mu, actions, context, steps)
         curves["V+M (MDN-RNN)"] = _errors(decode(vae, z), truth[:, context:], m_rewards, rewards)
+        mdnrnn_sha256 = file_sha256(paths.mdnrnn)
     shown = [list(usable).index(e) for e in openloop_episodes(usable)]
     background = median_frame(rollouts, rollouts.frame_rows(train_episodes), config.vae.median_frames)
-    return {"context_frames": context, "episodes": usable.tolist(), "curves": curves,
+    return {"context_frames": context, "episodes": usable.tolist(), "curves": curves, "mdnrnn_sha256": mdnrnn_sha256,
             "rssm_foreground_ratio": foreground_ratio(world_model, rollouts, usable[:FOREGROUND_EPISODES],
                                                       background, config.vae.foreground_threshold),
             "truth_frames": truth[shown].numpy(),

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from worldmodels.checkpoint import atomic_write
+from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
@@ -99,19 +99,21 @@ class Report:
     paths: PipelinePaths
 
     def make(self, target: str) -> str:
-        """The Make command that builds ``target`` for this pipeline."""
+        """The Make command that builds ``target`` for this pipeline (and data folder)."""
         suffix = "" if self.config.name == DEFAULT_PIPELINE else f" PIPELINE={self.config.name}"
+        if self.paths.root.parent != Path("data"):
+            suffix += f" DATA_DIR={self.paths.root.parent}"
         return f"make {target}{suffix}"
+
+    def wm(self, command: str) -> str:
+        """The `wm` command line of ``command`` for this pipeline (and data folder)."""
+        data_dir = "" if self.paths.root.parent == Path("data") else f" --data-dir {self.paths.root.parent}"
+        return f"wm {command} --pipeline {self.config.name}{data_dir}"
 
     def json(self, path: Path, command: str) -> Any:
         if not path.is_file():
             raise Missing(path, command)
         return json.loads(path.read_text())
-
-    def checkpoint(self, path: Path, command: str) -> dict[str, Any]:
-        if not path.is_file():
-            raise Missing(path, command)
-        return torch.load(path, map_location="cpu", weights_only=False)
 
     def figure(self, name: str, command: str, alt: str) -> str:
         """The figure embedded as an <img>, or a missing box."""
@@ -190,31 +192,39 @@ def section_results(report: Report) -> str:
     paths, make = report.paths, report.make
     rows, missing = [], []
 
+    reference = paths.score("worldmodel")
+    reference_seeds = json.loads(reference.read_text()).get("seeds") if reference.is_file() else None
+
     def add(label: str, path: Path, command: str, parameters: int | None, note: str = "") -> None:
         if not path.is_file():
             missing.append(missing_box(path, command))
             return
         score = json.loads(path.read_text())
-        rows.append([label, score.get("env_steps_of_data"), _score_text(score), parameters, note])
+        if reference_seeds is not None and score.get("seeds") != reference_seeds:
+            note = f"{note}; NOT the same evaluation episodes as V+M+C" if note else "NOT the same evaluation episodes"
+        rows.append([label, score.get("env_steps_of_data") or None, _score_text(score), parameters, note])
 
-    parameters = _model_parameters(report)
+    parameters = _model_parameters(report.paths)
     world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
     add("random policy", paths.score("random"), make("evaluate"), None, "the collect policy")
     add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
     add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
         "C's form on the true state, CMA-ES in the real env")
     iterations = _iterations(paths.score("worldmodel"))
+    trained = _trained_where(paths)
     if iterations:
         add("V+M+C, one shot (round 0)", paths.score("worldmodel_round0"), make("evaluate"), world_model_parameters,
-            "C trained only in the dream")
-    label = {None: "V+M+C", 0: "V+M+C, trained only in the dream"}.get(iterations, f"V+M+C, after {iterations} rounds")
+            trained)
+    label = {None: "V+M+C", 0: f"V+M+C, {trained}"}.get(iterations, f"V+M+C, after {iterations} rounds")
     add(label, paths.score("worldmodel"), make("evaluate"), world_model_parameters,
         _dream_note(report) if iterations == 0 else "")
     paper = _paper_pipeline(report.config)
     if paper is not None:
         paper_paths = PipelinePaths(paths.root.parent / paper.name)
+        paper_parameters = _model_parameters(paper_paths)
         add("V+M+C, the paper's recipe", paper_paths.score("worldmodel"),
-            f"make evaluate PIPELINE={paper.name}", None, f"pipeline {paper.name}")
+            f"make evaluate PIPELINE={paper.name}", sum(paper_parameters.get(k, 0) for k in ("V", "M", "C")) or None,
+            f"pipeline {paper.name}")
     add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
         _dreamer_note(paths))
     body = table(["agent", "env steps of data", "real score, mean +- std", "parameters", "note"], rows)
@@ -236,10 +246,28 @@ def _iterations(score_path: Path) -> int | None:
     return json.loads(score_path.read_text()).get("iterations")
 
 
+def _trained_where(paths: PipelinePaths) -> str:
+    """How C was trained, from its checkpoint: in the dream or from real episodes."""
+    if not paths.controller.is_file():
+        return "C trained only in the dream"
+    state = torch.load(paths.controller, map_location="cpu", weights_only=False)
+    where = state.get("inputs", {}).get("settings", {}).get("fitness_in", "dream")
+    return "C trained only in the dream" if where == "dream" else "C's fitness from real episodes"
+
+
+def _scored_controller(paths: PipelinePaths) -> dict[str, Any] | None:
+    """``controller.pt`` when it is the very controller ``scores/worldmodel.json`` scored, else None."""
+    score_path = paths.score("worldmodel")
+    if not (paths.controller.is_file() and score_path.is_file()):
+        return None
+    if json.loads(score_path.read_text()).get("controller_sha256") != file_sha256(paths.controller):
+        return None  # C changed after the evaluation (or an older score): its numbers do not belong together
+    return torch.load(paths.controller, map_location="cpu", weights_only=False)
+
+
 def _dream_note(report: Report) -> str:
-    try:
-        state = report.checkpoint(report.paths.controller, report.make("controller"))
-    except Missing:
+    state = _scored_controller(report.paths)
+    if state is None:
         return ""
     dream = state.get("metrics", {}).get("eval/dream_mean")
     return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {dream:.0f}"
@@ -251,8 +279,8 @@ def _dreamer_note(paths: PipelinePaths) -> str:
     return f"{json.loads(paths.score('dreamer').read_text()).get('updates')} updates"
 
 
-def _model_parameters(report: Report) -> dict[str, int]:
-    paths, found = report.paths, {}
+def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
+    found = {}
     for label, path, keys in (("V", paths.vae, ("model",)), ("M", paths.mdnrnn, ("model",)),
                               ("C", paths.controller, ("parameters",)),
                               ("Dreamer", paths.dreamer, ("world_model", "actor", "value"))):
@@ -287,8 +315,8 @@ def section_times(report: Report) -> str:
     rows.append(["total of make all's stages", _format_seconds(total), None])
     rows += [[f"{stage} (not part of make all)", *row(stage)[1:]] for stage in timed if stage in EXTRA_STAGES]
     return (table(["stage", "wall clock", "finished (UTC)"], rows)
-            + f'<p class="note">Measured on {html.escape(_machine())}. A stage re-run that found its '
-              "output complete is not counted; a resumed stage counts all its runs.</p>")
+            + f'<p class="note">This report was built on {html.escape(_machine())}. A stage re-run that found '
+              "its output complete is not counted; a resumed stage counts all its runs.</p>")
 
 
 def _machine() -> str:
@@ -302,6 +330,8 @@ def section_data(report: Report) -> str:
     if not path.is_file():
         raise Missing(path, report.make("collect"))
     with RolloutReader(path) as reader:
+        if reader.num_episodes == 0:
+            raise Missing(path, report.make("collect"))
         returns, lengths = reader.returns, reader.lengths
         sources = Counter(reader.episodes["source"].astype(str))
         rows = [["episodes", reader.num_episodes], ["agent steps", reader.num_steps],
@@ -316,15 +346,22 @@ def section_data(report: Report) -> str:
     return table(["", ""], rows)
 
 
+def _vae_metrics(paths: PipelinePaths) -> dict[str, Any] | None:
+    """The held-out measures of ``vae.pt`` (the best epoch, the one V+M+C uses), with its epoch."""
+    if not paths.vae.is_file():
+        return None
+    state = torch.load(paths.vae, map_location="cpu", weights_only=False)
+    return {"epoch": state.get("epoch"), **state.get("metrics", {})}
+
+
 def section_v(report: Report) -> str:
-    records = MetricsLog(report.paths.metrics("vae")).read()
-    if not records:
-        raise Missing(report.paths.metrics("vae"), report.make("vae"))
-    last = records[-1]
-    rows = [[key, last[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl")
-            if key in last]
+    best = _vae_metrics(report.paths)
+    if best is None:
+        raise Missing(report.paths.vae, report.make("vae"))
+    rows = [[key, best[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl")
+            if key in best]
     return (report.figure("vae_reconstruction", report.make("vae"), "V: real frames and reconstructions")
-            + table(["held-out measure", "value"], rows)
+            + table(["held-out measure of vae.pt (its best epoch)", "value"], rows)
             + '<p class="note">Foreground ratio: the reconstruction error on the task\'s objects (pixels that '
               "differ from the median frame) over the error a background-only image would make there; "
               "1 means V ignores the objects, 0 means it draws them perfectly.</p>")
@@ -344,7 +381,7 @@ def section_m(report: Report) -> str:
                  ["zero action: dream return", zero["dream_return_mean"]]]
         if "teacher_forced_return_mean" in zero:
             rows.append(["zero action: M's reward head on the real frames", zero["teacher_forced_return_mean"]])
-    dreams = "".join(report.figure(path.stem, f"wm dream --pipeline {report.config.name} --temperature T",
+    dreams = "".join(report.figure(path.stem, report.wm("dream") + " --temperature T",
                                    f"dream at {path.stem}")
                      for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))
     return (report.figure("dream_rollouts", report.make("mdnrnn"), "M: dream rollouts") + dreams
@@ -366,8 +403,7 @@ def section_c(report: Report) -> str:
         temperature += (f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, dream scores '
                         f"over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
     else:
-        temperature = missing_box(path, f"wm train-controller --pipeline {report.config.name} "
-                                        "--temperatures 0.5,1.0,1.5")
+        temperature = missing_box(path, report.wm("train-controller") + " --temperatures 0.5,1.0,1.5")
     paper = table(["tau", "dream score", "real score"], [list(r) for r in PAPER_TEMPERATURE_TABLE])
     body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
              f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
@@ -393,6 +429,12 @@ def section_dreamer(report: Report) -> str:
 
 def section_side_by_side(report: Report) -> str:
     prediction = report.json(report.paths.metrics_dir / "dreamer_prediction.json", report.make("dreamer"))
+    stale = ""
+    recorded = prediction.get("mdnrnn_sha256")
+    if recorded and report.paths.mdnrnn.is_file() and recorded != file_sha256(report.paths.mdnrnn):
+        stale = ('<div class="missing">The V+M curves below were measured with an earlier mdnrnn.pt; '
+                 f"re-run <code>{html.escape(report.wm('dreamer'))}</code> after deleting "
+                 "<code>scores/dreamer.json</code> to measure them again.</div>")
     rows = []
     for name, curve in prediction["curves"].items():
         for measure in ("pixel_mse", "reward_abs_error"):
@@ -402,7 +444,7 @@ def section_side_by_side(report: Report) -> str:
               f'{report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")}</div>'
               f'<div><h3>Dreamer RSSM</h3>'
               f'{report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")}</div></div>')
-    return (strips + report.figure("prediction_error", report.make("dreamer"), "prediction error by horizon")
+    return (stale + strips + report.figure("prediction_error", report.make("dreamer"), "prediction error by horizon")
             + table(["model", "error"] + [f"horizon {h}" for h in HORIZONS], rows)
             + '<p class="note">Both models see the same context frames of the same held-out episodes, then '
               "predict from the real actions alone.</p>")
@@ -410,9 +452,9 @@ def section_side_by_side(report: Report) -> str:
 
 def section_diagnostics(report: Report) -> str:
     paths, rows = report.paths, []
-    vae = MetricsLog(paths.metrics("vae")).read()
-    if vae and "heldout/foreground_ratio" in vae[-1]:
-        rows.append(["V's foreground ratio (held-out)", vae[-1]["heldout/foreground_ratio"],
+    vae = _vae_metrics(paths)
+    if vae and "heldout/foreground_ratio" in vae:
+        rows.append(["V's foreground ratio (held-out)", vae["heldout/foreground_ratio"],
                      "near 1: V draws the background only"])
     prediction = paths.metrics_dir / "dreamer_prediction.json"
     if prediction.is_file():
@@ -426,13 +468,15 @@ def section_diagnostics(report: Report) -> str:
         if simulator.get("zero_action"):
             zero = simulator["zero_action"]
             rows.append(["M's zero-action gap, dream - real", zero["mean_gap"], "does the dream know doing nothing?"])
-    if paths.controller.is_file() and paths.score("worldmodel").is_file():
-        dream = torch.load(paths.controller, map_location="cpu", weights_only=False)["metrics"].get("eval/dream_mean")
+    scored = _scored_controller(paths)
+    if scored is not None:
+        dream = scored.get("metrics", {}).get("eval/dream_mean")
         real = json.loads(paths.score("worldmodel").read_text())["mean"]
         if dream is not None and _iterations(paths.score("worldmodel")) == 0:
             rows.append(["C's dream - real gap", dream - real, f"dream {dream:.0f}, real {real:.0f}"])
     if not rows:
-        raise Missing(paths.vae, report.make("vae"))
+        raise Missing(paths.vae if not paths.vae.is_file() else paths.simulator_metrics,
+                      report.make("vae" if not paths.vae.is_file() else "mdnrnn"))
     return table(["diagnostic", "value", "reading"], rows)
 
 
@@ -473,6 +517,9 @@ def build(config: PipelineConfig, paths: PipelinePaths) -> str:
             body = section(report)
         except Missing as missing:
             body = missing_box(missing.path, missing.command)
+        except Exception as error:  # noqa: BLE001 - a file mid-write or damaged must not take the page down
+            body = (f'<div class="missing">This section could not be built: '
+                    f"{html.escape(type(error).__name__)}: {html.escape(str(error))}</div>")
         anchor = title.split(":")[0].lower().replace(" ", "-")
         parts.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(title)}</h2>{body}</section>')
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
