@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,9 +56,15 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int) -> None:
     # The parent handles Ctrl-C and stops the pool; workers must not print their own tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool spawns its processes on demand, after ordered_map's environment block has ended,
+    # and unpickling the arguments may already have loaded torch: set the limits here too.
+    # Without them 2 workers each ran 2 torch threads on 2 cores and evaluated at half the rate of 1.
+    os.environ.update(thread_limits(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     initializer(*initargs)
 
 
@@ -83,7 +90,7 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
     remaining = iter(items)
     with environment(thread_limits(threads_per_worker)):
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(initializer, initargs))
+                                   initializer=_start_worker, initargs=(initializer, initargs, threads_per_worker))
     try:
         for item in remaining:
             pending.append((item, pool.submit(function, item)))
