@@ -53,3 +53,14 @@ def assert_same_rollouts(path_a: Path, path_b: Path) -> None:
 def synthetic_file(tmp_path: Path) -> tuple[Path, list[Episode]]:
     path = tmp_path / "rollouts.h5"
     return path, write_synthetic(path, [5, 9, 3, 12])
+
+
+def copy_trained_m(source, tmp_path):
+    """A fresh smoke pipeline folder holding ``source``'s rollouts, V, latents and M (the inputs of C and
+    Dreamer), so that each test trains on the same models without retraining them."""
+    from worldmodels.paths import PipelinePaths
+
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):
+        (paths.root / artifact.name).write_bytes(artifact.read_bytes())
+    return paths

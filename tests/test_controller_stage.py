@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import copy_trained_m
 from worldmodels.agents import ZeroPolicy
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
@@ -34,15 +35,8 @@ def trained_m(tmp_path_factory):
     return paths
 
 
-def _copy(source, tmp_path):
-    paths = PipelinePaths(tmp_path / "smoke").ensure()
-    for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):
-        (paths.root / artifact.name).write_bytes(artifact.read_bytes())
-    return paths
-
-
 def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     controller_stage.run(_config("controller.generations=2"), paths, progress=False)
     saved = CMAES.from_state(load_checkpoint(paths.last_checkpoint("controller"), "controller")["strategy"])
     assert saved.generation == 2
@@ -55,7 +49,7 @@ def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
 
 
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     config = _config()
     controller_stage.run(config, paths, progress=False)
     evaluate.run(config, paths, progress=False)
@@ -81,7 +75,7 @@ def test_evaluation_is_reproducible_and_its_seeds_are_not_training_seeds():
 
 
 def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     config = _config("controller.generations=2", "controller.temperatures=[0.5, 1.0]", "controller.workers=0")
     controller_stage.run(config, paths, progress=False)
     table = json.loads(paths.score("temperature_table").read_text())
@@ -99,7 +93,7 @@ def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(train
     from worldmodels.evaluation import REAL_FITNESS_STREAM
     from worldmodels.real_fitness import real_population_fitness
 
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     config = _config("controller.workers=1")
     evolution = controller_stage.Evolution(config, paths)
     population = np.random.default_rng(0).normal(0, 0.5, (3, evolution.agent(np.zeros(
@@ -114,7 +108,7 @@ def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(train
 
 
 def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     controller_stage.run(_config("controller.generations=1", "controller.fitness_in=real", "controller.workers=0"),
                          paths, progress=False)
     record = MetricsLog(paths.metrics("controller"), step_key="generation").read()[0]

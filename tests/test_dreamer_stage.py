@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import copy_trained_m
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
 from worldmodels.data.store import RolloutReader
@@ -30,15 +31,8 @@ def trained_m(tmp_path_factory):
     return paths
 
 
-def _copy(source, tmp_path):
-    paths = PipelinePaths(tmp_path / "smoke").ensure()
-    for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):
-        (paths.root / artifact.name).write_bytes(artifact.read_bytes())
-    return paths
-
-
 def test_dreamer_trains_scores_and_draws_its_figures_beside_v_and_m(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     dreamer_stage.run(_config(), paths, progress=False)
     records = MetricsLog(paths.metrics("dreamer"), step_key="update").read()
     assert [r["update"] for r in records] == [2, 4]
@@ -55,7 +49,7 @@ def test_dreamer_trains_scores_and_draws_its_figures_beside_v_and_m(trained_m, t
 
 
 def test_a_resumed_dreamer_continues_at_its_saved_update(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     dreamer_stage.run(_config("dreamer.updates=2"), paths, progress=False)
     assert load_checkpoint(paths.last_checkpoint("dreamer"), "dreamer")["update"] == 2
     dreamer_stage.run(_config("dreamer.updates=4"), paths, progress=False)
@@ -67,7 +61,7 @@ def test_a_resumed_dreamer_continues_at_its_saved_update(trained_m, tmp_path):
 
 
 def test_the_online_phase_appends_its_episodes_and_updates_after_each(trained_m, tmp_path):
-    paths = _copy(trained_m, tmp_path)
+    paths = copy_trained_m(trained_m, tmp_path)
     dreamer_stage.run(_config("dreamer.updates=2", "dreamer.online_steps=160", "dreamer.updates_per_episode=2"),
                       paths, progress=False)
     online = RolloutReader(paths.dreamer_rollouts)
