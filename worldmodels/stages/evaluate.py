@@ -72,9 +72,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         "zero": (ZeroPolicy(action_size), 0),
     }
     paths.ensure()
+    # What each V+M+C score is of, so that the report pairs it only with the controller it scored.
     about = {"worldmodel": {"iterations": config.iterate.iterations,
-                            "controller_sha256": file_sha256(final.controller)},
-             "worldmodel_round0": {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}}
+                            "controller_sha256": file_sha256(final.controller)}}
+    if "worldmodel_round0" in agents:
+        about["worldmodel_round0"] = {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}
     scores = {name: _score(config, policy, seeds, steps, paths.score(name), about.get(name))
               for name, (policy, steps) in agents.items()}
     score_histogram({name: np.array(score["returns"]) for name, score in scores.items()}, paths.figure("score_hist"))

@@ -14,6 +14,7 @@ the results table and its settings that differ from this pipeline's are listed.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import os
@@ -122,6 +123,16 @@ class Report:
             return missing_box(path, command)
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint, read once per version of the file however many sections ask for it."""
+    return _load_cached(path, path.stat().st_mtime_ns)
 
 
 def missing_box(path: Path, command: str) -> str:
@@ -250,7 +261,7 @@ def _trained_where(paths: PipelinePaths) -> str:
     """How C was trained, from its checkpoint: in the dream or from real episodes."""
     if not paths.controller.is_file():
         return "C trained only in the dream"
-    state = torch.load(paths.controller, map_location="cpu", weights_only=False)
+    state = load(paths.controller)
     where = state.get("inputs", {}).get("settings", {}).get("fitness_in", "dream")
     return "C trained only in the dream" if where == "dream" else "C's fitness from real episodes"
 
@@ -262,7 +273,7 @@ def _scored_controller(paths: PipelinePaths) -> dict[str, Any] | None:
         return None
     if json.loads(score_path.read_text()).get("controller_sha256") != file_sha256(paths.controller):
         return None  # C changed after the evaluation (or an older score): its numbers do not belong together
-    return torch.load(paths.controller, map_location="cpu", weights_only=False)
+    return load(paths.controller)
 
 
 def _dream_note(report: Report) -> str:
@@ -285,7 +296,7 @@ def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
                               ("C", paths.controller, ("parameters",)),
                               ("Dreamer", paths.dreamer, ("world_model", "actor", "value"))):
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load(path)
             if all(key in state for key in keys):
                 found[label] = _parameters(state, *keys)
     if paths.score("oracle").is_file():
@@ -350,7 +361,7 @@ def _vae_metrics(paths: PipelinePaths) -> dict[str, Any] | None:
     """The held-out measures of ``vae.pt`` (the best epoch, the one V+M+C uses), with its epoch."""
     if not paths.vae.is_file():
         return None
-    state = torch.load(paths.vae, map_location="cpu", weights_only=False)
+    state = load(paths.vae)
     return {"epoch": state.get("epoch"), **state.get("metrics", {})}
 
 
