@@ -34,7 +34,8 @@ import torch
 from worldmodels.config import DreamerConfig
 from worldmodels.models.actor_critic import behaviour_losses
 from worldmodels.models.rssm import world_model_losses
-from worldmodels.stages.dreamer import Dreamer, autocast, update
+from worldmodels.runtime import Runtime, cpu_description, cpu_has_native_bf16, resolve_threads
+from worldmodels.stages.dreamer import Dreamer, update
 
 
 def _batch(size: int, length: int) -> dict[str, torch.Tensor]:
@@ -54,15 +55,25 @@ def _stepwise(rssm):
     rssm.observe = observe
 
 
-def _time(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, plain: bool) -> float:
-    dreamer = Dreamer.build(1, settings)
+def runtime_for(device: str, precision: str) -> Runtime:
+    """A runtime on ``device`` with ``precision`` forced (the benchmark compares both on one machine)."""
+    return Runtime(torch.device(device), precision, resolve_threads(0), why="benchmark")
+
+
+def seconds_per_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, runtime: Runtime,
+                       plain: bool = False) -> float:
+    """Mean wall-clock seconds of ``updates`` Dreamer updates on ``batch`` (after one warm-up)."""
+    dreamer = Dreamer.build(1, settings, runtime.device)
+    batch = {name: value.to(runtime.device) for name, value in batch.items()}
     if plain:
         _stepwise(dreamer.world_model.rssm)
         dreamer.world_model.encoder.fast = dreamer.world_model.decoder.fast = False
-    update(dreamer, batch, settings)  # warm-up: allocator and kernels
+    update(dreamer, batch, settings, runtime)  # warm-up: allocator and kernels
+    if runtime.is_cuda:
+        torch.cuda.synchronize(runtime.device)
     started = time.perf_counter()
     for _ in range(updates):
-        update(dreamer, batch, settings)
+        update(dreamer, batch, settings, runtime)  # returns floats: each update ends in a device sync
     return (time.perf_counter() - started) / updates
 
 
@@ -70,9 +81,9 @@ def _time(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int,
 def _loss_agreement(settings: DreamerConfig, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     dreamer = Dreamer.build(1, settings)
     results = {}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
+    for name in ("fp32", "bf16"):
         torch.manual_seed(1)
-        with autocast(DreamerConfig(**{**settings.__dict__, "bf16": bf16})):
+        with runtime_for("cpu", name).autocast():
             losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
                                                    batch["rewards"], settings.free_nats)
             torch.manual_seed(2)
@@ -90,21 +101,26 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--updates", type=int, default=3, help="timed updates per variant (after one warm-up)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dreamer.json"))
+    parser.add_argument("--bf16-anyway", action="store_true",
+                        help="time bf16 even on a CPU that emulates it (20-110x slower than fp32 there)")
     args = parser.parse_args()
+    bf16 = args.bf16_anyway or cpu_has_native_bf16()
     torch.set_num_threads(os.cpu_count() or 1)
     settings = DreamerConfig(batch_size=args.batch, sequence_length=args.length)
     batch = _batch(args.batch, args.length)
     seconds = {
-        "plain_fp32": _time(settings, batch, args.updates, plain=True),
-        "fast_fp32": _time(settings, batch, args.updates, plain=False),
-        "fast_bf16": _time(DreamerConfig(**{**settings.__dict__, "bf16": True}), batch, args.updates, plain=False),
+        "plain_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32"), plain=True),
+        "fast_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32")),
     }
+    if bf16:
+        seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "bf16"))
     results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M"), "batch": args.batch, "length": args.length,
         "horizon": settings.horizon, "seconds_per_update": seconds,
         "speedup_over_plain": {k: seconds["plain_fp32"] / v for k, v in seconds.items()},
-        "bf16_relative_loss_difference": _loss_agreement(settings, batch),
+        "bf16_relative_loss_difference": _loss_agreement(settings, batch) if bf16 else
+        "not measured: this CPU has no native bf16 (runtime.precision auto runs fp32 here)",
     }
     print(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,16 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import torch  # noqa: E402
+
+import worldmodels  # noqa: E402, F401  (sets OpenMP's wait policy, which torch reads once when it loads)
 from worldmodels.data.store import Episode, RolloutReader, RolloutWriter  # noqa: E402
 
 SYNTHETIC_ENV = {"id": "gym:Synthetic-v0", "action_repeat": 1}
+
+# Key tests run on every device this machine has: the CPU always, CUDA when torch sees a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here (torch.cuda.is_available() is False)"))]
 
 
 def synthetic_episode(number: int, length: int, frame_size: int = 8) -> Episode:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import DEVICES
 from worldmodels.models.actor_critic import Actor, Value, behaviour_losses, lambda_returns
 from worldmodels.models.rssm import State, WorldModel, kl_with_free_nats, openloop_prediction, world_model_losses
 
@@ -70,11 +71,13 @@ def test_openloop_prediction_reads_only_the_context_frames():
     assert not torch.allclose(openloop_prediction(model, changed, actions, context=3)[0], images)
 
 
-def test_world_model_loss_falls_on_a_fixed_batch():
-    model = _small_model()
+@pytest.mark.parametrize("device", DEVICES)
+def test_world_model_loss_falls_on_a_fixed_batch(device):
+    model = _small_model().to(device)
     # Each frame one flat grey level: learnable in a few steps, unlike noise.
     frames = torch.randint(0, 255, (4, 6, 1, 1, 1), dtype=torch.uint8).expand(4, 6, 64, 64, 3).contiguous()
     actions, rewards = torch.rand(4, 5, 1) * 2 - 1, torch.rand(4, 5)
+    frames, actions, rewards = frames.to(device), actions.to(device), rewards.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(60):

@@ -15,8 +15,8 @@ from worldmodels.stages import dreamer as dreamer_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "vae.threads=1", "vae.epochs=1", "mdnrnn.threads=1", "mdnrnn.epochs=2",
-         "controller.workers=0", "controller.evaluate_episodes=2", "dreamer.threads=1"]
+SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2",
+         "controller.workers=0", "controller.evaluate_episodes=2"]
 
 
 def _config(*overrides):

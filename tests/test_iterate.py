@@ -13,8 +13,8 @@ from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "vae.threads=1", "vae.epochs=1", "mdnrnn.threads=1", "mdnrnn.epochs=2",
-         "controller.threads=1", "controller.workers=0", "iterate.episodes=2", "iterate.mdnrnn_epochs=2",
+SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2",
+         "controller.workers=0", "iterate.episodes=2", "iterate.mdnrnn_epochs=2",
          "iterate.controller_generations=2", "iterate.eval_episodes=2", "controller.evaluate_episodes=2"]
 
 

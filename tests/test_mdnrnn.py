@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import distributions
 
+from tests.conftest import DEVICES
 from worldmodels.dream import DreamEnv
 from worldmodels.models.mdnrnn import (
     MDNRNN,
@@ -24,9 +25,12 @@ def _random_prediction(shape=(3, 4), z_size=5, mixtures=3, seed=0):
     return MixturePrediction(logits, means, log_stds, torch.zeros(shape), torch.zeros(shape))
 
 
-def test_mixture_log_likelihood_equals_torch_distributions():
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixture_log_likelihood_equals_torch_distributions(device):
     prediction = _random_prediction()
-    target = torch.randn(3, 4, 5) * 2
+    prediction = MixturePrediction(*(getattr(prediction, name).to(device) for name in
+                                     ("logits", "means", "log_stds", "reward", "done_logit")))
+    target = (torch.randn(3, 4, 5) * 2).to(device)
     reference = distributions.MixtureSameFamily(
         distributions.Categorical(logits=prediction.logits),
         distributions.Normal(prediction.means, prediction.log_stds.exp())).log_prob(target)
@@ -95,10 +99,11 @@ def test_padded_steps_change_no_loss(mixture):
         torch.testing.assert_close(padded[name], losses[name])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
-def test_one_batched_dream_step_equals_stepping_each_row_alone(mixture):
+def test_one_batched_dream_step_equals_stepping_each_row_alone(mixture, device):
     torch.manual_seed(0)
-    model = MDNRNN(z_size=4, action_size=1, hidden_size=16, mixtures=3, mixture=mixture).eval()
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=16, mixtures=3, mixture=mixture).eval().to(device)
     starts_mu, starts_logvar = torch.randn(5, 4), torch.full((5, 4), -2.0)
     batched = DreamEnv(model, starts_mu, starts_logvar, temperature=1.0)
     batched.reset(5, starts=torch.arange(5))
@@ -114,6 +119,7 @@ def test_one_batched_dream_step_equals_stepping_each_row_alone(mixture):
         torch.testing.assert_close(single.z[0], result.z[row], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(single.h[0], result.h[row], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(single.reward[0], result.reward[row], rtol=1e-5, atol=1e-6)
+    assert result.z.device.type == device
 
 
 def test_finished_dream_rollouts_stay_finished_and_earn_nothing():
@@ -131,19 +137,21 @@ def test_finished_dream_rollouts_stay_finished_and_earn_nothing():
     torch.testing.assert_close(rewards[4].z, z_after)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
-def test_the_loss_falls_on_a_tiny_dataset(mixture):
+def test_the_loss_falls_on_a_tiny_dataset(mixture, device):
     torch.manual_seed(0)
     steps = torch.arange(20, dtype=torch.float32)
     z = torch.stack([torch.sin(steps / 3 + phase) for phase in (0.0, 1.0, 2.0)], dim=-1)[None].repeat(4, 1, 1)
-    z = z + 0.01 * torch.randn_like(z)
-    actions = torch.zeros(4, 19, 1)
-    model = MDNRNN(z_size=3, action_size=1, hidden_size=32, mixtures=2, mixture=mixture)
+    z = (z + 0.01 * torch.randn_like(z)).to(device)
+    actions = torch.zeros(4, 19, 1, device=device)
+    model = MDNRNN(z_size=3, action_size=1, hidden_size=32, mixtures=2, mixture=mixture).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    mask = torch.ones(4, 19)
+    mask = torch.ones(4, 19, device=device)
+    zeros = torch.zeros(4, 19, device=device)
     history = []
     for _ in range(150):
-        losses = mdn_loss(model(z[:, :-1], actions)[0], z[:, 1:], torch.zeros(4, 19), torch.zeros(4, 19), mask)
+        losses = mdn_loss(model(z[:, :-1], actions)[0], z[:, 1:], zeros, zeros, mask)
         optimizer.zero_grad()
         losses["total"].backward()
         torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)

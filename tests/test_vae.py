@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import synthetic_episode
+from tests.conftest import DEVICES, synthetic_episode
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
 from worldmodels.data.latents import LatentReader
@@ -16,7 +16,7 @@ from worldmodels.stages import collect, encode
 from worldmodels.stages import vae as vae_stage
 from worldmodels.stages.info import describe_file
 
-SMOKE = ["collect.workers=0", "vae.threads=1"]
+SMOKE = ["collect.workers=0", "runtime.threads=1"]
 
 
 def _config(*overrides):
@@ -104,12 +104,13 @@ def test_the_foreground_ratio_is_one_for_the_background_and_zero_for_a_perfect_v
         "heldout/foreground_ratio"] == pytest.approx(0.0)
 
 
-def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start():
+@pytest.mark.parametrize("device", DEVICES)
+def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start(device):
     torch.manual_seed(0)
     frames = torch.from_numpy(np.stack([synthetic_episode(i, 3, 64).frames for i in range(2)]).reshape(-1, 64, 64, 3))
     frames = frames * 8  # brighter, so there is something to learn
-    x = frames_to_input(frames)
-    model = ConvVAE(8)
+    x = frames_to_input(frames.to(device))
+    model = ConvVAE(8).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(20):

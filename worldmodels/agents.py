@@ -2,10 +2,13 @@
 
 :class:`WorldModelAgent` is V + M + C acting for a batch of ``n`` envs: each frame goes through V
 (z = mu), C acts on ``[z, h]``, and M reads ``(z, a)`` to update ``h`` for the next step.
+
+Agents act on their networks' device: frames go there, actions come back as CPU numpy arrays.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,26 +30,35 @@ class WorldModelAgent(Policy):
     name = "worldmodel"
 
     def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: LinearController, noise_std: float = 0.0) -> None:
-        self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.eval()
+        self.device = next(vae.parameters()).device
+        self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.to(self.device).eval()
         self.noise_std = noise_std
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
         self._rngs: list[np.random.Generator] = []
 
     def reset(self, seeds: Sequence[int]) -> None:
         count, hidden = len(seeds), self.mdnrnn.hidden_size
-        self._state = (torch.zeros(1, count, hidden), torch.zeros(1, count, hidden))
+        zeros = torch.zeros(1, count, hidden, device=self.device)
+        self._state = (zeros, zeros.clone())
         self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    def on_device(self, device: str) -> WorldModelAgent:
+        if torch.device(device) == self.device:
+            return self
+        return WorldModelAgent(*(copy.deepcopy(m).to(device) for m in (self.vae, self.mdnrnn, self.controller)),
+                               noise_std=self.noise_std)
 
     @torch.no_grad()
     def act(self, frames: np.ndarray) -> np.ndarray:
         assert self._state is not None and len(frames) == self._state[0].shape[1], "reset() for this many envs first"
-        z, _ = self.vae.encode(frames_to_input(torch.from_numpy(np.ascontiguousarray(frames))))
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        z, _ = self.vae.encode(frames_to_input(x))
         actions = self.controller(z, self._state[0][0])
         if self.noise_std > 0:
             noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
-            actions = (actions + torch.from_numpy(noise).to(actions.dtype)).clamp(-1.0, 1.0)
+            actions = (actions + torch.from_numpy(noise).to(self.device, actions.dtype)).clamp(-1.0, 1.0)
         _, _, self._state = self.mdnrnn(z[:, None], actions[:, None], self._state)
-        return actions.numpy().astype(np.float32)
+        return actions.cpu().numpy().astype(np.float32)
 
 
 class ZeroPolicy(Policy):
@@ -75,6 +87,7 @@ class DreamerAgent(Policy):
     name = "dreamer"
 
     def __init__(self, world_model, actor, noise_std: float = 0.0) -> None:
+        self.device = next(world_model.parameters()).device
         self.world_model, self.actor = world_model.eval(), actor.eval()
         self.noise_std = noise_std
         self._state = None
@@ -83,20 +96,27 @@ class DreamerAgent(Policy):
 
     def reset(self, seeds: Sequence[int]) -> None:
         self._state = self.world_model.rssm.initial(len(seeds))
-        self._previous = torch.zeros(len(seeds), self.world_model.rssm.action_size)
+        self._previous = torch.zeros(len(seeds), self.world_model.rssm.action_size, device=self.device)
         self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    def on_device(self, device: str) -> DreamerAgent:
+        if torch.device(device) == self.device:
+            return self
+        return DreamerAgent(copy.deepcopy(self.world_model).to(device), copy.deepcopy(self.actor).to(device),
+                            noise_std=self.noise_std)
 
     @torch.no_grad()
     def act(self, frames: np.ndarray) -> np.ndarray:
         from worldmodels.models.rssm import frames_to_images
 
         assert self._state is not None and len(frames) == len(self._previous), "reset() for this many envs first"
-        embed = self.world_model.encoder(frames_to_images(torch.from_numpy(np.ascontiguousarray(frames))))
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        embed = self.world_model.encoder(frames_to_images(x))
         self._state, _ = self.world_model.rssm.observe_step(self._state, self._previous, embed,
                                                             torch.zeros_like(self._state.stoch))
         actions = self.actor.mode(self._state.features)
         if self.noise_std > 0:
             noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
-            actions = (actions + torch.from_numpy(noise).to(actions.dtype)).clamp(-1.0, 1.0)
+            actions = (actions + torch.from_numpy(noise).to(self.device, actions.dtype)).clamp(-1.0, 1.0)
         self._previous = actions
-        return actions.numpy().astype(np.float32)
+        return actions.cpu().numpy().astype(np.float32)

@@ -41,8 +41,12 @@ def pipeline_options(function: Callable[..., Any]) -> Callable[..., Any]:
                   help="Override one setting, e.g. --set collect.episodes=10 (repeatable).")
     @click.option("--data-dir", default="data", show_default=True, type=click.Path(file_okay=False),
                   help="Outputs go to DATA_DIR/<pipeline>/.")
+    @click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                  help="Where the models run; same as --set runtime.device=... [default: runtime.device]")
     @functools.wraps(function)
-    def wrapper(pipeline: str, overrides: tuple[str, ...], data_dir: str, **kwargs: Any) -> Any:
+    def wrapper(pipeline: str, overrides: tuple[str, ...], data_dir: str, device: str | None, **kwargs: Any) -> Any:
+        if device is not None:
+            overrides = (*overrides, f"runtime.device={device}")
         config = load_pipeline(pipeline, overrides)
         paths = PipelinePaths.for_pipeline(data_dir, config.name)
         return function(config=config, paths=paths, **kwargs)
@@ -50,11 +54,21 @@ def pipeline_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def resolved_settings(config: PipelineConfig) -> dict[str, Any]:
+    """The pipeline's settings plus what ``runtime:`` resolved to on this machine (printed once)."""
+    from worldmodels.runtime import resolve
+
+    runtime = resolve(config.runtime)
+    click.echo(runtime.describe(), err=True)
+    return {**config.to_dict(), "resolved_runtime": runtime.record()}
+
+
 def save_resolved_config(config: PipelineConfig, paths: PipelinePaths) -> None:
-    """Write the settings a stage ran with to ``config.yaml`` (atomically)."""
+    """Write the settings a stage runs with, and the resolved runtime, to ``config.yaml`` (atomically)."""
+    settings = resolved_settings(config)
     paths.ensure()
     temporary = paths.config.with_suffix(".yaml.tmp")
-    temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    temporary.write_text(yaml.safe_dump(settings, sort_keys=False))
     temporary.replace(paths.config)
 
 
@@ -166,7 +180,7 @@ def info(file: Path) -> None:
 def show_config(config: PipelineConfig, paths: PipelinePaths) -> None:
     """Print the resolved settings of a pipeline (after --set overrides), and where outputs go."""
     click.echo(f"# outputs: {paths.root}")
-    click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    click.echo(yaml.safe_dump(resolved_settings(config), sort_keys=False).rstrip())
 
 
 if __name__ == "__main__":

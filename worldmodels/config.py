@@ -34,6 +34,30 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the models run (resolved by ``worldmodels.runtime.resolve``)."""
+
+    device: str = "auto"
+    """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Dreamer's world model and imagination under bfloat16 autocast (``bf16``) or not. ``auto``:
+    bf16 on a CUDA device that supports it and on a CPU with native bf16 (AVX512_BF16 or AMX), fp32
+    elsewhere (a CPU without native bf16 emulates it 20-110x slower than fp32)."""
+    threads: int = 0
+    """torch CPU threads of every stage (0: one per core). Worker processes use one each."""
+    compile: bool = False
+    """``torch.compile`` Dreamer's world model and V's training step (slow to start; pays on long runs)."""
+
+    SECTION: typing.ClassVar[str] = "runtime"
+
+    def __post_init__(self) -> None:
+        device = self.device
+        ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+        _require(ok, "runtime.device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+        _require(self.threads >= 0, "runtime.threads", f"must be >= 0 (0: one per core), got {self.threads}")
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """Which environment the pipeline runs, and how its frames are made."""
 
@@ -156,8 +180,6 @@ class VAEConfig:
     encode_batch_size: int = 1000
     channels_last: bool = True
     """Run convolutions in channels-last memory format (faster on CPUs)."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default, one per core)."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "vae"
@@ -171,7 +193,6 @@ class VAEConfig:
                  f"must be >= 0 (0 is the paper's loss), got {self.foreground_weight}")
         _require(0 < self.foreground_threshold < 1, "vae.foreground_threshold",
                  f"must be in (0, 1), got {self.foreground_threshold}")
-        _require(self.threads >= 0, "vae.threads", f"must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +227,6 @@ class MDNRNNConfig:
     openloop_steps: int = 45
     dream_samples: int = 8
     """Dream rollouts per held-out episode when measuring the replay gap."""
-    threads: int = 0
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "mdnrnn"
@@ -223,7 +243,6 @@ class MDNRNNConfig:
         _require(self.openloop_loss_weight >= 0, "mdnrnn.openloop_loss_weight",
                  f"must be >= 0, got {self.openloop_loss_weight}")
         _require(self.temperature >= 0, "mdnrnn.temperature", f"must be >= 0, got {self.temperature}")
-        _require(self.threads >= 0, "mdnrnn.threads", f"must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -259,7 +278,6 @@ class ControllerConfig:
     """The temperature sweep: C is evolved at each of these dream temperatures and scored in the
     dream and in the real env (empty: no sweep)."""
     seed: int = 0
-    threads: int = 0
 
     SECTION: typing.ClassVar[str] = "controller"
 
@@ -269,7 +287,7 @@ class ControllerConfig:
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
         _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")
-        for key in ("dream_steps", "eval_real_episodes", "threads", "workers"):
+        for key in ("dream_steps", "eval_real_episodes", "workers"):
             _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
         for index, value in enumerate(self.temperatures):
             _require(value >= 0, f"controller.temperatures[{index}]", f"must be >= 0, got {value}")
@@ -362,10 +380,6 @@ class DreamerConfig:
     eval_every: int = 50
     eval_episodes: int = 10
     """Real episodes at every periodic evaluation (the first seeds of `wm evaluate`'s)."""
-    bf16: bool = False
-    """Run the world model and imagination under bfloat16 autocast on CPU; the image loss, optimizers
-    and parameters stay fp32 (losses within 2% of fp32: benchmarks/dreamer.py)."""
-    threads: int = 0
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "dreamer"
@@ -374,7 +388,7 @@ class DreamerConfig:
         for key in ("depth", "deter_size", "stoch_size", "hidden_size", "head_hidden", "batch_size",
                     "sequence_length", "horizon", "updates", "updates_per_episode", "eval_every", "eval_episodes"):
             _require(getattr(self, key) >= 1, f"dreamer.{key}", f"must be >= 1, got {getattr(self, key)}")
-        for key in ("reward_layers", "value_layers", "actor_layers", "online_steps", "threads"):
+        for key in ("reward_layers", "value_layers", "actor_layers", "online_steps"):
             _require(getattr(self, key) >= 0, f"dreamer.{key}", f"must be >= 0, got {getattr(self, key)}")
         for key in ("discount", "lambda_"):
             _require(0 <= getattr(self, key) <= 1, f"dreamer.{key}", f"must be in [0, 1], got {getattr(self, key)}")
@@ -385,8 +399,8 @@ class DreamerConfig:
                  f"must be >= 0, got {self.exploration_noise}")
 
 
-SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (EnvConfig, CollectConfig, DataConfig, VAEConfig,
-                                                          MDNRNNConfig, ControllerConfig, OracleConfig,
+SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (RuntimeConfig, EnvConfig, CollectConfig, DataConfig,
+                                                          VAEConfig, MDNRNNConfig, ControllerConfig, OracleConfig,
                                                           IterateConfig, DreamerConfig)}
 
 
@@ -396,6 +410,7 @@ class PipelineConfig:
 
     name: str
     description: str = ""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -469,6 +484,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"{key}: unsupported annotation {annotation!r}")
 
 
+# Settings that moved: a pipeline file or override still naming them is told where they went.
+MOVED_KEYS = {
+    "vae.threads": "runtime.threads", "mdnrnn.threads": "runtime.threads",
+    "controller.threads": "runtime.threads", "dreamer.threads": "runtime.threads",
+    "dreamer.bf16": "runtime.precision (auto, fp32 or bf16)",
+}
+
+
 def _build_section(cls: type, values: Any, section: str) -> Any:
     if values is None:
         values = {}
@@ -478,6 +501,8 @@ def _build_section(cls: type, values: Any, section: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        if f"{section}.{key}" in MOVED_KEYS:
+            raise ConfigError(f"{section}.{key}: moved to {MOVED_KEYS[f'{section}.{key}']}")
         if key not in known:
             raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})")
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")

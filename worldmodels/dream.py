@@ -7,7 +7,8 @@ LSTM step and one mixture draw. Rewards come from M's reward head, ``done`` from
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
 Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(N,)``;
-``h`` ``(N, H)``.
+``h`` ``(N, H)``. Every tensor lives on M's device; the randomness is drawn by a CPU generator and
+moved there, so the same seed gives the same dream on the CPU and on a GPU (up to float rounding).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class DreamEnv:
         if start_states is not None and not all(len(s) == len(start_mu) for s in start_states):
             raise ValueError("start_states must have one (h, c) row per start latent")
         self.model = model.eval()
-        self.start_mu, self.start_logvar, self.start_states = start_mu, start_logvar, start_states
+        self.device = next(model.parameters()).device
+        self.start_mu, self.start_logvar = start_mu.to(self.device), start_logvar.to(self.device)
+        self.start_states = None if start_states is None else tuple(s.to(self.device) for s in start_states)
         self.temperature, self.max_steps = temperature, max_steps
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.z = self.h = self.state = self.done = None
@@ -62,18 +65,20 @@ class DreamEnv:
         """
         if starts is None:
             starts = torch.randint(len(self.start_mu), (batch,), generator=self.generator)
+        starts = starts.to(self.device)
         mu, logvar = self.start_mu[starts], self.start_logvar[starts]
         if noise is None:
             noise = torch.randn(mu.shape, generator=self.generator)
-        self.z = mu + torch.exp(0.5 * logvar) * noise
+        self.z = mu + torch.exp(0.5 * logvar) * noise.to(self.device)
         hidden = self.model.hidden_size
         if self.start_states is None:
-            self.state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+            zeros = torch.zeros(1, batch, hidden, device=self.device)
+            self.state = (zeros, zeros.clone())
         else:
             h, c = self.start_states
             self.state = (h[starts][None].contiguous(), c[starts][None].contiguous())
         self.h = self.state[0][0]
-        self.done = torch.zeros(batch, dtype=torch.bool)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         self.steps = 0
         return self.z
 
@@ -87,10 +92,13 @@ class DreamEnv:
         assert self.z is not None, "call reset() before step()"
         assert actions.shape == (len(self.z), self.model.action_size), \
             f"actions must be ({len(self.z)}, {self.model.action_size}), got {tuple(actions.shape)}"
-        prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None].to(self.z.dtype), self.state)
+        actions = actions.to(self.device, self.z.dtype)
+        prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None], self.state)
         prediction = select_step(prediction, 0)
         if noise is None:
-            noise = mixture_noise(self.z.shape, self.generator)
+            noise = mixture_noise(self.z.shape, self.generator, self.device)
+        else:
+            noise = (noise[0].to(self.device), noise[1].to(self.device))
         next_z = sample_mixture(prediction, self.temperature, noise)
         was_done = self.done
         reward = torch.where(was_done, torch.zeros_like(prediction.reward), prediction.reward)
@@ -113,12 +121,12 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     ``parameters`` ``(P, D)``: one flat linear controller per candidate (see
     ``models/controller.py``); each runs ``rollouts`` dreams, so the batch is ``P * rollouts``
     (candidate-major). ``starts``, ``start_noise`` and ``step_noise(t)`` fix the randomness per
-    row for reproducible comparisons (default: the dream's generator). Returns ``(P,)``.
+    row for reproducible comparisons (default: the dream's generator). Returns ``(P,)`` on the CPU.
     """
-    rows = parameters.repeat_interleave(rollouts, dim=0)
+    rows = parameters.to(dream.device).repeat_interleave(rollouts, dim=0)
     z = dream.reset(len(rows), starts=starts, noise=start_noise)
     h = dream.h
-    total = torch.zeros(len(rows))
+    total = torch.zeros(len(rows), device=dream.device)
     for t in range(dream.max_steps):
         actions = population_actions(rows, z, h, action_size, inputs)
         result = dream.step(actions, None if step_noise is None else step_noise(t))
@@ -126,4 +134,4 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
         z, h = result.z, result.h
         if bool(result.done.all()):
             break
-    return total.view(len(parameters), rollouts).mean(dim=1)
+    return total.view(len(parameters), rollouts).mean(dim=1).cpu()

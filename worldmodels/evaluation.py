@@ -94,6 +94,8 @@ def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int],
         _init_worker(env_config, policy, batch)
         results = [_returns_of_group(group) for group in groups]
     else:
-        results = list(ordered_map(_returns_of_group, groups, workers, _init_worker, (env_config, policy, batch),
+        # Workers play on the CPU: a copy of the policy's networks goes to them, never CUDA tensors.
+        results = list(ordered_map(_returns_of_group, groups, workers, _init_worker,
+                                   (env_config, policy.on_device("cpu"), batch),
                                    describe=lambda group: f"evaluation episodes with env seeds {list(group)}"))
     return np.array([value for group in results for value in group], dtype=np.float64)

@@ -7,6 +7,7 @@ terms; a candidate's ``rollouts`` episodes run in lockstep so that V and M act o
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,8 @@ def real_population_fitness(env_config: EnvConfig, vae: ConvVAE, mdnrnn: MDNRNN,
 
     A worker that dies raises :class:`~worldmodels.parallel.WorkerError` naming the candidate.
     """
+    # Workers play on the CPU: they get CPU copies of V and M, never CUDA tensors.
+    vae, mdnrnn = (copy.deepcopy(model).cpu() if next(model.parameters()).is_cuda else model for model in (vae, mdnrnn))
     tasks = [(index, candidate, tuple(seeds)) for index, candidate in enumerate(population)]
     results = list(ordered_map(_candidate_return, tasks, workers, _init_worker,
                                (env_config, vae, mdnrnn, model_args),

@@ -8,6 +8,8 @@ predictions with V and compares them with the real frames.
 
 Replay gap: each held-out episode's real actions replayed in the dream (sampled at the dream
 temperature) from its first frame; the dream's return against the episode's real return.
+
+Inputs may live anywhere: they are moved to the models' device, and results come back on the CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from worldmodels.models.vae import ConvVAE, frames_to_input
 REPORTED_HORIZONS = (1, 5, 10, 20, 45)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's parameters live on."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def openloop_rollout(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
                      steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,9 +36,11 @@ def openloop_rollout(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, con
     of steps ``context - 1 .. context + steps - 2`` (the step leading to each predicted frame).
 
     ``mu`` ``(E, >= context, Z)`` real latents, ``actions`` ``(E, >= context + steps - 1, A)``
-    -> latents ``(E, steps, Z)``, rewards ``(E, steps)``.
+    -> latents ``(E, steps, Z)``, rewards ``(E, steps)``, both on the CPU.
     """
     model.eval()
+    device = model_device(model)
+    mu, actions = mu.to(device), actions.to(device)
     prediction, _, state = model(mu[:, :context], actions[:, :context])
     step = select_step(prediction, -1)
     z = mixture_mean(step)
@@ -42,7 +51,7 @@ def openloop_rollout(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, con
         z = mixture_mean(step)
         predicted.append(z)
         rewards.append(step.reward)
-    return torch.stack(predicted, dim=1), torch.stack(rewards, dim=1)
+    return torch.stack(predicted, dim=1).cpu(), torch.stack(rewards, dim=1).cpu()
 
 
 def openloop_latents(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, context: int,
@@ -53,9 +62,10 @@ def openloop_latents(model: MDNRNN, mu: torch.Tensor, actions: torch.Tensor, con
 
 @torch.no_grad()
 def decode(vae: ConvVAE, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """``(..., Z)`` -> frames ``(..., 3, 64, 64)`` in [0, 1]."""
+    """``(..., Z)`` -> frames ``(..., 3, 64, 64)`` in [0, 1], on the CPU (decoded on V's device)."""
     flat = z.reshape(-1, z.shape[-1])
-    frames = torch.cat([vae.decode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    device = model_device(vae)
+    frames = torch.cat([vae.decode(flat[i:i + batch].to(device)).cpu() for i in range(0, len(flat), batch)])
     return frames.reshape(*z.shape[:-1], *frames.shape[1:])
 
 
@@ -66,7 +76,7 @@ def openloop_errors(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, actions: torc
     ``frames`` uint8 ``(E, >= context + steps, H, W, 3)``: the real frames of the episodes.
     """
     predicted = openloop_latents(model, mu, actions, context, steps)
-    truth = mu[:, context:context + steps]
+    truth = mu[:, context:context + steps].cpu()
     latent = ((predicted - truth).pow(2).sum(-1) / latent_variance.sum()).mean(0)
     real = frames_to_input(torch.from_numpy(frames[:, context:context + steps].reshape(-1, *frames.shape[2:])))
     imagined = decode(vae, predicted).reshape(real.shape)
@@ -80,14 +90,16 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
                    temperature: float, samples: int, seed: int) -> torch.Tensor:
     """Dream returns of replaying each episode's real actions ``(E, T, A)`` from its first latent.
 
-    Returns ``(E, samples)``: ``samples`` dream rollouts per episode, all run as one batch.
+    Returns ``(E, samples)`` on the CPU: ``samples`` dream rollouts per episode, all run as one batch.
     """
     episodes, horizon = actions.shape[:2]
     dream = DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=horizon,
                      generator=torch.Generator().manual_seed(seed))
     starts = torch.arange(episodes).repeat_interleave(samples)
     dream.reset(len(starts), starts=starts)
-    total = torch.zeros(len(starts))
+    actions = actions.to(dream.device)
+    rows = starts.to(dream.device)
+    total = torch.zeros(len(starts), device=dream.device)
     for t in range(horizon):
-        total += dream.step(actions[starts, t]).reward
-    return total.view(episodes, samples)
+        total += dream.step(actions[rows, t]).reward
+    return total.view(episodes, samples).cpu()

@@ -33,13 +33,23 @@ class LatentSequences:
     def __len__(self) -> int:
         return len(self.mu)
 
+    def to(self, device: torch.device | str) -> LatentSequences:
+        """The same windows on ``device``; pinned and copied without blocking when it is a GPU."""
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        return LatentSequences(*(
+            (getattr(self, name).pin_memory() if pin else getattr(self, name)).to(device, non_blocking=pin)
+            for name in ("mu", "logvar", "actions", "rewards", "dones", "mask", "episode", "start")))
+
     def select(self, index: torch.Tensor) -> LatentSequences:
         return LatentSequences(*(getattr(self, name)[index] for name in
                                  ("mu", "logvar", "actions", "rewards", "dones", "mask", "episode", "start")))
 
     def sample_z(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``z`` drawn from (mu, logvar) afresh, ``(N, L + 1, Z)`` (the paper re-samples every batch)."""
-        noise = torch.randn(self.mu.shape, generator=generator)
+        """``z`` drawn from (mu, logvar) afresh, ``(N, L + 1, Z)`` (the paper re-samples every batch).
+
+        The noise is drawn on the CPU and moved, so a seed gives the same draws on every device."""
+        noise = torch.randn(self.mu.shape, generator=generator).to(self.mu.device)
         return self.mu + torch.exp(0.5 * self.logvar) * noise
 
 

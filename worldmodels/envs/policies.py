@@ -27,6 +27,11 @@ class Policy(abc.ABC):
     def act(self, frames: np.ndarray) -> np.ndarray:
         """``frames``: uint8 ``(n, H, W, 3)`` -> float32 actions ``(n, A)`` in [-1, 1]."""
 
+    def on_device(self, device: str) -> Policy:
+        """This policy with its networks on ``device`` (itself when it has none): worker processes play
+        on the CPU, so a policy trained on a GPU is copied there before it is shipped to them."""
+        return self
+
 
 class _RandomPolicy(Policy):
     """Random actions; with ``scale_min < 1`` each episode's actions are multiplied by a factor

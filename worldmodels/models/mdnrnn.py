@@ -90,9 +90,13 @@ def mixture_log_prob(prediction: MixturePrediction, target: torch.Tensor) -> tor
     return torch.logsumexp(prediction.logits + log_normal, dim=-1).sum(dim=-1)
 
 
-def mixture_noise(shape: torch.Size, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The randomness of one draw of ``z`` of shape ``shape`` ``(..., Z)``: (uniform, normal)."""
-    return torch.rand(shape, generator=generator), torch.randn(shape, generator=generator)
+def mixture_noise(shape: torch.Size, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The randomness of one draw of ``z`` of shape ``shape`` ``(..., Z)``: (uniform, normal), on ``device``.
+
+    Drawn by ``generator`` (a CPU generator) and then moved, so a seed gives the same dream on every device."""
+    uniform, normal = torch.rand(shape, generator=generator), torch.randn(shape, generator=generator)
+    return uniform.to(device), normal.to(device)
 
 
 def sample_mixture(prediction: MixturePrediction, temperature: float,
@@ -140,7 +144,7 @@ def mdn_loss(prediction: MixturePrediction, next_z: torch.Tensor, rewards: torch
     reward = (prediction.reward - rewards).pow(2)
     done = functional.binary_cross_entropy_with_logits(
         prediction.done_logit, dones.to(next_z.dtype), reduction="none",
-        pos_weight=torch.tensor(done_pos_weight, dtype=next_z.dtype))
+        pos_weight=torch.tensor(done_pos_weight, dtype=next_z.dtype, device=next_z.device))
     # where(), not a product: a padded step may hold anything, NaN included.
     losses = {name: torch.where(valid > 0, value, torch.zeros_like(value)).sum() / count
               for name, value in (("z_nll", z_nll), ("reward", reward), ("done", done))}

@@ -277,8 +277,11 @@ def openloop_prediction(model: WorldModel, frames: torch.Tensor, actions: torch.
 
     ``frames`` uint8 ``(B, T + 1, H, W, 3)`` (only ``[:, :context]`` is used), ``actions`` ``(B, T, A)``.
     Returns image means ``(B, T + 1 - context, 3, 64, 64)`` for frames ``context .. T`` and
-    predicted rewards ``(B, T + 1 - context)`` for steps ``context - 1 .. T - 1``.
+    predicted rewards ``(B, T + 1 - context)`` for steps ``context - 1 .. T - 1``, on the CPU
+    (computed on the model's device).
     """
+    device = next(model.parameters()).device
+    frames, actions = frames.to(device), actions.to(device)
     images = frames_to_images(frames[:, :context])
     previous_actions = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :context - 1]], dim=1)
     posterior, _ = model.rssm.observe(model.embed(images), previous_actions, sample=False)
@@ -288,4 +291,4 @@ def openloop_prediction(model: WorldModel, frames: torch.Tensor, actions: torch.
         state = model.rssm.imagine_step(state, actions[:, t], torch.zeros_like(state.stoch))
         states.append(state)
     features = State.stack(states).features
-    return model.decode(features), model.reward(features).squeeze(-1)
+    return model.decode(features).cpu(), model.reward(features).squeeze(-1).cpu()

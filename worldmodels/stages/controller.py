@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,13 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
+from worldmodels.runtime import resolve
 from worldmodels.stages.mdnrnn import every_step_starts, first_latents, load_mdnrnn
 from worldmodels.stages.vae import load_vae
 
 CHECKPOINT_KIND = "controller"
 # Settings that change how C is scored or run, not what it is evolved to.
-_NOT_IDENTITY = ("generations", "threads", "workers", "temperatures", "evaluate_episodes")
+_NOT_IDENTITY = ("generations", "workers", "temperatures", "evaluate_episodes")
 
 
 def load_controller(path: Path) -> tuple[LinearController, dict[str, Any]]:
@@ -72,9 +72,10 @@ class Evolution:
 
     def __init__(self, config: PipelineConfig, paths: PipelinePaths) -> None:
         self.config, self.paths = config, paths
+        self.runtime = resolve(config.runtime).apply()
         rollouts = RolloutReader(paths.rollouts)
         latents = LatentReader(paths.latents, paths.vae, rollouts)
-        self.model, _ = load_mdnrnn(paths.mdnrnn)
+        self.model, _ = load_mdnrnn(paths.mdnrnn, self.runtime.device)
         train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
         if config.controller.dream_starts == "first":
             self.start_mu, self.start_logvar = first_latents(latents, train_episodes)
@@ -91,7 +92,7 @@ class Evolution:
     @property
     def vae(self):
         if self._vae is None:
-            self._vae, _ = load_vae(self.paths.vae)
+            self._vae, _ = load_vae(self.paths.vae, self.runtime.device)
         return self._vae
 
     def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
@@ -257,7 +258,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
 def evolve_main(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> tuple[Evolution, Path]:
     """Evolve the pipeline's C at ``controller.temperature`` (or continue it)."""
-    torch.set_num_threads(config.controller.threads or os.cpu_count() or 1)
     evolution = Evolution(config, paths)
     return evolution, evolution.evolve(config.controller.temperature, progress=progress)
 

@@ -17,10 +17,8 @@ open-loop error on the same held-out episodes when V and M exist).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -42,13 +40,14 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.actor_critic import Actor, Value, behaviour_losses
 from worldmodels.models.rssm import WorldModel, world_model_losses
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
 from worldmodels.stages.collect import probe_env
 
 CHECKPOINT_KIND = "dreamer"
 ONLINE_SOURCE = "dreamer:actor+noise"
 DREAMER_STREAM = 0xD7EA  # env seeds of the online phase's episodes
 # Settings that say how long or how visibly Dreamer trains, not what it trains to.
-_NOT_IDENTITY = ("updates", "online_steps", "eval_every", "eval_episodes", "threads")
+_NOT_IDENTITY = ("updates", "online_steps", "eval_every", "eval_episodes")
 
 
 @dataclasses.dataclass
@@ -61,13 +60,15 @@ class Dreamer:
     optimizers: dict[str, torch.optim.Optimizer]
 
     @classmethod
-    def build(cls, action_size: int, settings: DreamerConfig) -> Dreamer:
+    def build(cls, action_size: int, settings: DreamerConfig, device: torch.device | str = "cpu") -> Dreamer:
+        """Fresh networks (initialised on the CPU from ``settings.seed``, so alike on every device) on ``device``."""
         torch.manual_seed(settings.seed)
         world_model = WorldModel(action_size, settings.depth, settings.deter_size, settings.stoch_size,
                                  settings.hidden_size, settings.head_hidden, settings.reward_layers)
         features = world_model.rssm.feature_size
         actor = Actor(features, action_size, settings.head_hidden, settings.actor_layers)
         value = Value(features, settings.head_hidden, settings.value_layers)
+        world_model, actor, value = world_model.to(device), actor.to(device), value.to(device)
         optimizers = {
             "world_model": torch.optim.Adam(world_model.parameters(), lr=settings.model_learning_rate),
             "actor": torch.optim.Adam(actor.parameters(), lr=settings.actor_learning_rate),
@@ -83,26 +84,26 @@ class Dreamer:
             module.train()
 
 
-def load_dreamer(path: Path) -> tuple[Dreamer, dict[str, Any]]:
-    """Dreamer from ``dreamer.pt`` (or a resume state), in eval mode, and the checkpoint dict."""
+def load_dreamer(path: Path, device: torch.device | str = "cpu") -> tuple[Dreamer, dict[str, Any]]:
+    """Dreamer from ``dreamer.pt`` (or a resume state, saved on any device) on ``device``, in eval mode, and
+    the checkpoint dict."""
     checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
-    dreamer = Dreamer.build(checkpoint["action_size"], DreamerConfig(**checkpoint["settings"]))
+    known = {f.name for f in dataclasses.fields(DreamerConfig)}  # settings since moved (bf16, threads) are dropped
+    settings = DreamerConfig(**{k: v for k, v in checkpoint["settings"].items() if k in known})
+    dreamer = Dreamer.build(checkpoint["action_size"], settings, device)
     for name, module in dreamer.modules().items():
         module.load_state_dict(checkpoint[name])
         module.eval()
     return dreamer, checkpoint
 
 
-def autocast(settings: DreamerConfig) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CPU when ``settings.bf16``, else nothing."""
-    if settings.bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig,
+           runtime: Runtime) -> dict[str, float]:
+    """One Dreamer update on a batch of windows: world model, then actor and value in imagination.
 
-
-def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig) -> dict[str, float]:
-    """One Dreamer update on a batch of windows: world model, then actor and value in imagination."""
-    with autocast(settings):
+    ``batch`` on the networks' device. The forward passes run under ``runtime.autocast()`` (bf16 where the
+    precision resolved to it); the image loss, optimizers and parameters stay fp32."""
+    with runtime.autocast():
         losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
                                                batch["rewards"], settings.free_nats)
     optimizers = dreamer.optimizers
@@ -110,7 +111,7 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(dreamer.world_model.parameters(), settings.grad_clip)
     optimizers["world_model"].step()
-    with autocast(settings):
+    with runtime.autocast():
         behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
                                      settings.horizon, settings.discount, settings.lambda_)
     for name in ("actor", "value"):
@@ -118,10 +119,11 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
         behaviour[name].backward()
         torch.nn.utils.clip_grad_norm_(getattr(dreamer, name).parameters(), settings.grad_clip)
         optimizers[name].step()
-    return {f"train/loss/{k}": float(v.detach()) for k, v in losses.items()} | {
-        "train/loss/actor": float(behaviour["actor"].detach()), "train/loss/value": float(behaviour["value"].detach()),
-        "train/imagined_reward": float(behaviour["imagined_reward"]),
-        "train/imagined_return": float(behaviour["imagined_return"])}
+    named = {f"train/loss/{k}": v for k, v in losses.items()} | {
+        "train/loss/actor": behaviour["actor"], "train/loss/value": behaviour["value"],
+        "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"]}
+    values = torch.stack([value.detach().float() for value in named.values()]).tolist()  # one device sync
+    return dict(zip(named, values, strict=True))
 
 
 class WindowSampler:
@@ -155,9 +157,10 @@ def _env_steps(path: Path) -> int:
         return reader.num_steps * reader.action_repeat
 
 
-def _identity(settings: DreamerConfig, rollouts: RolloutReader) -> dict[str, Any]:
+def _identity(settings: DreamerConfig, rollouts: RolloutReader, runtime: Runtime) -> dict[str, Any]:
     kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
-    return {"settings": kept, "rollouts_fingerprint": rollouts.fingerprint}
+    # The precision shapes the trajectory of the updates; the device alone does not (up to rounding).
+    return {"settings": kept, "rollouts_fingerprint": rollouts.fingerprint, "precision": runtime.precision}
 
 
 def _online_episodes(path: Path) -> int:
@@ -191,7 +194,7 @@ def _evaluate(config: PipelineConfig, dreamer: Dreamer, seeds: list[int]) -> np.
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Train Dreamer (or continue), score it, draw its figures; returns ``scores/dreamer.json``."""
     settings = config.dreamer
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
     data_path = paths.rollouts
     if settings.online_steps:
@@ -199,17 +202,17 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         if not data_path.is_file():
             atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
     paths.ensure()
-    dreamer = Dreamer.build(rollouts.action_size, settings)
-    identity = _identity(settings, rollouts)
+    dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device)
+    identity = _identity(settings, rollouts, runtime)
     log = MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update")
     last_path = paths.last_checkpoint(CHECKPOINT_KIND)
     generator = torch.Generator().manual_seed(settings.seed)
-    done_updates = _resume(last_path, identity, dreamer, generator, log)
+    done_updates = _resume(last_path, identity, dreamer, generator, log, runtime)
     sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction)
     eval_seeds = evaluation_seeds(config.controller.seed, min(settings.eval_episodes,
                                                                config.controller.evaluate_episodes))
     common = {"kind": CHECKPOINT_KIND, "action_size": rollouts.action_size,
-              "settings": dataclasses.asdict(settings), "identity": identity}
+              "settings": dataclasses.asdict(settings), "identity": identity, "runtime": runtime.record()}
     sums: dict[str, float] = {}
     started, timed_updates, online_returns = time.perf_counter(), 0, []
 
@@ -235,7 +238,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                 bar.total = target_updates(online)
                 bar.set_postfix(online_return=f"{episode_return:.0f}")
                 continue
-            metrics = update(dreamer, sampler.batch(settings.batch_size, generator), settings)
+            batch = {name: runtime.to_device(value) for name, value in sampler.batch(settings.batch_size,
+                                                                                      generator).items()}
+            metrics = update(dreamer, batch, settings, runtime)
             done_updates += 1
             timed_updates += 1
             for key, value in metrics.items():
@@ -260,9 +265,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                      "update": done_updates, "metrics": record}
             save_checkpoint(state, paths.dreamer)
             save_checkpoint({**state, "optimizers": {k: o.state_dict() for k, o in dreamer.optimizers.items()},
-                             "torch_rng": torch.get_rng_state(), "generator": generator.get_state()}, last_path)
+                             **rng_state(runtime), "generator": generator.get_state()}, last_path)
             sums, started, timed_updates, online_returns = {}, time.perf_counter(), 0, []
-    return finish(config, paths, data_path)
+    return finish(config, paths, data_path, runtime)
 
 
 def _finished(paths: PipelinePaths, done_updates: int, target: int, settings: DreamerConfig, data_path: Path,
@@ -276,7 +281,7 @@ def _finished(paths: PipelinePaths, done_updates: int, target: int, settings: Dr
 
 
 def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: torch.Generator,
-            log: MetricsLog) -> int:
+            log: MetricsLog, runtime: Runtime) -> int:
     """Restore the last saved update if it continues this run; returns the number of updates done."""
     if path.is_file():
         state = load_checkpoint(path, CHECKPOINT_KIND)
@@ -285,7 +290,7 @@ def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: t
                 module.load_state_dict(state[name])
             for name, optimizer in dreamer.optimizers.items():
                 optimizer.load_state_dict(state["optimizers"][name])
-            torch.set_rng_state(state["torch_rng"])
+            restore_rng_state(state, runtime)
             generator.set_state(state["generator"])
             log.keep_up_to(state["update"])
             print(f"resuming Dreamer after update {state['update']}")
@@ -295,9 +300,9 @@ def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: t
     return 0
 
 
-def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path) -> Path:
+def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtime: Runtime) -> Path:
     """Score ``dreamer.pt`` on `wm evaluate`'s seeds and draw the figures; returns the score file."""
-    dreamer, checkpoint = load_dreamer(paths.dreamer)
+    dreamer, checkpoint = load_dreamer(paths.dreamer, runtime.device)
     seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
     started = time.perf_counter()
     returns = evaluate_policy(config.env, DreamerAgent(dreamer.world_model, dreamer.actor), seeds,

@@ -7,7 +7,6 @@ match, re-running does nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,42 +20,46 @@ from worldmodels.data.latents import latents_match, write_latents
 from worldmodels.data.store import RolloutReader
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
 from worldmodels.stages.vae import load_vae
 
 
 @torch.no_grad()
 def encode_frames(model: torch.nn.Module, reader: RolloutReader, batch_size: int,
                   progress: bool = True, channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mu, logvar) of every committed frame, each ``(F, Z)`` float32, and frames/s."""
+    """(mu, logvar) of every committed frame, each ``(F, Z)`` float32, and frames/s; the frames go to the
+    model's device in uint8 batches."""
     frames_total = reader.num_frames
     mu = np.empty((frames_total, model.z_size), np.float32)
     logvar = np.empty_like(mu)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
     started = time.perf_counter()
     with tqdm(total=frames_total, unit="frame", desc="encode", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, frames_total, batch_size):
             stop = min(start + batch_size, frames_total)
-            x = frames_to_input(torch.from_numpy(reader.read_frame_range(start, stop)))
+            frames = torch.from_numpy(reader.read_frame_range(start, stop))
+            x = frames_to_input(frames.to(device, non_blocking=device.type == "cuda"))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch_mu, batch_logvar = model.encode(x)
-            mu[start:stop] = batch_mu.numpy()
-            logvar[start:stop] = batch_logvar.numpy()
+            mu[start:stop] = batch_mu.cpu().numpy()
+            logvar[start:stop] = batch_logvar.cpu().numpy()
             bar.update(stop - start)
     return mu, logvar, frames_total / max(time.perf_counter() - started, 1e-9)
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Write ``latents.h5`` for the current ``vae.pt`` and ``rollouts.h5``; returns its path."""
-    torch.set_num_threads(config.vae.threads or os.cpu_count() or 1)
+    runtime = resolve(config.runtime).apply()
     reader = RolloutReader(paths.rollouts)
     if not paths.vae.is_file():
         raise FileNotFoundError(f"{paths.vae}: no VAE checkpoint; run `wm train-vae` first")
     if latents_match(paths.latents, paths.vae, reader):
         print(f"{paths.latents}: up to date with {paths.vae.name} and {paths.rollouts.name}")
         return paths.latents
-    model, _ = load_vae(paths.vae)
+    model, _ = load_vae(paths.vae, runtime.device)
     mu, logvar, rate = encode_frames(model, reader, config.vae.encode_batch_size, progress,
                                      config.vae.channels_last)
     vae_hash, fingerprint = file_sha256(paths.vae), reader.fingerprint

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
 from worldmodels.checkpoint import atomic_write, file_sha256
@@ -25,6 +26,7 @@ from worldmodels.envs.policies import Policy
 from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.figures import score_histogram
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
 from worldmodels.stages.controller import load_controller
 from worldmodels.stages.iterate import final_paths
 from worldmodels.stages.mdnrnn import load_mdnrnn
@@ -45,25 +47,26 @@ def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: 
     return score
 
 
-def _world_model(paths: PipelinePaths) -> tuple[WorldModelAgent, int]:
-    """V + M + C of one pipeline folder, and the env steps of data they were trained on."""
+def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModelAgent, int]:
+    """V + M + C of one pipeline folder on ``device``, and the env steps of data they were trained on."""
     rollouts = RolloutReader(paths.rollouts)
-    vae, _ = load_vae(paths.vae)
-    mdnrnn, _ = load_mdnrnn(paths.mdnrnn)
+    vae, _ = load_vae(paths.vae, device)
+    mdnrnn, _ = load_mdnrnn(paths.mdnrnn, device)
     controller, _ = load_controller(paths.controller)
     return WorldModelAgent(vae, mdnrnn, controller), rollouts.num_steps * rollouts.action_repeat
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
+    runtime = resolve(config.runtime).apply()
     seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
     final = final_paths(config, paths)
     if not final.controller.is_file():
         raise FileNotFoundError(f"{final.controller}: no final controller; run `wm iterate` "
                                 f"(iterate.iterations={config.iterate.iterations})")
-    agents = {"worldmodel": _world_model(final)}
+    agents = {"worldmodel": _world_model(final, runtime.device)}
     if final != paths:
-        agents["worldmodel_round0"] = _world_model(paths)
+        agents["worldmodel_round0"] = _world_model(paths, runtime.device)
     action_size = agents["worldmodel"][0].mdnrnn.action_size
     collect = config.collect
     agents |= {

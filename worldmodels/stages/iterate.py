@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
@@ -38,6 +36,7 @@ from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_episodes
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
 from worldmodels.stages import encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
@@ -101,8 +100,9 @@ def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: Pipe
         todo = list(range(done, settings.episodes))
         if not todo:
             return 0
-        vae, _ = load_vae(previous.vae)
-        model, _ = load_mdnrnn(previous.mdnrnn)
+        device = resolve(config.runtime).device
+        vae, _ = load_vae(previous.vae, device)
+        model, _ = load_mdnrnn(previous.mdnrnn, device)
         controller, _ = load_controller(previous.controller)
         agent = WorldModelAgent(vae, model, controller, noise_std=settings.noise_std)
         seeds = [round_episode_seeds(config.collect.seed, round_index, i) for i in todo]
@@ -189,7 +189,7 @@ def write_agent_file(config: PipelineConfig, paths: PipelinePaths) -> Path:
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Run the rounds not yet done, then write ``agent.json``; returns its path."""
-    torch.set_num_threads(config.controller.threads or os.cpu_count() or 1)
+    resolve(config.runtime).apply()
     if not paths.controller.is_file():
         raise FileNotFoundError(f"{paths.controller}: no controller to start from; run `wm train-controller` first")
     log = MetricsLog(paths.metrics("iterate"), step_key="iteration")

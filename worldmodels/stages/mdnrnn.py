@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
 from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_errors, replay_returns
 from worldmodels.stages.vae import load_vae
 
@@ -48,12 +48,13 @@ def openloop_episodes(heldout_episodes: np.ndarray, count: int = OPENLOOP_SEQUEN
     return np.sort(heldout_episodes)[:count]
 
 
-def load_mdnrnn(path: Path) -> tuple[MDNRNN, dict[str, Any]]:
-    """The model in ``path`` (an ``mdnrnn.pt``) in eval mode, and the checkpoint dict."""
+def load_mdnrnn(path: Path, device: torch.device | str = "cpu") -> tuple[MDNRNN, dict[str, Any]]:
+    """The model in ``path`` (an ``mdnrnn.pt``, saved on any device) on ``device`` in eval mode, and the
+    checkpoint dict."""
     checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
     model = MDNRNN(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+    return model.to(device).eval(), checkpoint
 
 
 @torch.no_grad()
@@ -68,7 +69,8 @@ def heldout_losses(model: MDNRNN, sequences: LatentSequences, settings: MDNRNNCo
 
 
 def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
-                 settings: MDNRNNConfig) -> dict[str, float]:
+                 settings: MDNRNNConfig, runtime: Runtime) -> dict[str, float]:
+    """One pass over the training windows (held on the CPU: each batch's z is drawn there, then moved)."""
     model.train()
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
     order = torch.randperm(len(sequences), generator=generator)
@@ -76,7 +78,8 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
     steps = 0.0
     for start in range(0, len(order), settings.batch_size):
         batch = sequences.select(order[start:start + settings.batch_size])
-        z = batch.sample_z()
+        z = runtime.to_device(batch.sample_z())
+        batch = batch.to(runtime.device)
         losses = mdn_loss(model(z[:, :-1], batch.actions)[0], z[:, 1:], batch.rewards, batch.dones, batch.mask,
                           settings.done_pos_weight)
         if settings.openloop_loss_steps:
@@ -91,14 +94,15 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
         optimizer.step()
         weight = float(batch.mask.sum())
         steps += weight
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + value.item() * weight
+        values = torch.stack([value.detach() for value in losses.values()]).tolist()  # one device sync
+        for name, value in zip(losses, values, strict=True):
+            sums[name] = sums.get(name, 0.0) + value * weight
     return {f"train/loss/{name}": value / steps for name, value in sums.items()} | {"timesteps": steps}
 
 
 def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     settings = dataclasses.asdict(config.mdnrnn)
-    for key in ("epochs", "threads", "eval_every", "temperature", "context_frames", "openloop_steps",
+    for key in ("epochs", "eval_every", "temperature", "context_frames", "openloop_steps",
                 "dream_samples"):
         settings.pop(key)
     settings["heldout_fraction"] = config.data.heldout_fraction
@@ -112,28 +116,30 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     (the iterative procedure fine-tunes the previous round's M on the grown data).
     """
     settings = config.mdnrnn
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
     latents = LatentReader(paths.latents, paths.vae, rollouts)
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
         raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
     train = build_sequences(latents, rollouts, train_episodes, settings.sequence_length)
-    heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length)
+    heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length).to(runtime.device)
     paths.ensure()
     log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
     last_path = paths.last_checkpoint(CHECKPOINT_KIND)
     torch.manual_seed(settings.seed)
-    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures, settings.mixture)
+    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures,
+                   settings.mixture).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
     if start_from is not None:
         inputs["start_from_sha256"] = file_sha256(start_from)
     common = {"kind": CHECKPOINT_KIND, "settings": _settings_that_matter(config), "inputs": inputs,
+              "runtime": runtime.record(),
               "model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
                              "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
                              "mixture": settings.mixture}}
-    start_epoch, best = _resume(last_path, common, model, optimizer, log)
+    start_epoch, best = _resume(last_path, common, model, optimizer, log, runtime)
     if start_epoch == 0 and start_from is not None:
         previous, checkpoint = load_mdnrnn(start_from)
         if checkpoint["model_args"] != common["model_args"]:
@@ -143,7 +149,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     if start_epoch >= settings.epochs:
         print(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         if not paths.simulator_metrics.is_file():
-            measure_simulator(config, paths, rollouts, latents, heldout_episodes, log)
+            measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
     paths.simulator_metrics.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -151,7 +157,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
               dynamic_ncols=True) as epochs:
         for epoch in epochs:
             epoch_start = time.perf_counter()
-            metrics = _train_epoch(model, optimizer, train, epoch, settings)
+            metrics = _train_epoch(model, optimizer, train, epoch, settings, runtime)
             metrics["timesteps_per_s"] = metrics.pop("timesteps") / (time.perf_counter() - epoch_start)
             epochs.set_postfix(z_nll=f"{metrics['train/loss/z_nll']:.3f}", steps_s=f"{metrics['timesteps_per_s']:.0f}")
             if epoch % settings.eval_every and epoch != settings.epochs:
@@ -164,23 +170,23 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                 save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics},
                                 paths.mdnrnn)
             save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_heldout": best},
+                             **rng_state(runtime), "epoch": epoch, "best_heldout": best},
                             last_path)
     print(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
           f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
-    measure_simulator(config, paths, rollouts, latents, heldout_episodes, log)
+    measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
 
 
 def _resume(path: Path, common: dict[str, Any], model: MDNRNN, optimizer: torch.optim.Optimizer,
-            log: MetricsLog) -> tuple[int, float]:
+            log: MetricsLog, runtime: Runtime) -> tuple[int, float]:
     """Restore the last checkpoint if it continues this run; returns (finished epochs, best held-out loss)."""
     if path.is_file():
         state = load_checkpoint(path, CHECKPOINT_KIND)
         if state["inputs"] == common["inputs"] and state["settings"] == common["settings"]:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
+            restore_rng_state(state, runtime)
             log.keep_up_to(state["epoch"])
             print(f"resuming M after epoch {state['epoch']}")
             return state["epoch"], state["best_heldout"]
@@ -190,11 +196,12 @@ def _resume(path: Path, common: dict[str, Any], model: MDNRNN, optimizer: torch.
 
 
 def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader,
-                      latents: LatentReader, heldout_episodes: np.ndarray, log: MetricsLog) -> dict[str, Any]:
+                      latents: LatentReader, heldout_episodes: np.ndarray, log: MetricsLog,
+                      runtime: Runtime) -> dict[str, Any]:
     """Open-loop error against horizon, replay gap, and the two figures; returns the summary."""
     settings = config.mdnrnn
-    model, checkpoint = load_mdnrnn(paths.mdnrnn)
-    vae, _ = load_vae(paths.vae)
+    model, checkpoint = load_mdnrnn(paths.mdnrnn, runtime.device)
+    vae, _ = load_vae(paths.vae, runtime.device)
     context, steps = settings.context_frames, settings.openloop_steps
     usable = [int(e) for e in heldout_episodes if rollouts.lengths[e] >= context + steps]
     if not usable:
@@ -251,9 +258,11 @@ def every_step_starts(model: MDNRNN, latents: LatentReader, rollouts: RolloutRea
     """Dream starts at every step of ``episodes``: (mu, logvar) ``(N, Z)`` of frame ``t`` and M's
     LSTM state (h, c) ``(N, H)`` after reading the real latents and actions of steps ``0 .. t-1``.
 
-    All episodes advance together, one LSTM step at a time, padded to the longest.
+    All episodes advance together, one LSTM step at a time, padded to the longest, on M's device;
+    the results are on the CPU.
     """
     model.eval()
+    device = next(model.parameters()).device
     series = [latents.episode(int(e)) for e in episodes]
     actions = [rollouts.step_data(int(e))["actions"] for e in episodes]
     lengths = [len(a) for a in actions]
@@ -265,12 +274,14 @@ def every_step_starts(model: MDNRNN, latents: LatentReader, rollouts: RolloutRea
         mu[index, :len(a)] = torch.from_numpy(m[:len(a)])
         logvar[index, :len(a)] = torch.from_numpy(lv[:len(a)])
         padded_actions[index, :len(a)] = torch.from_numpy(a)
-    state = (torch.zeros(1, len(episodes), model.hidden_size), torch.zeros(1, len(episodes), model.hidden_size))
+    state = (torch.zeros(1, len(episodes), model.hidden_size, device=device),
+             torch.zeros(1, len(episodes), model.hidden_size, device=device))
+    mu_device, actions_device = mu.to(device), padded_actions.to(device)
     hs, cs = [], []
     for t in range(longest):
-        hs.append(state[0][0])
-        cs.append(state[1][0])
-        _, _, state = model(mu[:, t:t + 1], padded_actions[:, t:t + 1], state)
+        hs.append(state[0][0].cpu())
+        cs.append(state[1][0].cpu())
+        _, _, state = model(mu_device[:, t:t + 1], actions_device[:, t:t + 1], state)
     valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
     h, c = torch.stack(hs, dim=1)[valid], torch.stack(cs, dim=1)[valid]
     return mu[valid], logvar[valid], (h, c)
@@ -317,8 +328,9 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
                 total += result.reward
                 frames.append(result.frame)
             real.append(total)
-            z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1]))))
-            prediction = model(z[None], torch.zeros(1, horizon, rollouts.action_size))[0]
+            device = next(model.parameters()).device
+            z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1])).to(device)))
+            prediction = model(z[None], torch.zeros(1, horizon, rollouts.action_size, device=device))[0]
             teacher_forced.append(float(prediction.reward.sum()))
     finally:
         env.close()
@@ -368,10 +380,11 @@ def _dream_figure(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutRe
 def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, count: int = 4) -> Path:
     """Decode dream rollouts at ``temperature`` from ``count`` held-out starts, with their real
     actions, beside the real episodes; writes ``figures/dream_tau<temperature>.png``."""
+    runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
     latents = LatentReader(paths.latents, paths.vae, rollouts)
-    model, _ = load_mdnrnn(paths.mdnrnn)
-    vae, _ = load_vae(paths.vae)
+    model, _ = load_mdnrnn(paths.mdnrnn, runtime.device)
+    vae, _ = load_vae(paths.vae, runtime.device)
     _, heldout = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     rows = []
     for episode in openloop_episodes(heldout, count):

@@ -59,8 +59,9 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
     if paths.vae.is_file() and paths.mdnrnn.is_file() and latents_match(paths.latents, paths.vae, rollouts):
         latents = LatentReader(paths.latents)
         mu = torch.from_numpy(np.stack([latents.episode(int(e))[0][:context + steps] for e in usable]))
-        model, _ = load_mdnrnn(paths.mdnrnn)
-        vae, _ = load_vae(paths.vae)
+        device = next(world_model.parameters()).device
+        model, _ = load_mdnrnn(paths.mdnrnn, device)
+        vae, _ = load_vae(paths.vae, device)
         z, m_rewards = openloop_rollout(model, mu, actions, context, steps)
         curves["V+M (MDN-RNN)"] = _errors(decode(vae, z), truth[:, context:], m_rewards, rewards)
         mdnrnn_sha256 = file_sha256(paths.mdnrnn)
@@ -78,10 +79,12 @@ def foreground_ratio(world_model: WorldModel, rollouts: RolloutReader, episodes:
                      background: torch.Tensor, threshold: float) -> float:
     """Squared error of the posterior reconstructions on foreground pixels, over that of the median
     frame (1: the objects are not drawn at all; V's measure)."""
+    device = next(world_model.parameters()).device
+    background = background.to(device)
     model_error = median_error = 0.0
     for episode in episodes:
-        frames = torch.from_numpy(rollouts.frames(int(episode)))[None]
-        actions = torch.from_numpy(rollouts.step_data(int(episode))["actions"])[None]
+        frames = torch.from_numpy(rollouts.frames(int(episode)))[None].to(device)
+        actions = torch.from_numpy(rollouts.step_data(int(episode))["actions"])[None].to(device)
         images = frames_to_images(frames)
         previous = torch.cat([torch.zeros_like(actions[:, :1]), actions], dim=1)
         posterior, _ = world_model.rssm.observe(world_model.embed(images), previous, sample=False)

@@ -14,7 +14,6 @@ background scores ~0.9 even when its per-pixel MSE looks as good as a working on
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from worldmodels.figures import reconstruction_grid
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
 
 CHECKPOINT_KIND = "vae"
 COLLAPSE_RATIO = 0.8  # a foreground ratio above this after a few epochs: V draws only the background
@@ -72,13 +72,15 @@ def pixel_weights(x: torch.Tensor, background: torch.Tensor, config: VAEConfig) 
 
 @torch.no_grad()
 def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
-             config: VAEConfig) -> dict[str, float]:
-    """Held-out losses (reconstructing from z = mu), per-pixel MSE and foreground ratio."""
+             config: VAEConfig, runtime: Runtime | None = None) -> dict[str, float]:
+    """Held-out losses (reconstructing from z = mu), per-pixel MSE and foreground ratio.
+
+    ``background`` ``(3, H, W)`` on the model's device; frames are moved there in batches."""
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0, "kl_loss": 0.0, "squared": 0.0, "fg_model": 0.0, "fg_median": 0.0}
     for start in range(0, len(rows), EVAL_BATCH):
-        x = frames_to_input(torch.from_numpy(reader.read_frame_rows(np.sort(rows[start:start + EVAL_BATCH]))))
-        x = _memory_format(x, config)
+        frames = torch.from_numpy(reader.read_frame_rows(np.sort(rows[start:start + EVAL_BATCH])))
+        x = _memory_format(frames_to_input(frames if runtime is None else runtime.to_device(frames)), config)
         mu, logvar = model.encode(x)
         reconstruction = model.decode(mu)
         losses = vae_loss(reconstruction, x, mu, logvar, config.kl_tolerance, pixel_weights(x, background, config))
@@ -108,18 +110,18 @@ def _memory_format(x: torch.Tensor, config: VAEConfig) -> torch.Tensor:
 def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     """Everything that shapes the trained model except the number of epochs (which may grow)."""
     settings = dataclasses.asdict(config.vae)
-    for key in ("epochs", "threads", "eval_frames", "encode_batch_size"):
+    for key in ("epochs", "eval_frames", "encode_batch_size"):
         settings.pop(key)
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings
 
 
-def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
-    """The model in ``path`` (a ``vae.pt``) in eval mode, and the checkpoint dict."""
+def load_vae(path: Path, device: torch.device | str = "cpu") -> tuple[ConvVAE, dict[str, Any]]:
+    """The model in ``path`` (a ``vae.pt``, saved on any device) on ``device`` in eval mode, and the checkpoint dict."""
     checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
     model = ConvVAE(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+    return model.to(device).eval(), checkpoint
 
 
 def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
@@ -134,7 +136,8 @@ def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
 def _frames_with_objects(reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
                          config: VAEConfig, count: int) -> np.ndarray:
     """``count`` evenly spaced rows among those whose frame shows foreground (>= 10 pixels);
-    all rows if too few do (on cartpole the random policy often drives the cart out of view)."""
+    all rows if too few do (on cartpole the random policy often drives the cart out of view).
+    ``background`` on the CPU."""
     candidates = np.sort(evenly_spaced(rows, 50 * count))
     x = frames_to_input(torch.from_numpy(reader.read_frame_rows(candidates)))
     visible = foreground_mask(x, background, config.foreground_threshold).flatten(1).sum(dim=1) >= 10
@@ -143,11 +146,11 @@ def _frames_with_objects(reader: RolloutReader, rows: np.ndarray, background: to
 
 
 def _reconstruction_figure(model: ConvVAE, reader: RolloutReader, rows: np.ndarray,
-                           metrics: dict[str, Any], epoch: int, path: Path) -> None:
+                           metrics: dict[str, Any], epoch: int, path: Path, runtime: Runtime) -> None:
     frames = reader.read_frame_rows(rows)
     with torch.no_grad():
-        mu, _ = model.encode(frames_to_input(torch.from_numpy(frames)))
-        reconstructed = model.decode(mu)
+        mu, _ = model.encode(frames_to_input(runtime.to_device(torch.from_numpy(frames))))
+        reconstructed = model.decode(mu).cpu()
     reconstructed = (reconstructed.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     title = (f"held-out frames with objects in view (top) and V's reconstructions from z = mu (bottom), "
              f"epoch {epoch}\nall held-out frames: per-pixel MSE {metrics['heldout/mse']:.5f}, "
@@ -158,7 +161,7 @@ def _reconstruction_figure(model: ConvVAE, reader: RolloutReader, rows: np.ndarr
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Train (or continue training) V; returns the path of ``vae.pt``."""
     settings = config.vae
-    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    runtime = resolve(config.runtime).apply()
     reader = RolloutReader(paths.rollouts)
     if reader.frame_shape != (FRAME_SIZE, FRAME_SIZE, 3):
         raise ValueError(f"env.frame_size: the ConvVAE takes 64x64 frames; {reader.path} holds "
@@ -170,7 +173,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
 
     torch.manual_seed(settings.seed)  # the initial weights; a resumed run overwrites them and the RNG
-    model = ConvVAE(settings.z_size)
+    model = ConvVAE(settings.z_size).to(runtime.device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
@@ -182,7 +185,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng_state(state, runtime)
         background, start_epoch, best = state["background"], state["epoch"], state["best_heldout"]
         log.keep_up_to(start_epoch)
         if start_epoch >= settings.epochs:
@@ -193,20 +196,24 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     figure_rows = _frames_with_objects(reader, heldout_rows, background, settings, FIGURE_FRAMES)
     common = {"model_args": {"z_size": settings.z_size}, "background": background,
               "settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint,
-              "kind": CHECKPOINT_KIND}
+              "kind": CHECKPOINT_KIND, "runtime": runtime.record()}
+    device_background = runtime.to_device(background)
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
-        train_metrics, seconds = _train_epoch(model, optimizer, batches, epoch, background, settings, progress)
-        metrics = {"epoch": epoch, **train_metrics, **evaluate(model, reader, eval_rows, background, settings),
+        train_metrics, seconds = _train_epoch(model, optimizer, batches, epoch, device_background, settings,
+                                              runtime, progress)
+        metrics = {"epoch": epoch, **train_metrics,
+                   **evaluate(model, reader, eval_rows, device_background, settings, runtime),
                    "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
         log.append(metrics)
         improved = metrics["heldout/loss/total"] < best
         best = min(best, metrics["heldout/loss/total"])
         if improved:
             save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics}, paths.vae)
-            _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"))
+            _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"),
+                                   runtime)
         save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_heldout": best,
+                         **rng_state(runtime), "epoch": epoch, "best_heldout": best,
                          "metrics": metrics}, last_path)
         print(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
               f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
@@ -232,8 +239,10 @@ def _resume_state(path: Path, config: PipelineConfig, reader: RolloutReader) -> 
 
 
 def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: ShuffledFrameBatches, epoch: int,
-                 background: torch.Tensor, settings: VAEConfig, progress: bool) -> tuple[dict[str, float], float]:
-    """One pass over the training frames; returns (mean losses, seconds)."""
+                 background: torch.Tensor, settings: VAEConfig, runtime: Runtime,
+                 progress: bool) -> tuple[dict[str, float], float]:
+    """One pass over the training frames; returns (mean losses, seconds). ``background`` on the model's device;
+    the uint8 frames move there before they become floats (4x fewer bytes to copy)."""
     model.train()
     sums = {"recon": 0.0, "kl": 0.0, "total": 0.0}
     frames_seen = 0
@@ -241,7 +250,7 @@ def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: Shuf
     with tqdm(total=len(batches.rows), unit="img", desc=f"V epoch {epoch}", disable=not progress,
               dynamic_ncols=True, leave=False) as bar:
         for frames in batches.epoch(epoch):
-            x = _memory_format(frames_to_input(frames), settings)
+            x = _memory_format(frames_to_input(runtime.to_device(frames)), settings)
             reconstruction, mu, logvar = model(x)
             losses = vae_loss(reconstruction, x, mu, logvar, settings.kl_tolerance,
                               pixel_weights(x, background, settings))
@@ -250,9 +259,10 @@ def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: Shuf
             optimizer.step()
             count = len(frames)
             frames_seen += count
+            values = {key: float(losses[key].detach()) for key in sums}  # one device sync per batch
             for key in sums:
-                sums[key] += float(losses[key].detach()) * count
+                sums[key] += values[key] * count
             bar.update(count)
-            bar.set_postfix(recon=f"{losses['recon'].item():.1f}", kl=f"{losses['kl'].item():.1f}")
+            bar.set_postfix(recon=f"{values['recon']:.1f}", kl=f"{values['kl']:.1f}")
     seconds = time.perf_counter() - started
     return {f"train/loss/{key}": value / frames_seen for key, value in sums.items()}, seconds
