@@ -22,7 +22,7 @@ OUT := $(DATA_DIR)/$(PIPELINE_NAME)
 WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install collect vae mdnrnn controller evaluate oracle dreamer report all test bench clean distclean FORCE
+.PHONY: install collect vae mdnrnn controller evaluate oracle dreamer report all test bench device-check clean distclean FORCE
 
 all: $(OUT)/report.html
 
@@ -106,6 +106,12 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/mdnrnn.py
 	$(VENV)/bin/python benchmarks/controller.py
 	$(VENV)/bin/python benchmarks/dreamer.py
+	$(VENV)/bin/python benchmarks/threads.py
+
+# On a machine with a CUDA GPU (at most 8 minutes): the CUDA tests, the smoke pipeline on CUDA, and
+# CPU against GPU speeds in benchmarks/results/device.json. Without a GPU it measures the CPU only.
+device-check: $(STAMP)
+	$(VENV)/bin/python benchmarks/device_check.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/results
