@@ -22,6 +22,14 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here (torch.cuda.is_available() is False)"))]
 
 
+def smoke_config(*overrides: str):
+    """The smoke pipeline (``pipelines/smoke.yaml``, the tests' one source of small settings) with a
+    test's own ``section.key=value`` overrides."""
+    from worldmodels.config import load_pipeline
+
+    return load_pipeline("smoke", overrides)
+
+
 def synthetic_episode(number: int, length: int, frame_size: int = 8) -> Episode:
     """Frames whose pixels say (episode number, time step): channel 0 = number, channel 1 = t."""
     frames = np.zeros((length + 1, frame_size, frame_size, 3), np.uint8)

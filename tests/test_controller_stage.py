@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import copy_trained_m
+from tests.conftest import copy_trained_m, smoke_config
 from worldmodels.agents import ZeroPolicy
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
@@ -18,11 +18,9 @@ from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2"]
-
 
 def _config(*overrides):
-    return load_pipeline("smoke", [*SMOKE, *overrides])
+    return smoke_config(*overrides)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, 
     assert tau05["temperature"] == 0.5
     for row in table["rows"]:
         assert 0 <= row["real_mean"] <= 20 * 8 and row["real_std"] >= 0
-    markdown = (paths.scores_dir / "temperature_table.md").read_text()
+    markdown = paths.temperature_table.read_text()
     assert "| 0.5 |" in markdown and "| random policy | n/a |" in markdown
 
 

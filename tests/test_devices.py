@@ -12,8 +12,6 @@ from worldmodels.checkpoint import load_checkpoint
 from worldmodels.cli import main
 from worldmodels.paths import PipelinePaths
 
-SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2", "controller.workers=0",
-         "controller.evaluate_episodes=2"]
 STAGES = ["collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "evaluate", "dreamer"]
 
 
@@ -21,8 +19,6 @@ STAGES = ["collect", "train-vae", "encode", "train-mdnrnn", "train-controller", 
 def test_the_smoke_pipeline_runs_end_to_end_on_the_device(device, tmp_path):
     runner = CliRunner()
     options = ["--pipeline", "smoke", "--data-dir", str(tmp_path), "--device", device, "--no-progress"]
-    for override in SMOKE:
-        options += ["--set", override]
     for stage in STAGES:
         result = runner.invoke(main, [stage, *options])
         assert result.exit_code == 0, f"wm {stage} --device {device}: {result.output}"

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import copy_trained_m
+from tests.conftest import copy_trained_m, smoke_config
 from worldmodels.checkpoint import load_checkpoint
-from worldmodels.config import load_pipeline
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
@@ -15,12 +14,9 @@ from worldmodels.stages import dreamer as dreamer_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2",
-         "controller.workers=0", "controller.evaluate_episodes=2"]
-
 
 def _config(*overrides):
-    return load_pipeline("smoke", [*SMOKE, *overrides])
+    return smoke_config(*overrides)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def test_dreamer_trains_scores_and_draws_its_figures_beside_v_and_m(trained_m, t
     assert all(np.isfinite(r["train/loss/total"]) and "eval/return_mean" in r for r in records)
     score = json.loads(paths.score("dreamer").read_text())
     assert score["updates"] == 4 and len(score["returns"]) == 2 and score["env_steps_of_data"] == 4 * 20 * 8
-    prediction = json.loads((paths.metrics_dir / "dreamer_prediction.json").read_text())
+    prediction = json.loads(paths.dreamer_prediction.read_text())
     assert set(prediction["curves"]) == {"Dreamer RSSM", "V+M (MDN-RNN)"}
     for curve in prediction["curves"].values():
         assert len(curve["pixel_mse"]) == 10 and all(0 <= v <= 1 for v in curve["pixel_mse"])

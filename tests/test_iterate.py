@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import smoke_config
 from worldmodels.checkpoint import load_checkpoint
-from worldmodels.config import load_pipeline
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
@@ -13,13 +13,9 @@ from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1", "mdnrnn.epochs=2",
-         "controller.workers=0", "iterate.episodes=2", "iterate.mdnrnn_epochs=2",
-         "iterate.controller_generations=2", "iterate.eval_episodes=2", "controller.evaluate_episodes=2"]
-
 
 def _config(*overrides):
-    return load_pipeline("smoke", [*SMOKE, *overrides])
+    return smoke_config(*overrides)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +31,13 @@ def two_rounds(tmp_path_factory):
 def test_each_round_appends_on_policy_episodes_to_a_copy_of_the_previous_data(two_rounds):
     config, paths = two_rounds
     base = RolloutReader(paths.rollouts)
-    sources = [[row.decode() for row in RolloutReader(iterate.round_paths(paths, k).rollouts).episodes["source"]]
+    sources = [[row.decode() for row in RolloutReader(paths.round(k).rollouts).episodes["source"]]
                for k in (1, 2)]
     assert base.num_episodes == 4, "round 0's data is left as the exploration made it"
     assert len(sources[0]) == 6 and len(sources[1]) == 8
     assert sources[1][:6] == sources[0]
     assert sources[1][6:] == [iterate.round_source(2, config.iterate.noise_std)] * 2
-    round2 = RolloutReader(iterate.round_paths(paths, 2).rollouts)
+    round2 = RolloutReader(paths.round(2).rollouts)
     np.testing.assert_array_equal(round2.frames(0), base.frames(0))
     seeds = {int(s) for s in round2.episodes["seed"]}
     assert len(seeds) == 8, "on-policy episodes start from seeds of their own"
@@ -49,7 +45,7 @@ def test_each_round_appends_on_policy_episodes_to_a_copy_of_the_previous_data(tw
 
 def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):
     config, paths = two_rounds
-    round1 = iterate.round_paths(paths, 1)
+    round1 = paths.round(1)
     state = load_checkpoint(round1.last_checkpoint("controller"), "controller")
     previous = load_checkpoint(paths.controller, "controller")["parameters"].numpy()
     np.testing.assert_allclose(state["inputs"]["start"], previous, rtol=1e-6)
@@ -60,16 +56,16 @@ def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):
     steps = [r["env_steps_of_data"] for r in records]
     assert steps == [4 * 20 * 8, 6 * 20 * 8, 8 * 20 * 8]
     assert all(np.isfinite(r["real_mean"]) and np.isfinite(r["dream_mean"]) for r in records)
-    agent = json.loads(iterate.agent_file(paths).read_text())
-    assert agent["root"] == str(iterate.round_paths(paths, 2).root)
+    agent = json.loads(paths.agent.read_text())
+    assert agent["root"] == str(paths.round(2).root)
 
 
 def test_a_finished_round_is_not_redone_and_changed_settings_are_refused(two_rounds):
     config, paths = two_rounds
-    marker = iterate.round_paths(paths, 1).root / "round.json"
-    before = marker.stat().st_mtime_ns, iterate.round_paths(paths, 2).controller.stat().st_mtime_ns
+    marker = paths.round(1).round_marker
+    before = marker.stat().st_mtime_ns, paths.round(2).controller.stat().st_mtime_ns
     iterate.run(config, paths, progress=False)
-    assert (marker.stat().st_mtime_ns, iterate.round_paths(paths, 2).controller.stat().st_mtime_ns) == before
+    assert (marker.stat().st_mtime_ns, paths.round(2).controller.stat().st_mtime_ns) == before
     with pytest.raises(ValueError, match="other iterate settings"):
         iterate.run(_config("iterate.iterations=2", "iterate.noise_std=0.5"), paths, progress=False)
 

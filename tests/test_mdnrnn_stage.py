@@ -13,7 +13,7 @@ from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
-SMOKE = ["collect.workers=0", "runtime.threads=1", "vae.epochs=1"]
+SMOKE = ["vae.epochs=1", "mdnrnn.epochs=4"]
 
 
 def _config(*overrides):

@@ -35,6 +35,6 @@ def test_the_oracle_stage_writes_a_score_on_the_evaluation_seeds(tmp_path):
     paths = PipelinePaths(tmp_path / "smoke")
     oracle.run(config, paths, progress=False)
     score = json.loads(paths.score("oracle").read_text())
-    assert len(score["returns"]) == config.controller.evaluate_episodes
+    assert len(score["returns"]) == config.evaluate.episodes
     assert score["env_steps_of_data"] == 2 * 4 * 20 * 8  # generations x popsize x steps x repeat
     assert len(score["parameters"]) == 6

@@ -6,9 +6,9 @@ import torch
 from tests.conftest import DEVICES
 from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import ConfigError, RuntimeConfig, load_pipeline
+from worldmodels.loaders import load_mdnrnn
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.runtime import resolve, resolve_device, resolve_precision
-from worldmodels.stages.mdnrnn import load_mdnrnn
 
 CPU = torch.device("cpu")
 

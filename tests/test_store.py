@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from tests.conftest import SYNTHETIC_ENV, synthetic_episode, write_synthetic
 from worldmodels.cli import main
+from worldmodels.data.info import describe_rollouts
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.stages.info import describe_rollouts
 
 
 def test_episodes_round_trip_exactly(synthetic_file):

@@ -7,16 +7,18 @@ from PIL import Image
 from tests.conftest import DEVICES, synthetic_episode
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
+from worldmodels.data.frames import median_frame
+from worldmodels.data.info import describe_file
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
+from worldmodels.loaders import load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import vae as vae_stage
-from worldmodels.stages.info import describe_file
 
-SMOKE = ["collect.workers=0", "runtime.threads=1"]
+SMOKE = ["vae.epochs=2"]
 
 
 def _config(*overrides):
@@ -97,7 +99,7 @@ def test_the_foreground_ratio_is_one_for_the_background_and_zero_for_a_perfect_v
     reader = RolloutReader(paths.rollouts)
     config = _config().vae
     rows = reader.frame_rows()
-    background = vae_stage.median_frame(reader, rows, 50)
+    background = median_frame(reader, rows, 50)
     assert vae_stage.evaluate(_Fixed(background, False), reader, rows, background, config)[
         "heldout/foreground_ratio"] == pytest.approx(1.0)
     assert vae_stage.evaluate(_Fixed(background, True), reader, rows, background, config)[
@@ -145,12 +147,14 @@ def test_a_resumed_run_continues_at_the_next_epoch_and_matches_an_uninterrupted_
         torch.testing.assert_close(resumed["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_a_finished_run_does_nothing_and_changed_settings_start_over(paths, capsys):
+def test_a_finished_run_does_nothing_and_changed_settings_start_over(paths, caplog):
+    caplog.set_level("INFO", logger="worldmodels")
     vae_stage.run(_config("vae.epochs=1"), paths, progress=False)
     vae_stage.run(_config("vae.epochs=1"), paths, progress=False)
-    assert "already trained for 1 epochs" in capsys.readouterr().out
+    assert "already trained for 1 epochs" in caplog.text
+    caplog.clear()
     vae_stage.run(_config("vae.epochs=1", "vae.learning_rate=0.001"), paths, progress=False)
-    assert "learning_rate" in capsys.readouterr().out
+    assert "learning_rate" in caplog.text
 
 
 def test_training_writes_the_reconstruction_figure(paths):
@@ -167,7 +171,7 @@ def test_encoded_latents_align_with_frames_and_stale_latents_are_refused(paths):
     reader = RolloutReader(paths.rollouts)
     latents = LatentReader(paths.latents, paths.vae, reader)
     assert f"latents         {reader.num_frames} x 32" in describe_file(paths.latents)
-    model, _ = vae_stage.load_vae(paths.vae)
+    model, _ = load_vae(paths.vae)
     for episode, step in ((0, 0), (1, 5), (reader.num_episodes - 1, int(reader.lengths[-1]))):
         mu, logvar = latents.episode(episode)
         assert len(mu) == reader.lengths[episode] + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import StoreError
+from worldmodels.logs import configure as configure_logging
 from worldmodels.parallel import WorkerError
 from worldmodels.paths import PipelinePaths
 from worldmodels.stage_times import timed_stage
@@ -59,7 +61,7 @@ def resolved_settings(config: PipelineConfig) -> dict[str, Any]:
     from worldmodels.runtime import resolve
 
     runtime = resolve(config.runtime)
-    click.echo(runtime.describe(), err=True)
+    logging.getLogger("worldmodels.runtime").info(runtime.describe())
     return {**config.to_dict(), "resolved_runtime": runtime.record()}
 
 
@@ -74,8 +76,11 @@ def save_resolved_config(config: PipelineConfig, paths: PipelinePaths) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="worldmodels")
-def main() -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Say only what goes wrong (warnings and errors).")
+@click.option("--verbose", "-v", is_flag=True, help="Say everything, debugging details included.")
+def main(quiet: bool, verbose: bool) -> None:
     """World Models (V-M-C) and Dreamer, stage by stage, on the same data."""
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def stage_command(name: str, module: str, artifact: str, help_text: str) -> None:
@@ -169,7 +174,7 @@ def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> N
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info(file: Path) -> None:
     """Describe an HDF5 file written by worldmodels (rollouts or latents): episodes, steps, returns, shapes."""
-    from worldmodels.stages.info import describe_file
+    from worldmodels.data.info import describe_file
 
     click.echo(describe_file(file))
 

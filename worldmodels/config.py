@@ -266,11 +266,9 @@ class ControllerConfig:
     eval_every: int = 10
     eval_dream_rollouts: int = 256
     eval_real_episodes: int = 4
-    evaluate_episodes: int = 100
-    """Real episodes scored by `wm evaluate`."""
     workers: int = 2
-    """Worker processes for real-env episodes (`wm evaluate`, and fitness with ``fitness_in: real``);
-    0 plays them in this process."""
+    """Worker processes for C's real-env episodes (its periodic checks, and fitness with
+    ``fitness_in: real``); 0 plays them in this process."""
     fitness_in: Literal["dream", "real"] = "dream"
     """``dream``: fitness is the mean return of ``rollouts`` dreams of M (the paper's Doom mode);
     ``real``: of ``rollouts`` real episodes played with V and M (the paper's CarRacing mode)."""
@@ -282,7 +280,7 @@ class ControllerConfig:
     SECTION: typing.ClassVar[str] = "controller"
 
     def __post_init__(self) -> None:
-        for key in ("generations", "popsize", "rollouts", "eval_every", "eval_dream_rollouts", "evaluate_episodes"):
+        for key in ("generations", "popsize", "rollouts", "eval_every", "eval_dream_rollouts"):
             _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
@@ -322,6 +320,25 @@ class IterateConfig:
         for key in ("episodes", "controller_generations", "eval_episodes"):
             _require(getattr(self, key) >= 1, f"iterate.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """How every agent is scored in the real env (V+M+C, the baselines, the oracle, Dreamer)."""
+
+    seed: int = 0
+    """Evaluation episodes are seeded from ``(seed, evaluation stream, i)``: disjoint from every
+    training seed, and the same for every agent."""
+    episodes: int = 100
+    workers: int = 2
+    """Worker processes playing the episodes (0: in this process); the scores do not depend on it."""
+
+    SECTION: typing.ClassVar[str] = "evaluate"
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "evaluate.seed", f"must be >= 0, got {self.seed}")
+        _require(self.episodes >= 1, "evaluate.episodes", f"must be >= 1, got {self.episodes}")
+        _require(self.workers >= 0, "evaluate.workers", f"must be >= 0, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -400,8 +417,8 @@ class DreamerConfig:
 
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (RuntimeConfig, EnvConfig, CollectConfig, DataConfig,
-                                                          VAEConfig, MDNRNNConfig, ControllerConfig, OracleConfig,
-                                                          IterateConfig, DreamerConfig)}
+                                                          VAEConfig, MDNRNNConfig, ControllerConfig, EvaluateConfig,
+                                                          OracleConfig, IterateConfig, DreamerConfig)}
 
 
 @dataclass(frozen=True)
@@ -417,6 +434,7 @@ class PipelineConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdnrnn: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     iterate: IterateConfig = field(default_factory=IterateConfig)
     dreamer: DreamerConfig = field(default_factory=DreamerConfig)
@@ -489,6 +507,7 @@ MOVED_KEYS = {
     "vae.threads": "runtime.threads", "mdnrnn.threads": "runtime.threads",
     "controller.threads": "runtime.threads", "dreamer.threads": "runtime.threads",
     "dreamer.bf16": "runtime.precision (auto, fp32 or bf16)",
+    "controller.evaluate_episodes": "evaluate.episodes",
 }
 
 
@@ -549,15 +568,51 @@ def resolve_pipeline_path(pipeline: str) -> Path:
     raise ConfigError(f"unknown pipeline {pipeline!r} (known: {', '.join(known)}; or give a path to a .yaml file)")
 
 
-def load_pipeline(pipeline: str, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
-    """Read a pipeline by name or path, apply ``section.key=value`` overrides, validate it all."""
-    path = resolve_pipeline_path(pipeline)
+def _read_tree(path: Path) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return tree
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it, section by section (a key set in ``changes`` wins)."""
+    merged = dict(base)
+    for section, values in changes.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def read_pipeline_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A pipeline file's settings as a nested dict, with the pipeline it ``extends:`` laid underneath.
+
+    ``extends: <name or path>`` makes a file hold only its differences from another pipeline
+    (chains are followed; a cycle is an error naming the files)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"extends: {' -> '.join(str(p) for p in (*seen, path))} is a cycle")
+    tree = _read_tree(path)
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(f"extends: expected a pipeline name in {path}, got {parent!r}")
+    base = read_pipeline_tree(resolve_pipeline_path(parent), (*seen, path))
+    base.pop("description", None)  # a description speaks of its own file only
+    return _merge(base, tree)
+
+
+def load_pipeline(pipeline: str, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
+    """Read a pipeline by name or path (and those it extends), apply ``section.key=value`` overrides,
+    validate it all."""
+    path = resolve_pipeline_path(pipeline)
+    tree = read_pipeline_tree(path)
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)

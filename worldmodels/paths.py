@@ -65,6 +65,35 @@ class PipelinePaths:
         return self.scores_dir / f"{agent}.json"
 
     @property
+    def temperature_table(self) -> Path:
+        """The temperature sweep's table in the paper's form (its numbers: ``score("temperature_table")``)."""
+        return self.scores_dir / "temperature_table.md"
+
+    @property
+    def dreamer_prediction(self) -> Path:
+        """Open-loop error curves of the RSSM and V+M on the same held-out episodes."""
+        return self.metrics_dir / "dreamer_prediction.json"
+
+    @property
+    def agent(self) -> Path:
+        """Names the pipeline's final agent (the last round's); rewritten only when it changes."""
+        return self.root / "agent.json"
+
+    @property
+    def round_marker(self) -> Path:
+        """In a round's folder: written when the round is finished, with what it was made from."""
+        return self.root / "round.json"
+
+    @property
+    def iterations_dir(self) -> Path:
+        """The iterative procedure's rounds, one folder each (``iterations/<k>``)."""
+        return self.root / "iterations"
+
+    def round(self, index: int) -> PipelinePaths:
+        """Where round ``index`` keeps its artifacts (round 0: the pipeline's own folder)."""
+        return self if index == 0 else PipelinePaths(self.iterations_dir / str(index))
+
+    @property
     def simulator_metrics(self) -> Path:
         """M measured as a simulator: open-loop errors by horizon, replay gap, calibration."""
         return self.metrics_dir / "mdnrnn_simulator.json"

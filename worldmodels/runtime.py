@@ -118,8 +118,9 @@ class Runtime:
 
     def describe(self) -> str:
         """One line for the log: ``runtime: cpu (AMD EPYC ...), fp32 (...), 2 threads``."""
-        return (f"runtime: {self.device} ({self.device_name()}), {self.precision} ({self.why}), "
-                f"{self.threads} CPU threads{', torch.compile' if self.compile else ''}")
+        threads = f"{self.threads} CPU thread{'' if self.threads == 1 else 's'}"
+        compiled = ", torch.compile" if self.compile else ""
+        return f"runtime: {self.device} ({self.device_name()}), {self.precision} ({self.why}), {threads}{compiled}"
 
 
 def resolve_device(spec: str, cuda_available: bool | None = None, cuda_count: int | None = None) -> torch.device:

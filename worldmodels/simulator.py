@@ -22,6 +22,12 @@ from worldmodels.models.mdnrnn import MDNRNN, mixture_mean, select_step
 from worldmodels.models.vae import ConvVAE, frames_to_input
 
 REPORTED_HORIZONS = (1, 5, 10, 20, 45)
+OPENLOOP_SEQUENCES = 6
+
+
+def openloop_episodes(heldout_episodes: np.ndarray, count: int = OPENLOOP_SEQUENCES) -> np.ndarray:
+    """The held-out episodes every open-loop figure shows (V+M's and Dreamer's): the first ``count``."""
+    return np.sort(heldout_episodes)[:count]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

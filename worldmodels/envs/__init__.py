@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from worldmodels.config import EnvConfig
 from worldmodels.envs.base import PixelEnv, StepResult
 from worldmodels.envs.policies import Policy, make_exploration_policy
@@ -26,4 +28,13 @@ def make_env(config: EnvConfig) -> PixelEnv:
     raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym)")
 
 
-__all__ = ["PixelEnv", "Policy", "StepResult", "make_env", "make_exploration_policy"]
+def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:
+    """Build the env once to learn (describe(), frame shape, action size)."""
+    env = make_env(env_config)
+    try:
+        return env.describe(), env.frame_shape, env.action_size
+    finally:
+        env.close()
+
+
+__all__ = ["PixelEnv", "Policy", "StepResult", "make_env", "make_exploration_policy", "probe_env"]

@@ -9,6 +9,7 @@ flight.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import traceback
 from pathlib import Path
@@ -19,10 +20,12 @@ from tqdm import tqdm
 
 from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
 from worldmodels.data.store import Episode, RolloutWriter, StoreError
-from worldmodels.envs import make_env, make_exploration_policy
+from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
 from worldmodels.paths import PipelinePaths
 from worldmodels.rollout import episode_seeds, run_episode
+
+logger = logging.getLogger(__name__)
 
 SOURCE_PREFIX = "collect:"
 
@@ -64,15 +67,6 @@ def _collect_episode(index: int) -> Episode:
     return episode
 
 
-def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:
-    """Build the env once to learn (describe(), frame shape, action size)."""
-    env = make_env(env_config)
-    try:
-        return env.describe(), env.frame_shape, env.action_size
-    finally:
-        env.close()
-
-
 def _episodes_done(writer: RolloutWriter, config: CollectConfig) -> int:
     """How many of this config's collect episodes the file already holds (checked to be 0..n-1)."""
     rows = writer.episode_rows()
@@ -100,7 +94,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                        action_size, collect.compression) as writer:
         done = _episodes_done(writer, collect)
         if done >= collect.episodes:
-            print(f"{paths.rollouts}: already holds {done} collect episodes (asked for {collect.episodes})")
+            logger.info(f"{paths.rollouts}: already holds {done} collect episodes (asked for {collect.episodes})")
             return paths.rollouts
         todo = range(done, collect.episodes)
         steps = 0
@@ -117,6 +111,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                 bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{episode.total_return:.0f}")
                 bar.update(1)
                 if not progress:
-                    print(f"committed episode {episode.index + 1}/{collect.episodes}: "
-                          f"return {episode.total_return:.1f}, {steps / elapsed:.0f} steps/s", flush=True)
+                    logger.info(f"committed episode {episode.index + 1}/{collect.episodes}: "
+                                f"return {episode.total_return:.1f}, {steps / elapsed:.0f} steps/s")
     return paths.rollouts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -33,28 +34,23 @@ from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv, population_returns
+from worldmodels.dream_starts import every_step_starts, first_latents
 from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
 from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
+from worldmodels.loaders import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
 from worldmodels.runtime import resolve
-from worldmodels.stages.mdnrnn import every_step_starts, first_latents, load_mdnrnn
-from worldmodels.stages.vae import load_vae
 
-CHECKPOINT_KIND = "controller"
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = CONTROLLER_KIND
 # Settings that change how C is scored or run, not what it is evolved to.
-_NOT_IDENTITY = ("generations", "workers", "temperatures", "evaluate_episodes")
-
-
-def load_controller(path: Path) -> tuple[LinearController, dict[str, Any]]:
-    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
-    controller = LinearController(**checkpoint["model_args"])
-    controller.set_flat(checkpoint["parameters"])
-    return controller.eval(), checkpoint
+_NOT_IDENTITY = ("generations", "workers", "temperatures")
 
 
 def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None) -> DreamEnv:
@@ -143,7 +139,7 @@ class Evolution:
             dimension = LinearController(**self.model_args).num_parameters
             strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
         if strategy.generation >= generations:
-            print(f"{output}: already evolved for {strategy.generation} generations")
+            logger.info(f"{output}: already evolved for {strategy.generation} generations")
             return output
         check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
         common = {"kind": CHECKPOINT_KIND, "model_args": self.model_args, "inputs": inputs}
@@ -196,9 +192,9 @@ def _resume(path: Path, inputs: dict[str, Any], log: MetricsLog) -> tuple[CMAES 
         if state["inputs"] == inputs:
             strategy = CMAES.from_state(state["strategy"])
             log.keep_up_to(strategy.generation)
-            print(f"resuming C after generation {strategy.generation}")
+            logger.info(f"resuming C after generation {strategy.generation}")
             return strategy, state["best"]
-        print(f"{path}: evolved in another dream or with other settings; starting C over")
+        logger.info(f"{path}: evolved in another dream or with other settings; starting C over")
     log.keep_up_to(0)
     return None, float("-inf")
 
@@ -210,7 +206,7 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     Writes ``scores/temperature_table.json`` and ``scores/temperature_table.md``; returns the table.
     """
     settings = config.controller
-    seeds = evaluation_seeds(settings.seed, settings.evaluate_episodes)
+    seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     rows = []
     for temperature, path in controllers.items():
         _, checkpoint = load_controller(path)
@@ -223,7 +219,7 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     collect = config.collect
     random = make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
                                      collect.brownian_std, collect.action_scale_min)
-    real = evaluate_policy(config.env, random, seeds, workers=settings.workers)
+    real = evaluate_policy(config.env, random, seeds, workers=config.evaluate.workers)
     rows.append({"agent": "random", "temperature": None, "dream_mean": None, "real_mean": float(real.mean()),
                  "real_std": float(real.std())})
     table = {"episodes": len(seeds), "seeds": seeds, "dream_rollouts": settings.eval_dream_rollouts, "rows": rows}
@@ -231,8 +227,8 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     atomic_write(paths.score("temperature_table"),
                  lambda temporary: temporary.write_text(json.dumps(table, indent=1)))
     markdown = format_temperature_table(table)
-    atomic_write(paths.scores_dir / "temperature_table.md", lambda temporary: temporary.write_text(markdown))
-    print(markdown)
+    atomic_write(paths.temperature_table, lambda temporary: temporary.write_text(markdown))
+    logger.info(markdown)
     return table
 
 

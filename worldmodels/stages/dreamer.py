@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -34,67 +35,25 @@ from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.datasets import WindowDataset
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader, RolloutWriter
+from worldmodels.envs import probe_env
 from worldmodels.evaluation import evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.figures import openloop_strip, prediction_errors, training_returns
+from worldmodels.loaders import DREAMER_KIND, load_dreamer
 from worldmodels.metrics import MetricsLog
-from worldmodels.models.actor_critic import Actor, Value, behaviour_losses
-from worldmodels.models.rssm import WorldModel, world_model_losses
+from worldmodels.models.actor_critic import behaviour_losses
+from worldmodels.models.dreamer import Dreamer
+from worldmodels.models.rssm import world_model_losses
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
-from worldmodels.stages.collect import probe_env
+from worldmodels.scores import Score
 
-CHECKPOINT_KIND = "dreamer"
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = DREAMER_KIND
 ONLINE_SOURCE = "dreamer:actor+noise"
 DREAMER_STREAM = 0xD7EA  # env seeds of the online phase's episodes
 # Settings that say how long or how visibly Dreamer trains, not what it trains to.
 _NOT_IDENTITY = ("updates", "online_steps", "eval_every", "eval_episodes")
-
-
-@dataclasses.dataclass
-class Dreamer:
-    """The three networks and their optimizers."""
-
-    world_model: WorldModel
-    actor: Actor
-    value: Value
-    optimizers: dict[str, torch.optim.Optimizer]
-
-    @classmethod
-    def build(cls, action_size: int, settings: DreamerConfig, device: torch.device | str = "cpu") -> Dreamer:
-        """Fresh networks (initialised on the CPU from ``settings.seed``, so alike on every device) on ``device``."""
-        torch.manual_seed(settings.seed)
-        world_model = WorldModel(action_size, settings.depth, settings.deter_size, settings.stoch_size,
-                                 settings.hidden_size, settings.head_hidden, settings.reward_layers)
-        features = world_model.rssm.feature_size
-        actor = Actor(features, action_size, settings.head_hidden, settings.actor_layers)
-        value = Value(features, settings.head_hidden, settings.value_layers)
-        world_model, actor, value = world_model.to(device), actor.to(device), value.to(device)
-        optimizers = {
-            "world_model": torch.optim.Adam(world_model.parameters(), lr=settings.model_learning_rate),
-            "actor": torch.optim.Adam(actor.parameters(), lr=settings.actor_learning_rate),
-            "value": torch.optim.Adam(value.parameters(), lr=settings.value_learning_rate),
-        }
-        return cls(world_model, actor, value, optimizers)
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"world_model": self.world_model, "actor": self.actor, "value": self.value}
-
-    def train(self) -> None:
-        for module in self.modules().values():
-            module.train()
-
-
-def load_dreamer(path: Path, device: torch.device | str = "cpu") -> tuple[Dreamer, dict[str, Any]]:
-    """Dreamer from ``dreamer.pt`` (or a resume state, saved on any device) on ``device``, in eval mode, and
-    the checkpoint dict."""
-    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
-    known = {f.name for f in dataclasses.fields(DreamerConfig)}  # settings since moved (bf16, threads) are dropped
-    settings = DreamerConfig(**{k: v for k, v in checkpoint["settings"].items() if k in known})
-    dreamer = Dreamer.build(checkpoint["action_size"], settings, device)
-    for name, module in dreamer.modules().items():
-        module.load_state_dict(checkpoint[name])
-        module.eval()
-    return dreamer, checkpoint
 
 
 def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig,
@@ -186,7 +145,7 @@ def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path
 
 def _evaluate(config: PipelineConfig, dreamer: Dreamer, seeds: list[int]) -> np.ndarray:
     returns = evaluate_policy(config.env, DreamerAgent(dreamer.world_model, dreamer.actor), seeds,
-                              workers=config.controller.workers)
+                              workers=config.evaluate.workers)
     dreamer.train()
     return returns
 
@@ -209,8 +168,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     generator = torch.Generator().manual_seed(settings.seed)
     done_updates = _resume(last_path, identity, dreamer, generator, log, runtime)
     sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction)
-    eval_seeds = evaluation_seeds(config.controller.seed, min(settings.eval_episodes,
-                                                               config.controller.evaluate_episodes))
+    eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
     common = {"kind": CHECKPOINT_KIND, "action_size": rollouts.action_size,
               "settings": dataclasses.asdict(settings), "identity": identity, "runtime": runtime.record()}
     sums: dict[str, float] = {}
@@ -222,7 +180,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     online = _online_episodes(data_path) if settings.online_steps else 0
     base_env_steps = rollouts.num_steps * rollouts.action_repeat
     if _finished(paths, done_updates, target_updates(online), settings, data_path, base_env_steps):
-        print(f"{paths.score('dreamer')}: Dreamer already trained for {done_updates} updates and scored")
+        logger.info(f"{paths.score('dreamer')}: Dreamer already trained for {done_updates} updates and scored")
         return paths.score("dreamer")
     with tqdm(total=target_updates(online), initial=done_updates, desc="Dreamer", unit="update",
               disable=not progress, dynamic_ncols=True) as bar:
@@ -293,9 +251,9 @@ def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: t
             restore_rng_state(state, runtime)
             generator.set_state(state["generator"])
             log.keep_up_to(state["update"])
-            print(f"resuming Dreamer after update {state['update']}")
+            logger.info(f"resuming Dreamer after update {state['update']}")
             return state["update"]
-        print(f"{path}: trained on other data or with other settings; training Dreamer from scratch")
+        logger.info(f"{path}: trained on other data or with other settings; training Dreamer from scratch")
     log.keep_up_to(0)
     return 0
 
@@ -303,16 +261,13 @@ def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: t
 def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtime: Runtime) -> Path:
     """Score ``dreamer.pt`` on `wm evaluate`'s seeds and draw the figures; returns the score file."""
     dreamer, checkpoint = load_dreamer(paths.dreamer, runtime.device)
-    seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
+    seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     started = time.perf_counter()
     returns = evaluate_policy(config.env, DreamerAgent(dreamer.world_model, dreamer.actor), seeds,
-                              workers=config.controller.workers)
-    score = {"agent": "dreamer", "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
-             "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": _env_steps(data_path),
-             "updates": checkpoint["update"], "wall_clock_s": time.perf_counter() - started}
-    atomic_write(paths.score("dreamer"), lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
-    print(f"dreamer: {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes after "
-          f"{checkpoint['update']} updates")
+                              workers=config.evaluate.workers)
+    score = Score.of("dreamer", returns, seeds, _env_steps(data_path), time.perf_counter() - started,
+                     updates=checkpoint["update"]).write(paths.score("dreamer"))
+    logger.info(f"dreamer: {score.summary()} after {checkpoint['update']} updates")
     training_returns(MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update").read(),
                      paths.figure("dreamer_returns"))
     measure_prediction(config, paths, dreamer)
@@ -323,7 +278,7 @@ def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtim
 def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dreamer) -> dict[str, Any]:
     """Open-loop image and reward error of the RSSM (and of V+M when they exist) on the same held-out
     episodes as the M stage; the RSSM's foreground ratio; ``metrics/dreamer_prediction.json``."""
-    from worldmodels.stages import prediction
+    from worldmodels import prediction
 
     summary = prediction.compare(config, paths, dreamer.world_model)
     context = config.mdnrnn.context_frames
@@ -332,6 +287,6 @@ def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dr
                    f"{config.mdnrnn.openloop_steps} from the prior with the real actions (rows: truth / model / error)",
                    paths.figure("openloop_dreamer"))
     prediction_errors(summary["curves"], paths.figure("prediction_error"))
-    atomic_write(paths.metrics_dir / "dreamer_prediction.json",
+    atomic_write(paths.dreamer_prediction,
                  lambda temporary: temporary.write_text(json.dumps(summary, indent=1)))
     return summary

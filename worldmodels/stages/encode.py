@@ -7,6 +7,7 @@ match, re-running does nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import latents_match, write_latents
 from worldmodels.data.store import RolloutReader
+from worldmodels.loaders import load_vae
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
-from worldmodels.stages.vae import load_vae
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -57,7 +60,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     if not paths.vae.is_file():
         raise FileNotFoundError(f"{paths.vae}: no VAE checkpoint; run `wm train-vae` first")
     if latents_match(paths.latents, paths.vae, reader):
-        print(f"{paths.latents}: up to date with {paths.vae.name} and {paths.rollouts.name}")
+        logger.info(f"{paths.latents}: up to date with {paths.vae.name} and {paths.rollouts.name}")
         return paths.latents
     model, _ = load_vae(paths.vae, runtime.device)
     mu, logvar, rate = encode_frames(model, reader, config.vae.encode_batch_size, progress,
@@ -65,5 +68,5 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     vae_hash, fingerprint = file_sha256(paths.vae), reader.fingerprint
     atomic_write(paths.latents, lambda temporary: write_latents(temporary, reader.episodes, mu, logvar,
                                                                 vae_hash, fingerprint))
-    print(f"encoded {len(mu)} frames at {rate:.0f} frames/s into {paths.latents}")
+    logger.info(f"encoded {len(mu)} frames at {rate:.0f} frames/s into {paths.latents}")
     return paths.latents

@@ -1,7 +1,7 @@
 """Stage `evaluate`: V + M + C in the real env, beside the random-policy and zero-action baselines.
 
 Every agent plays the same episodes: seeds from the evaluation stream, disjoint from the collect
-seeds and from the checks made during C's training, in ``controller.workers`` processes. The
+seeds and from the checks made during C's training, in ``evaluate.workers`` processes. The
 agent scored is the pipeline's final one (the last round's, with ``iterate.iterations > 0``;
 the one-shot C of round 0 is then scored too, as ``worldmodel_round0``). Writes
 ``scores/<agent>.json`` (mean, std, every return, the seeds, env steps of data the agent was
@@ -10,7 +10,7 @@ trained on, wall-clock) and ``figures/score_hist.png``.
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,32 +18,29 @@ import numpy as np
 import torch
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
-from worldmodels.checkpoint import atomic_write, file_sha256
+from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_exploration_policy
 from worldmodels.envs.policies import Policy
 from worldmodels.evaluation import evaluate_policy, evaluation_seeds
 from worldmodels.figures import score_histogram
+from worldmodels.loaders import load_controller, load_mdnrnn, load_vae
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
-from worldmodels.stages.controller import load_controller
-from worldmodels.stages.iterate import final_paths
-from worldmodels.stages.mdnrnn import load_mdnrnn
-from worldmodels.stages.vae import load_vae
+from worldmodels.scores import Score
+
+logger = logging.getLogger(__name__)
 
 
 def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: int, path: Path,
-           about: dict | None = None) -> dict:
+           about: dict | None = None) -> Score:
     """Score ``policy`` on ``seeds`` into ``path``; ``about``: what a V+M+C agent is (its rounds, C's hash)."""
     started = time.perf_counter()
-    returns = evaluate_policy(config.env, policy, seeds, workers=config.controller.workers)
-    score = {"agent": path.stem, "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
-             "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
-             "wall_clock_s": time.perf_counter() - started}
-    score |= about or {}
-    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
-    print(f"{path.stem:>12}: {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes")
+    returns = evaluate_policy(config.env, policy, seeds, workers=config.evaluate.workers)
+    score = Score.of(path.stem, returns, seeds, env_steps, time.perf_counter() - started, **(about or {}))
+    score.write(path)
+    logger.info(f"{path.stem:>12}: {score.summary()}")
     return score
 
 
@@ -59,8 +56,8 @@ def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModel
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
     runtime = resolve(config.runtime).apply()
-    seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
-    final = final_paths(config, paths)
+    seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
+    final = paths.round(config.iterate.iterations)  # the last round's agent
     if not final.controller.is_file():
         raise FileNotFoundError(f"{final.controller}: no final controller; run `wm iterate` "
                                 f"(iterate.iterations={config.iterate.iterations})")
@@ -82,5 +79,5 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         about["worldmodel_round0"] = {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}
     scores = {name: _score(config, policy, seeds, steps, paths.score(name), about.get(name))
               for name, (policy, steps) in agents.items()}
-    score_histogram({name: np.array(score["returns"]) for name, score in scores.items()}, paths.figure("score_hist"))
+    score_histogram({name: np.array(score.returns) for name, score in scores.items()}, paths.figure("score_hist"))
     return paths.score("worldmodel")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -33,34 +34,21 @@ from worldmodels.agents import WorldModelAgent
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader, RolloutWriter
+from worldmodels.envs import probe_env
 from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_episodes
+from worldmodels.loaders import load_controller, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
 from worldmodels.stages import encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
-from worldmodels.stages.collect import probe_env
-from worldmodels.stages.controller import Evolution, load_controller
-from worldmodels.stages.mdnrnn import load_mdnrnn
-from worldmodels.stages.vae import load_vae
+from worldmodels.stages.controller import Evolution
+
+logger = logging.getLogger(__name__)
 
 # Round scores use check-stream seeds past those C's training checks use.
 ROUND_SEED_OFFSET = 10_000
-
-
-def round_paths(paths: PipelinePaths, round_index: int) -> PipelinePaths:
-    """Where round ``round_index`` keeps its artifacts (round 0: the pipeline's own folder)."""
-    return paths if round_index == 0 else PipelinePaths(paths.root / "iterations" / str(round_index))
-
-
-def final_paths(config: PipelineConfig, paths: PipelinePaths) -> PipelinePaths:
-    """The folder of the agent the pipeline ends with: the last round's."""
-    return round_paths(paths, config.iterate.iterations)
-
-
-def agent_file(paths: PipelinePaths) -> Path:
-    return paths.root / "agent.json"
 
 
 def round_source(round_index: int, noise_std: float) -> str:
@@ -141,14 +129,14 @@ def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int
 
 def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int, progress: bool) -> None:
     settings = config.iterate
-    previous, current = round_paths(paths, round_index - 1), round_paths(paths, round_index)
-    marker = current.root / "round.json"
+    previous, current = paths.round(round_index - 1), paths.round(round_index)
+    marker = current.round_marker
     identity = _identity(config, previous)
     if marker.is_file():
         if json.loads(marker.read_text())["identity"] == identity:
             return
         raise ValueError(f"{current.root} was made from another controller or other iterate settings; delete "
-                         f"{paths.root / 'iterations'} to redo the rounds, or use another --data-dir")
+                         f"{paths.iterations_dir} to redo the rounds, or use another --data-dir")
     started = time.perf_counter()
     played = grow_rollouts(config, previous, current, round_index, progress)
     if settings.retrain_vae:
@@ -171,17 +159,17 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
     log.append(record)
     atomic_write(marker, lambda temporary: temporary.write_text(json.dumps({"identity": identity,
                                                                             "record": record}, indent=1)))
-    print(f"round {round_index}: real {record['real_mean']:.1f} +- {record['real_std']:.1f}, dream "
-          f"{record['dream_mean']:.1f}, {record['env_steps_of_data']} env steps of data")
+    logger.info(f"round {round_index}: real {record['real_mean']:.1f} +- {record['real_std']:.1f}, dream "
+                f"{record['dream_mean']:.1f}, {record['env_steps_of_data']} env steps of data")
 
 
 def write_agent_file(config: PipelineConfig, paths: PipelinePaths) -> Path:
     """``agent.json``: the final agent's folder and controller hash, rewritten only when they change
     (Make rebuilds the evaluation when this file changes)."""
-    final = final_paths(config, paths)
+    final = paths.round(config.iterate.iterations)
     content = json.dumps({"iterations": config.iterate.iterations, "root": str(final.root),
                           "controller_sha256": file_sha256(final.controller)}, indent=1)
-    path = agent_file(paths)
+    path = paths.agent
     if not path.is_file() or path.read_text() != content:
         atomic_write(path, lambda temporary: temporary.write_text(content))
     return path

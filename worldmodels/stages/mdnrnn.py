@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -29,32 +30,20 @@ from worldmodels.data.sequences import LatentSequences, build_sequences
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
+from worldmodels.dream_starts import first_latents
 from worldmodels.figures import frame_rows, openloop_strip
+from worldmodels.loaders import MDNRNN_KIND, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
-from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_errors, replay_returns
-from worldmodels.stages.vae import load_vae
+from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_episodes, openloop_errors, replay_returns
 
-CHECKPOINT_KIND = "mdnrnn"
-OPENLOOP_SEQUENCES = 6
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = MDNRNN_KIND
 DREAM_TEMPERATURES = (0.5, 1.0, 1.5)
-
-
-def openloop_episodes(heldout_episodes: np.ndarray, count: int = OPENLOOP_SEQUENCES) -> np.ndarray:
-    """The held-out episodes every open-loop figure shows (V+M's and Dreamer's): the first ``count``."""
-    return np.sort(heldout_episodes)[:count]
-
-
-def load_mdnrnn(path: Path, device: torch.device | str = "cpu") -> tuple[MDNRNN, dict[str, Any]]:
-    """The model in ``path`` (an ``mdnrnn.pt``, saved on any device) on ``device`` in eval mode, and the
-    checkpoint dict."""
-    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
-    model = MDNRNN(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
 
 
 @torch.no_grad()
@@ -147,7 +136,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                              f"this one ({common['model_args']})")
         model.load_state_dict(previous.state_dict())
     if start_epoch >= settings.epochs:
-        print(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
+        logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         if not paths.simulator_metrics.is_file():
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
@@ -172,8 +161,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
             save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              **rng_state(runtime), "epoch": epoch, "best_heldout": best},
                             last_path)
-    print(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
-          f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
+    logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
+                f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
 
@@ -188,9 +177,9 @@ def _resume(path: Path, common: dict[str, Any], model: MDNRNN, optimizer: torch.
             optimizer.load_state_dict(state["optimizer"])
             restore_rng_state(state, runtime)
             log.keep_up_to(state["epoch"])
-            print(f"resuming M after epoch {state['epoch']}")
+            logger.info(f"resuming M after epoch {state['epoch']}")
             return state["epoch"], state["best_heldout"]
-        print(f"{path}: made from other latents or settings; training M from scratch")
+        logger.info(f"{path}: made from other latents or settings; training M from scratch")
     log.keep_up_to(0)
     return 0, float("inf")
 
@@ -236,55 +225,13 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
                    f"V+M open loop on held-out episodes: {context} context frames, then {steps} predicted "
                    "from M's mean with the real actions (rows: truth / model / error)", paths.figure("openloop_vm"))
     _dream_figure(model, vae, latents, rollouts, usable[0], steps, paths.figure("dream_rollouts"))
-    print("open-loop latent error at horizons " + ", ".join(
+    logger.info("open-loop latent error at horizons " + ", ".join(
         f"{h}: {errors['latent_error'][h - 1]:.2f}" for h in REPORTED_HORIZONS if h <= steps)
-          + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
+                + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
             f"{gap['real_return_mean']:.0f}); zero action: dream {calibration['dream_return_mean']:.0f} vs real "
             f"{calibration['real_return_mean']:.0f} (M's reward on the real frames: "
             f"{calibration['teacher_forced_return_mean']:.0f})")
     return summary
-
-
-def first_latents(latents: LatentReader, episodes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) of the first frame of each episode, each ``(E, Z)``: where their dreams start."""
-    firsts = [latents.episode(int(e)) for e in episodes]
-    return (torch.from_numpy(np.stack([mu[0] for mu, _ in firsts])),
-            torch.from_numpy(np.stack([logvar[0] for _, logvar in firsts])))
-
-
-@torch.no_grad()
-def every_step_starts(model: MDNRNN, latents: LatentReader, rollouts: RolloutReader, episodes: np.ndarray
-                      ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Dream starts at every step of ``episodes``: (mu, logvar) ``(N, Z)`` of frame ``t`` and M's
-    LSTM state (h, c) ``(N, H)`` after reading the real latents and actions of steps ``0 .. t-1``.
-
-    All episodes advance together, one LSTM step at a time, padded to the longest, on M's device;
-    the results are on the CPU.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    series = [latents.episode(int(e)) for e in episodes]
-    actions = [rollouts.step_data(int(e))["actions"] for e in episodes]
-    lengths = [len(a) for a in actions]
-    longest = max(lengths)
-    mu = torch.zeros(len(episodes), longest, model.z_size)
-    logvar = torch.zeros_like(mu)
-    padded_actions = torch.zeros(len(episodes), longest, model.action_size)
-    for index, ((m, lv), a) in enumerate(zip(series, actions, strict=True)):
-        mu[index, :len(a)] = torch.from_numpy(m[:len(a)])
-        logvar[index, :len(a)] = torch.from_numpy(lv[:len(a)])
-        padded_actions[index, :len(a)] = torch.from_numpy(a)
-    state = (torch.zeros(1, len(episodes), model.hidden_size, device=device),
-             torch.zeros(1, len(episodes), model.hidden_size, device=device))
-    mu_device, actions_device = mu.to(device), padded_actions.to(device)
-    hs, cs = [], []
-    for t in range(longest):
-        hs.append(state[0][0].cpu())
-        cs.append(state[1][0].cpu())
-        _, _, state = model(mu_device[:, t:t + 1], actions_device[:, t:t + 1], state)
-    valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
-    h, c = torch.stack(hs, dim=1)[valid], torch.stack(cs, dim=1)[valid]
-    return mu[valid], logvar[valid], (h, c)
 
 
 def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, episodes: np.ndarray,

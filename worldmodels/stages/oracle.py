@@ -10,20 +10,22 @@ generation is scored on the evaluation seeds into ``scores/oracle.json``.
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.checkpoint import atomic_write
 from worldmodels.config import PipelineConfig
 from worldmodels.envs import make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import ORACLE_STREAM, evaluation_seeds
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.scores import Score
+
+logger = logging.getLogger(__name__)
 
 
 def state_policy_return(env, parameters: np.ndarray, seed: int) -> tuple[float, int]:
@@ -68,14 +70,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             strategy.tell(population, fitness)
             log.append({"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
                         "worst": float(fitness.min())})
-        seeds = evaluation_seeds(config.controller.seed, config.controller.evaluate_episodes)
+        seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
         returns = np.array([state_policy_return(env, strategy.mean, seed)[0] for seed in seeds])
     finally:
         env.close()
-    score = {"agent": "oracle", "episodes": len(seeds), "mean": float(returns.mean()), "std": float(returns.std()),
-             "returns": returns.tolist(), "seeds": seeds, "env_steps_of_data": env_steps,
-             "parameters": strategy.mean.tolist(), "wall_clock_s": time.perf_counter() - started}
-    atomic_write(paths.score("oracle"), lambda temporary: temporary.write_text(json.dumps(score, indent=1)))
-    print(f"oracle (linear, true state): {score['mean']:.1f} +- {score['std']:.1f} over {len(seeds)} episodes "
-          f"after {env_steps} env steps")
+    score = Score.of("oracle", returns, seeds, env_steps, time.perf_counter() - started,
+                     parameters=strategy.mean.tolist()).write(paths.score("oracle"))
+    logger.info(f"oracle (linear, true state): {score.summary()} after {env_steps} env steps")
     return paths.score("oracle")

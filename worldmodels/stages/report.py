@@ -37,6 +37,7 @@ from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.scores import Score
 from worldmodels.stage_times import read_stage_times
 
 DEFAULT_PIPELINE = "cartpole_balance"
@@ -162,8 +163,8 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if magnitude >= 0.01 or magnitude == 0 else f"{value:.2e}"
 
 
-def _score_text(score: dict[str, Any]) -> str:
-    return f"{score['mean']:.1f} +- {score['std']:.1f} ({score['episodes']} episodes)"
+def _score_text(score: Score) -> str:
+    return f"{score.mean:.1f} +- {score.std:.1f} ({score.episodes} episodes)"
 
 
 def _parameters(state: dict[str, Any], *keys: str) -> int:
@@ -204,16 +205,16 @@ def section_results(report: Report) -> str:
     rows, missing = [], []
 
     reference = paths.score("worldmodel")
-    reference_seeds = json.loads(reference.read_text()).get("seeds") if reference.is_file() else None
+    reference_seeds = Score.read(reference).seeds if reference.is_file() else None
 
     def add(label: str, path: Path, command: str, parameters: int | None, note: str = "") -> None:
         if not path.is_file():
             missing.append(missing_box(path, command))
             return
-        score = json.loads(path.read_text())
-        if reference_seeds is not None and score.get("seeds") != reference_seeds:
+        score = Score.read(path)
+        if reference_seeds is not None and score.seeds != reference_seeds:
             note = f"{note}; NOT the same evaluation episodes as V+M+C" if note else "NOT the same evaluation episodes"
-        rows.append([label, score.get("env_steps_of_data") or None, _score_text(score), parameters, note])
+        rows.append([label, score.env_steps_of_data or None, _score_text(score), parameters, note])
 
     parameters = _model_parameters(report.paths)
     world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
@@ -287,7 +288,7 @@ def _dream_note(report: Report) -> str:
 def _dreamer_note(paths: PipelinePaths) -> str:
     if not paths.score("dreamer").is_file():
         return ""
-    return f"{json.loads(paths.score('dreamer').read_text()).get('updates')} updates"
+    return f"{Score.read(paths.score('dreamer')).about.get('updates')} updates"
 
 
 def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
@@ -300,7 +301,7 @@ def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
             if all(key in state for key in keys):
                 found[label] = _parameters(state, *keys)
     if paths.score("oracle").is_file():
-        found["oracle"] = len(json.loads(paths.score("oracle").read_text()).get("parameters", []))
+        found["oracle"] = len(Score.read(paths.score("oracle")).about.get("parameters", []))
     return found
 
 
@@ -439,7 +440,7 @@ def section_dreamer(report: Report) -> str:
 
 
 def section_side_by_side(report: Report) -> str:
-    prediction = report.json(report.paths.metrics_dir / "dreamer_prediction.json", report.make("dreamer"))
+    prediction = report.json(report.paths.dreamer_prediction, report.make("dreamer"))
     stale = ""
     recorded = prediction.get("mdnrnn_sha256")
     if recorded and report.paths.mdnrnn.is_file() and recorded != file_sha256(report.paths.mdnrnn):
@@ -467,7 +468,7 @@ def section_diagnostics(report: Report) -> str:
     if vae and "heldout/foreground_ratio" in vae:
         rows.append(["V's foreground ratio (held-out)", vae["heldout/foreground_ratio"],
                      "near 1: V draws the background only"])
-    prediction = paths.metrics_dir / "dreamer_prediction.json"
+    prediction = paths.dreamer_prediction
     if prediction.is_file():
         ratio = json.loads(prediction.read_text()).get("rssm_foreground_ratio")
         if ratio is not None:
@@ -482,7 +483,7 @@ def section_diagnostics(report: Report) -> str:
     scored = _scored_controller(paths)
     if scored is not None:
         dream = scored.get("metrics", {}).get("eval/dream_mean")
-        real = json.loads(paths.score("worldmodel").read_text())["mean"]
+        real = Score.read(paths.score("worldmodel")).mean
         if dream is not None and _iterations(paths.score("worldmodel")) == 0:
             rows.append(["C's dream - real gap", dream - real, f"dream {dream:.0f}, real {real:.0f}"])
     if not rows:

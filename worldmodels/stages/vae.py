@@ -14,7 +14,7 @@ background scores ~0.9 even when its per-pixel MSE looks as good as a working on
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,19 @@ from tqdm import tqdm
 from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import PipelineConfig, VAEConfig
 from worldmodels.data.batches import ShuffledFrameBatches
+from worldmodels.data.frames import evenly_spaced, median_frame
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.figures import reconstruction_grid
+from worldmodels.loaders import VAE_KIND
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
 
-CHECKPOINT_KIND = "vae"
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = VAE_KIND
 COLLAPSE_RATIO = 0.8  # a foreground ratio above this after a few epochs: V draws only the background
 EVAL_BATCH = 500
 FIGURE_FRAMES = 8
@@ -47,19 +51,6 @@ def split_frame_rows(reader: RolloutReader, config: PipelineConfig) -> tuple[np.
         raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode "
                          f"among the {reader.num_episodes} of {reader.path}; V needs at least one")
     return reader.frame_rows(train_episodes), reader.frame_rows(heldout_episodes)
-
-
-def evenly_spaced(rows: np.ndarray, count: int) -> np.ndarray:
-    """At most ``count`` entries of ``rows`` spread over its whole length."""
-    if len(rows) <= count:
-        return rows
-    return rows[np.linspace(0, len(rows) - 1, count).round().astype(np.int64)]
-
-
-def median_frame(reader: RolloutReader, rows: np.ndarray, count: int) -> torch.Tensor:
-    """Per-pixel median of ``count`` evenly spaced frames: float ``(3, H, W)`` in [0, 1]."""
-    frames = reader.read_frame_rows(np.sort(evenly_spaced(rows, count)))
-    return torch.from_numpy(np.median(frames, axis=0).astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def pixel_weights(x: torch.Tensor, background: torch.Tensor, config: VAEConfig) -> torch.Tensor | None:
@@ -116,21 +107,13 @@ def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     return settings
 
 
-def load_vae(path: Path, device: torch.device | str = "cpu") -> tuple[ConvVAE, dict[str, Any]]:
-    """The model in ``path`` (a ``vae.pt``, saved on any device) on ``device`` in eval mode, and the checkpoint dict."""
-    checkpoint = load_checkpoint(path, CHECKPOINT_KIND)
-    model = ConvVAE(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
-
-
 def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
     ratio = metrics["heldout/foreground_ratio"]
     if epoch >= 2 and ratio > COLLAPSE_RATIO:
-        print(f"\nWARNING: after {epoch} epochs V still draws only the background: held-out foreground "
-              f"ratio {ratio:.2f} (1.0 = no better than the median frame). Small objects (a 1-px pole) are "
-              "invisible to per-pixel MSE; raise vae.foreground_weight (e.g. --set vae.foreground_weight=19).\n",
-              file=sys.stderr, flush=True)
+        logger.warning(f"after {epoch} epochs V still draws only the background: held-out foreground "
+                       f"ratio {ratio:.2f} (1.0 = no better than the median frame). Small objects (a 1-px pole) "
+                       "are invisible to per-pixel MSE; raise vae.foreground_weight (e.g. --set "
+                       "vae.foreground_weight=19).")
 
 
 def _frames_with_objects(reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
@@ -189,9 +172,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         background, start_epoch, best = state["background"], state["epoch"], state["best_heldout"]
         log.keep_up_to(start_epoch)
         if start_epoch >= settings.epochs:
-            print(f"{paths.vae}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
+            logger.info(f"{paths.vae}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
             return paths.vae
-        print(f"resuming V from epoch {start_epoch} of {settings.epochs}")
+        logger.info(f"resuming V from epoch {start_epoch} of {settings.epochs}")
     batches = ShuffledFrameBatches(reader, train_rows, settings.batch_size, settings.seed)
     figure_rows = _frames_with_objects(reader, heldout_rows, background, settings, FIGURE_FRAMES)
     common = {"model_args": {"z_size": settings.z_size}, "background": background,
@@ -215,9 +198,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          **rng_state(runtime), "epoch": epoch, "best_heldout": best,
                          "metrics": metrics}, last_path)
-        print(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
-              f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
-              f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}", flush=True)
+        logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
+                    f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
+                    f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}")
         _warn_if_collapsed(metrics, epoch)
     return paths.vae
 
@@ -228,12 +211,12 @@ def _resume_state(path: Path, config: PipelineConfig, reader: RolloutReader) -> 
         return None
     state = load_checkpoint(path, CHECKPOINT_KIND)
     if state["rollouts_fingerprint"] != reader.fingerprint:
-        print(f"{path}: trained on other rollouts than {reader.path} holds now; training V from scratch")
+        logger.info(f"{path}: trained on other rollouts than {reader.path} holds now; training V from scratch")
         return None
     settings = _settings_that_matter(config)
     if state["settings"] != settings:
         changed = sorted(key for key in state["settings"] if state["settings"][key] != settings.get(key))
-        print(f"{path}: trained with other settings ({', '.join(changed)}); training V from scratch")
+        logger.info(f"{path}: trained with other settings ({', '.join(changed)}); training V from scratch")
         return None
     return state
 
