@@ -64,7 +64,7 @@ def runtime_for(device: str, precision: str) -> Runtime:
 def seconds_per_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, runtime: Runtime,
                        plain: bool = False) -> float:
     """Mean wall-clock seconds of ``updates`` Dreamer updates on ``batch`` (after one warm-up)."""
-    dreamer = Dreamer.build(1, settings, runtime.device)
+    dreamer = Dreamer.build(1, settings, runtime.device).compile(runtime)
     batch = {name: value.to(runtime.device) for name, value in batch.items()}
     if plain:
         _stepwise(dreamer.world_model.rssm)
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--updates", type=int, default=3, help="timed updates per variant (after one warm-up)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dreamer.json"))
+    parser.add_argument("--compile", action="store_true", help="also time fast fp32 with runtime.compile")
     parser.add_argument("--bf16-anyway", action="store_true",
                         help="time bf16 even on a CPU that emulates it (20-110x slower than fp32 there)")
     args = parser.parse_args()
@@ -113,6 +114,9 @@ def main() -> None:
         "plain_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32"), plain=True),
         "fast_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32")),
     }
+    if args.compile:
+        compiled = Runtime(torch.device("cpu"), "fp32", resolve_threads(0), compile=True, why="benchmark")
+        seconds["fast_fp32_compiled"] = seconds_per_update(settings, batch, args.updates, compiled)
     if bf16:
         seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "bf16"))
     results = {

@@ -13,6 +13,7 @@ from worldmodels.evaluation import CHECK_STREAM, evaluate_policy, evaluation_see
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.rollout import episode_seeds
+from worldmodels.scores import Score
 from worldmodels.stages import collect, encode, evaluate
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
@@ -47,13 +48,14 @@ def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
 
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
-    config = _config()
+    config = _config("evaluate.episodes=3")
     controller_stage.run(config, paths, progress=False)
     evaluate.run(config, paths, progress=False)
     scores = {name: json.loads(paths.score(name).read_text()) for name in ("worldmodel", "random", "zero")}
     assert len({tuple(s["seeds"]) for s in scores.values()}) == 1
-    for score in scores.values():
-        assert len(score["returns"]) == 4 and score["mean"] == pytest.approx(np.mean(score["returns"]))
+    for name, score in scores.items():
+        assert len(score["returns"]) == 3 and score["mean"] == pytest.approx(np.mean(score["returns"]))
+        assert Score.read(paths.score(name)).to_dict() == score  # the one score record, round-tripped
     assert scores["worldmodel"]["env_steps_of_data"] == 4 * 20 * 8
     Image.open(paths.figure("score_hist")).verify()
 

@@ -46,7 +46,8 @@ class RuntimeConfig:
     threads: int = 0
     """torch CPU threads of every stage (0: one per core). Worker processes use one each."""
     compile: bool = False
-    """``torch.compile`` Dreamer's world model and V's training step (slow to start; pays on long runs)."""
+    """``torch.compile`` V and Dreamer's convolution stacks (a minute or more to start; for long runs,
+    mostly on GPUs: benchmarks/dreamer.py --compile measures it)."""
 
     SECTION: typing.ClassVar[str] = "runtime"
 

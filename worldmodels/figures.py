@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from worldmodels import tensorboard  # noqa: E402
 from worldmodels.checkpoint import atomic_write  # noqa: E402
 
 
@@ -17,6 +18,7 @@ def _save(figure: plt.Figure, path: Path, dpi: int = 100) -> None:
     atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=dpi,
                                                               bbox_inches="tight"))
     plt.close(figure)
+    tensorboard.log_figure(Path(path))
 
 
 def reconstruction_grid(real: np.ndarray, reconstructed: np.ndarray, title: str, path: Path) -> None:

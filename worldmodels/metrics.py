@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from worldmodels import tensorboard
 from worldmodels.checkpoint import atomic_write
 
 
@@ -44,6 +45,8 @@ class MetricsLog:
         atomic_write(self.path, lambda temporary: temporary.write_text(text))
 
     def append(self, record: dict[str, Any]) -> None:
+        """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        tensorboard.log_scalars(self.path.parent.parent / "tensorboard" / self.path.stem, record, self.step_key)

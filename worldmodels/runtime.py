@@ -101,6 +101,14 @@ class Runtime:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
+    def compile_modules(self, *modules: torch.nn.Module) -> None:
+        """``torch.compile`` each module in place when ``runtime.compile`` is on (its parameter names, and
+        so its checkpoints, stay the same). Only stateless stacks are given: a module with a Python loop
+        over time would recompile at every length."""
+        if self.compile:
+            for module in modules:
+                module.compile()
+
     def apply(self) -> Runtime:
         """Set torch's CPU threads for this process; returns ``self``."""
         torch.set_num_threads(self.threads)

@@ -37,6 +37,11 @@ class Dreamer:
         }
         return cls(world_model, actor, value, optimizers)
 
+    def compile(self, runtime) -> Dreamer:
+        """The convolution stacks (the bulk of an update's time) compiled when ``runtime.compile``."""
+        runtime.compile_modules(self.world_model.encoder, self.world_model.decoder)
+        return self
+
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"world_model": self.world_model, "actor": self.actor, "value": self.value}
 

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
-from worldmodels.checkpoint import atomic_write, file_sha256, load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
@@ -45,6 +45,7 @@ from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
 from worldmodels.runtime import resolve
+from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,11 @@ class Evolution:
         if start is not None:
             inputs["start"] = [float(x) for x in start]
         paths.ensure()
-        log = MetricsLog(paths.metrics(name), step_key="generation")
-        last_path = paths.last_checkpoint(name)
-        strategy, best = _resume(last_path, inputs, log)
+        run = TrainingRun(CHECKPOINT_KIND, {"inputs": inputs}, paths.last_checkpoint(name), output,
+                          MetricsLog(paths.metrics(name), step_key="generation"), self.runtime, "C")
+        state = run.resume(step_of=lambda saved: CMAES.from_state(saved["strategy"]).generation)
+        strategy, best = (None, float("-inf")) if state is None else (CMAES.from_state(state["strategy"]),
+                                                                      state["best"])
         if strategy is None:
             dimension = LinearController(**self.model_args).num_parameters
             strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
@@ -142,7 +145,7 @@ class Evolution:
             logger.info(f"{output}: already evolved for {strategy.generation} generations")
             return output
         check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
-        common = {"kind": CHECKPOINT_KIND, "model_args": self.model_args, "inputs": inputs}
+        common = {"model_args": self.model_args}
         with tqdm(total=generations, initial=strategy.generation, desc=f"C (tau {temperature:g})", unit="gen",
                   disable=not progress, dynamic_ncols=True) as bar:
             while strategy.generation < generations:
@@ -164,15 +167,15 @@ class Evolution:
                     score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
                     if score > best:
                         best = score
-                        save_checkpoint({**common, "parameters": torch.from_numpy(strategy.mean).float(),
-                                         "generation": generation, "temperature": temperature,
-                                         "metrics": record}, output)
-                log.append(record)
-                save_checkpoint({**common, "strategy": strategy.state(), "best": best}, last_path)
+                        run.save_best({**common, "parameters": torch.from_numpy(strategy.mean).float(),
+                                       "generation": generation, "temperature": temperature, "metrics": record})
+                run.log.append(record)
+                # C draws nothing from torch's global RNG (its randomness is the CMA-ES state and seeded dreams).
+                run.save_last({**common, "strategy": strategy.state(), "best": best}, with_rng=False)
                 bar.update(1)
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', 0):.0f}")
-        cmaes_curve(log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
+        cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
         return output
 
     def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:
@@ -184,19 +187,6 @@ class Evolution:
             real = self.real_returns(mean, check_seeds)
             result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std())}
         return result
-
-
-def _resume(path: Path, inputs: dict[str, Any], log: MetricsLog) -> tuple[CMAES | None, float]:
-    if path.is_file():
-        state = load_checkpoint(path, CHECKPOINT_KIND)
-        if state["inputs"] == inputs:
-            strategy = CMAES.from_state(state["strategy"])
-            log.keep_up_to(strategy.generation)
-            logger.info(f"resuming C after generation {strategy.generation}")
-            return strategy, state["best"]
-        logger.info(f"{path}: evolved in another dream or with other settings; starting C over")
-    log.keep_up_to(0)
-    return None, float("-inf")
 
 
 def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: Evolution,

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import DreamerAgent
-from worldmodels.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import atomic_write
 from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.datasets import WindowDataset
 from worldmodels.data.split import split_episodes
@@ -44,8 +44,9 @@ from worldmodels.models.actor_critic import behaviour_losses
 from worldmodels.models.dreamer import Dreamer
 from worldmodels.models.rssm import world_model_losses
 from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
+from worldmodels.runtime import Runtime, resolve
 from worldmodels.scores import Score
+from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +162,25 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         if not data_path.is_file():
             atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
     paths.ensure()
-    dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device)
-    identity = _identity(settings, rollouts, runtime)
-    log = MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update")
-    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
+    dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device).compile(runtime)
+    # dreamer.pt is the last evaluated model (Dreamer keeps no held-out measure to pick a best by).
+    run = TrainingRun(CHECKPOINT_KIND, {"identity": _identity(settings, rollouts, runtime)},
+                      paths.last_checkpoint(CHECKPOINT_KIND), paths.dreamer,
+                      MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update"), runtime, "Dreamer")
+    log = run.log
     generator = torch.Generator().manual_seed(settings.seed)
-    done_updates = _resume(last_path, identity, dreamer, generator, log, runtime)
+    done_updates = 0
+    state = run.resume()
+    if state is not None:
+        for name, module in dreamer.modules().items():
+            module.load_state_dict(state[name])
+        for name, optimizer in dreamer.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        generator.set_state(state["generator"])
+        done_updates = state["update"]
     sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction)
     eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
-    common = {"kind": CHECKPOINT_KIND, "action_size": rollouts.action_size,
-              "settings": dataclasses.asdict(settings), "identity": identity, "runtime": runtime.record()}
+    common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
     sums: dict[str, float] = {}
     started, timed_updates, online_returns = time.perf_counter(), 0, []
 
@@ -221,9 +231,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                        f"{record['seconds_per_update']:.2f} s/update")
             state = {**common, **{name: m.state_dict() for name, m in dreamer.modules().items()},
                      "update": done_updates, "metrics": record}
-            save_checkpoint(state, paths.dreamer)
-            save_checkpoint({**state, "optimizers": {k: o.state_dict() for k, o in dreamer.optimizers.items()},
-                             **rng_state(runtime), "generator": generator.get_state()}, last_path)
+            run.save_best(state)
+            run.save_last({**state, "optimizers": {k: o.state_dict() for k, o in dreamer.optimizers.items()},
+                           "generator": generator.get_state()})
             sums, started, timed_updates, online_returns = {}, time.perf_counter(), 0, []
     return finish(config, paths, data_path, runtime)
 
@@ -236,26 +246,6 @@ def _finished(paths: PipelinePaths, done_updates: int, target: int, settings: Dr
     if settings.online_steps and _env_steps(data_path) - base_env_steps < settings.online_steps:
         return False
     return json.loads(paths.score("dreamer").read_text()).get("updates") == done_updates
-
-
-def _resume(path: Path, identity: dict[str, Any], dreamer: Dreamer, generator: torch.Generator,
-            log: MetricsLog, runtime: Runtime) -> int:
-    """Restore the last saved update if it continues this run; returns the number of updates done."""
-    if path.is_file():
-        state = load_checkpoint(path, CHECKPOINT_KIND)
-        if state["identity"] == identity:
-            for name, module in dreamer.modules().items():
-                module.load_state_dict(state[name])
-            for name, optimizer in dreamer.optimizers.items():
-                optimizer.load_state_dict(state["optimizers"][name])
-            restore_rng_state(state, runtime)
-            generator.set_state(state["generator"])
-            log.keep_up_to(state["update"])
-            logger.info(f"resuming Dreamer after update {state['update']}")
-            return state["update"]
-        logger.info(f"{path}: trained on other data or with other settings; training Dreamer from scratch")
-    log.keep_up_to(0)
-    return 0
 
 
 def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtime: Runtime) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.checkpoint import atomic_write, file_sha256, load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import MDNRNNConfig, PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import LatentSequences, build_sequences
@@ -37,8 +37,9 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
+from worldmodels.runtime import Runtime, resolve
 from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_episodes, openloop_errors, replay_returns
+from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     train = build_sequences(latents, rollouts, train_episodes, settings.sequence_length)
     heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length).to(runtime.device)
     paths.ensure()
-    log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
-    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
     torch.manual_seed(settings.seed)
     model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures,
                    settings.mixture).to(runtime.device)
@@ -123,12 +122,19 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
     if start_from is not None:
         inputs["start_from_sha256"] = file_sha256(start_from)
-    common = {"kind": CHECKPOINT_KIND, "settings": _settings_that_matter(config), "inputs": inputs,
-              "runtime": runtime.record(),
-              "model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
+    run = TrainingRun(CHECKPOINT_KIND, {"settings": _settings_that_matter(config), "inputs": inputs},
+                      paths.last_checkpoint(CHECKPOINT_KIND), paths.mdnrnn, MetricsLog(paths.metrics(CHECKPOINT_KIND)),
+                      runtime, "M")
+    log = run.log
+    common = {"model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
                              "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
                              "mixture": settings.mixture}}
-    start_epoch, best = _resume(last_path, common, model, optimizer, log, runtime)
+    state = run.resume()
+    start_epoch, best = 0, float("inf")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"], state["best_heldout"]
     if start_epoch == 0 and start_from is not None:
         previous, checkpoint = load_mdnrnn(start_from)
         if checkpoint["model_args"] != common["model_args"]:
@@ -156,32 +162,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
             improved = metrics["heldout/loss/total"] < best
             best = min(best, metrics["heldout/loss/total"])
             if improved:
-                save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics},
-                                paths.mdnrnn)
-            save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             **rng_state(runtime), "epoch": epoch, "best_heldout": best},
-                            last_path)
+                run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
+            run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                           "best_heldout": best})
     logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
-
-
-def _resume(path: Path, common: dict[str, Any], model: MDNRNN, optimizer: torch.optim.Optimizer,
-            log: MetricsLog, runtime: Runtime) -> tuple[int, float]:
-    """Restore the last checkpoint if it continues this run; returns (finished epochs, best held-out loss)."""
-    if path.is_file():
-        state = load_checkpoint(path, CHECKPOINT_KIND)
-        if state["inputs"] == common["inputs"] and state["settings"] == common["settings"]:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            restore_rng_state(state, runtime)
-            log.keep_up_to(state["epoch"])
-            logger.info(f"resuming M after epoch {state['epoch']}")
-            return state["epoch"], state["best_heldout"]
-        logger.info(f"{path}: made from other latents or settings; training M from scratch")
-    log.keep_up_to(0)
-    return 0, float("inf")
 
 
 def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader,

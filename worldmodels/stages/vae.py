@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import PipelineConfig, VAEConfig
 from worldmodels.data.batches import ShuffledFrameBatches
 from worldmodels.data.frames import evenly_spaced, median_frame
@@ -34,7 +33,8 @@ from worldmodels.loaders import VAE_KIND
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import Runtime, resolve, restore_rng_state, rng_state
+from worldmodels.runtime import Runtime, resolve
+from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -152,34 +152,30 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     paths.ensure()
     train_rows, heldout_rows = split_frame_rows(reader, config)
     eval_rows = evenly_spaced(heldout_rows, settings.eval_frames)
-    last_path = paths.last_checkpoint(CHECKPOINT_KIND)
-    log = MetricsLog(paths.metrics(CHECKPOINT_KIND))
+    identity = {"settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint}
+    run = TrainingRun(CHECKPOINT_KIND, identity, paths.last_checkpoint(CHECKPOINT_KIND), paths.vae,
+                      MetricsLog(paths.metrics(CHECKPOINT_KIND)), runtime, "V")
 
     torch.manual_seed(settings.seed)  # the initial weights; a resumed run overwrites them and the RNG
     model = ConvVAE(settings.z_size).to(runtime.device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    runtime.compile_modules(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    state = _resume_state(last_path, config, reader)
+    state = run.resume()
     if state is None:
         background = median_frame(reader, train_rows, settings.median_frames)
         start_epoch, best = 0, float("inf")
-        log.keep_up_to(0)
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(state, runtime)
         background, start_epoch, best = state["background"], state["epoch"], state["best_heldout"]
-        log.keep_up_to(start_epoch)
         if start_epoch >= settings.epochs:
             logger.info(f"{paths.vae}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
             return paths.vae
-        logger.info(f"resuming V from epoch {start_epoch} of {settings.epochs}")
     batches = ShuffledFrameBatches(reader, train_rows, settings.batch_size, settings.seed)
     figure_rows = _frames_with_objects(reader, heldout_rows, background, settings, FIGURE_FRAMES)
-    common = {"model_args": {"z_size": settings.z_size}, "background": background,
-              "settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint,
-              "kind": CHECKPOINT_KIND, "runtime": runtime.record()}
+    common = {"model_args": {"z_size": settings.z_size}, "background": background}
     device_background = runtime.to_device(background)
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
@@ -188,37 +184,20 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         metrics = {"epoch": epoch, **train_metrics,
                    **evaluate(model, reader, eval_rows, device_background, settings, runtime),
                    "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
-        log.append(metrics)
+        run.log.append(metrics)
         improved = metrics["heldout/loss/total"] < best
         best = min(best, metrics["heldout/loss/total"])
         if improved:
-            save_checkpoint({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics}, paths.vae)
+            run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"),
                                    runtime)
-        save_checkpoint({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         **rng_state(runtime), "epoch": epoch, "best_heldout": best,
-                         "metrics": metrics}, last_path)
+        run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                       "best_heldout": best, "metrics": metrics})
         logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
                     f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
                     f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}")
         _warn_if_collapsed(metrics, epoch)
     return paths.vae
-
-
-def _resume_state(path: Path, config: PipelineConfig, reader: RolloutReader) -> dict[str, Any] | None:
-    """The last checkpoint if it continues this very run, else None (with the reason printed)."""
-    if not path.is_file():
-        return None
-    state = load_checkpoint(path, CHECKPOINT_KIND)
-    if state["rollouts_fingerprint"] != reader.fingerprint:
-        logger.info(f"{path}: trained on other rollouts than {reader.path} holds now; training V from scratch")
-        return None
-    settings = _settings_that_matter(config)
-    if state["settings"] != settings:
-        changed = sorted(key for key in state["settings"] if state["settings"][key] != settings.get(key))
-        logger.info(f"{path}: trained with other settings ({', '.join(changed)}); training V from scratch")
-        return None
-    return state
 
 
 def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: ShuffledFrameBatches, epoch: int,

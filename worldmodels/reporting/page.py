@@ -1,0 +1,143 @@
+"""The report page's HTML helpers: the style, the missing-input box, tables, numbers, embedded figures,
+and :func:`page` that puts sections together so that one failing section never takes the page down."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldmodels.config import PipelineConfig
+from worldmodels.paths import PipelinePaths
+
+DEFAULT_PIPELINE = "cartpole_balance"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #f3f3f3; text-align: left; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; display: block; margin: .6em 0; border: 1px solid #eee; }
+.missing { background: #fff4e0; border-left: 4px solid #e0a030; padding: .5em 1em; margin: .6em 0; }
+.side { display: flex; gap: 1em; } .side > div { flex: 1; min-width: 0; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
+.note { color: #555; font-size: .92em; }
+"""
+
+
+class Missing(Exception):
+    """An input of a section does not exist yet: ``path``, and the command that makes it."""
+
+    def __init__(self, path: Path, command: str) -> None:
+        super().__init__(f"{path} is missing")
+        self.path, self.command = path, command
+
+
+@dataclass
+class Report:
+    """What the sections read: the pipeline's config and paths, and how to name its commands."""
+
+    config: PipelineConfig
+    paths: PipelinePaths
+
+    def make(self, target: str) -> str:
+        """The Make command that builds ``target`` for this pipeline (and data folder)."""
+        suffix = "" if self.config.name == DEFAULT_PIPELINE else f" PIPELINE={self.config.name}"
+        if self.paths.root.parent != Path("data"):
+            suffix += f" DATA_DIR={self.paths.root.parent}"
+        return f"make {target}{suffix}"
+
+    def wm(self, command: str) -> str:
+        """The `wm` command line of ``command`` for this pipeline (and data folder)."""
+        data_dir = "" if self.paths.root.parent == Path("data") else f" --data-dir {self.paths.root.parent}"
+        return f"wm {command} --pipeline {self.config.name}{data_dir}"
+
+    def json(self, path: Path, command: str) -> Any:
+        if not path.is_file():
+            raise Missing(path, command)
+        return json.loads(path.read_text())
+
+    def figure(self, name: str, command: str, alt: str) -> str:
+        """The figure embedded as an <img>, or a missing box."""
+        path = self.paths.figure(name)
+        if not path.is_file():
+            return missing_box(path, command)
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint, read once per version of the file however many sections ask for it."""
+    return _load_cached(path, path.stat().st_mtime_ns)
+
+
+def missing_box(path: Path, command: str) -> str:
+    return (f'<div class="missing">Missing: <code>{html.escape(str(path))}</code>. '
+            f'Make it with <code>{html.escape(command)}</code>.</div>')
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; numbers are right-aligned, ``None`` shows as a dash."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return '<td class="number">-</td>'
+        if isinstance(value, (int, float, np.floating, np.integer)):
+            return f'<td class="number">{_number(value)}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if magnitude >= 0.01 or magnitude == 0 else f"{value:.2e}"
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def page(config: PipelineConfig, paths: PipelinePaths,
+         sections: tuple[tuple[str, Callable[[Report], str]], ...]) -> str:
+    """The whole page as one HTML string."""
+    report = Report(config, paths)
+    parts = []
+    for title, section in sections:
+        try:
+            body = section(report)
+        except Missing as missing:
+            body = missing_box(missing.path, missing.command)
+        except Exception as error:  # noqa: BLE001 - a file mid-write or damaged must not take the page down
+            body = (f'<div class="missing">This section could not be built: '
+                    f"{html.escape(type(error).__name__)}: {html.escape(str(error))}</div>")
+        anchor = title.split(":")[0].lower().replace(" ", "-")
+        parts.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(title)}</h2>{body}</section>')
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>worldmodels report: {html.escape(config.name)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>worldmodels report: {html.escape(config.name)}</h1>"
+            f'<p class="note">{html.escape(config.description or "")} Built {created} from '
+            f"<code>{html.escape(str(paths.root))}</code>.</p>"
+            + "".join(parts) + "</body></html>\n")
+
+

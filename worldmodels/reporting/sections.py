@@ -1,0 +1,432 @@
+"""The report's sections: each reads what the stages wrote and returns HTML, or raises ``Missing``
+naming the file and the command that makes it."""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import sys
+from collections import Counter
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from worldmodels.checkpoint import file_sha256
+from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.data.store import RolloutReader
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.reporting.anchors import paper_temperature_table, published_anchors
+from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
+from worldmodels.runtime import cpu_description
+from worldmodels.scores import Score
+from worldmodels.stage_times import read_stage_times
+
+PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
+            "matplotlib")
+HORIZONS = (1, 5, 15, 45)
+
+STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "iterate", "evaluate", "oracle",
+          "dreamer", "report", "temperature-sweep")
+EXTRA_STAGES = ("temperature-sweep",)  # timed, but not part of `make all`
+
+def _score_text(score: Score) -> str:
+    return f"{score.mean:.1f} +- {score.std:.1f} ({score.episodes} episodes)"
+
+
+def _parameters(state: dict[str, Any], *keys: str) -> int:
+    """Number of parameters in the state dicts (or tensors) under ``keys`` of a checkpoint."""
+    total = 0
+    for key in keys:
+        value = state[key]
+        total += value.numel() if torch.is_tensor(value) else sum(t.numel() for t in value.values())
+    return total
+
+
+def _paper_pipeline(config: PipelineConfig) -> PipelineConfig | None:
+    try:
+        return load_pipeline(f"{config.name}_paper")
+    except (ConfigError, FileNotFoundError):
+        return None
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --- sections: each returns HTML, or raises Missing -------------------------------------------
+
+def section_results(report: Report) -> str:
+    paths, make = report.paths, report.make
+    rows, missing = [], []
+
+    reference = paths.score("worldmodel")
+    reference_seeds = Score.read(reference).seeds if reference.is_file() else None
+
+    def add(label: str, path: Path, command: str, parameters: int | None, note: str = "") -> None:
+        if not path.is_file():
+            missing.append(missing_box(path, command))
+            return
+        score = Score.read(path)
+        if reference_seeds is not None and score.seeds != reference_seeds:
+            note = f"{note}; NOT the same evaluation episodes as V+M+C" if note else "NOT the same evaluation episodes"
+        rows.append([label, score.env_steps_of_data or None, _score_text(score), parameters, note])
+
+    parameters = _model_parameters(report.paths)
+    world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
+    add("random policy", paths.score("random"), make("evaluate"), None, "the collect policy")
+    add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
+    add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
+        "C's form on the true state, CMA-ES in the real env")
+    iterations = _iterations(paths.score("worldmodel"))
+    trained = _trained_where(paths)
+    if iterations:
+        add("V+M+C, one shot (round 0)", paths.score("worldmodel_round0"), make("evaluate"), world_model_parameters,
+            trained)
+    label = {None: "V+M+C", 0: f"V+M+C, {trained}"}.get(iterations, f"V+M+C, after {iterations} rounds")
+    add(label, paths.score("worldmodel"), make("evaluate"), world_model_parameters,
+        _dream_note(report) if iterations == 0 else "")
+    paper = _paper_pipeline(report.config)
+    if paper is not None:
+        paper_paths = PipelinePaths(paths.root.parent / paper.name)
+        paper_parameters = _model_parameters(paper_paths)
+        add("V+M+C, the paper's recipe", paper_paths.score("worldmodel"),
+            f"make evaluate PIPELINE={paper.name}", sum(paper_parameters.get(k, 0) for k in ("V", "M", "C")) or None,
+            f"pipeline {paper.name}")
+    add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
+        _dreamer_note(paths))
+    body = table(["agent", "env steps of data", "real score, mean +- std", "parameters", "note"], rows)
+    body += "".join(missing)
+    body += (f'<p class="note">Every agent plays the same evaluation episodes (seeds disjoint from every '
+             f"seed used in training). Parameters per model: "
+             f"{html.escape(', '.join(f'{k} {v:,}' for k, v in parameters.items())) or 'none trained yet'}.</p>")
+    body += "<h3>Published anchors</h3>" + table(["task and setting", "agent", "env steps", "score", "source"],
+                                                  published_anchors())
+    if paper is not None:
+        body += _paper_differences(report.config, paper)
+    return body
+
+
+def _iterations(score_path: Path) -> int | None:
+    """The rounds of the iterative procedure the scored V+M+C went through (None: not recorded)."""
+    if not score_path.is_file():
+        return None
+    return json.loads(score_path.read_text()).get("iterations")
+
+
+def _trained_where(paths: PipelinePaths) -> str:
+    """How C was trained, from its checkpoint: in the dream or from real episodes."""
+    if not paths.controller.is_file():
+        return "C trained only in the dream"
+    state = load(paths.controller)
+    where = state.get("inputs", {}).get("settings", {}).get("fitness_in", "dream")
+    return "C trained only in the dream" if where == "dream" else "C's fitness from real episodes"
+
+
+def _scored_controller(paths: PipelinePaths) -> dict[str, Any] | None:
+    """``controller.pt`` when it is the very controller ``scores/worldmodel.json`` scored, else None."""
+    score_path = paths.score("worldmodel")
+    if not (paths.controller.is_file() and score_path.is_file()):
+        return None
+    if json.loads(score_path.read_text()).get("controller_sha256") != file_sha256(paths.controller):
+        return None  # C changed after the evaluation (or an older score): its numbers do not belong together
+    return load(paths.controller)
+
+
+def _dream_note(report: Report) -> str:
+    state = _scored_controller(report.paths)
+    if state is None:
+        return ""
+    dream = state.get("metrics", {}).get("eval/dream_mean")
+    return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {dream:.0f}"
+
+
+def _dreamer_note(paths: PipelinePaths) -> str:
+    if not paths.score("dreamer").is_file():
+        return ""
+    return f"{Score.read(paths.score('dreamer')).about.get('updates')} updates"
+
+
+def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
+    found = {}
+    for label, path, keys in (("V", paths.vae, ("model",)), ("M", paths.mdnrnn, ("model",)),
+                              ("C", paths.controller, ("parameters",)),
+                              ("Dreamer", paths.dreamer, ("world_model", "actor", "value"))):
+        if path.is_file():
+            state = load(path)
+            if all(key in state for key in keys):
+                found[label] = _parameters(state, *keys)
+    if paths.score("oracle").is_file():
+        found["oracle"] = len(Score.read(paths.score("oracle")).about.get("parameters", []))
+    return found
+
+
+def _paper_differences(config: PipelineConfig, paper: PipelineConfig) -> str:
+    ours, theirs = _flatten(config.to_dict()), _flatten(paper.to_dict())
+    rows = [[key, str(theirs.get(key)), str(ours.get(key))] for key in sorted(set(ours) | set(theirs))
+            if ours.get(key) != theirs.get(key) and key not in ("name", "description")]
+    return (f"<h3>Where {html.escape(config.name)} differs from the paper's recipe ({html.escape(paper.name)})</h3>"
+            + table(["setting", "paper's recipe", "this pipeline"], rows))
+
+
+def section_times(report: Report) -> str:
+    times = read_stage_times(report.paths)
+    if not times:
+        raise Missing(report.paths.stage_times, report.make("all"))
+
+    def row(stage: str) -> list[Any]:
+        return [stage, format_seconds(times[stage]["seconds"]), times[stage].get("finished")]
+
+    timed = [stage for stage in STAGES if "seconds" in times.get(stage, {})]
+    rows = [row(stage) for stage in timed if stage not in EXTRA_STAGES]
+    total = sum(times[stage]["seconds"] for stage in timed if stage not in EXTRA_STAGES)
+    rows.append(["total of make all's stages", format_seconds(total), None])
+    rows += [[f"{stage} (not part of make all)", *row(stage)[1:]] for stage in timed if stage in EXTRA_STAGES]
+    return (table(["stage", "wall clock", "finished (UTC)"], rows)
+            + f'<p class="note">This report was built on {html.escape(_machine())}. A stage re-run that found '
+              "its output complete is not counted; a resumed stage counts all its runs.</p>")
+
+
+def _machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {platform.system()}, {cpu_description()}, {gpu}"
+
+
+def _resolved_runtime(paths: PipelinePaths) -> dict[str, Any] | None:
+    """The device, precision and threads the stages ran with (``config.yaml``'s ``resolved_runtime``)."""
+    if not paths.config.is_file():
+        return None
+    return (yaml.safe_load(paths.config.read_text()) or {}).get("resolved_runtime")
+
+
+def section_budgets(report: Report) -> str:
+    """Each model's training budget in this run beside the paper's, so a score is read with its budget."""
+    config = report.config
+    frames = None
+    if report.paths.rollouts.is_file():
+        with RolloutReader(report.paths.rollouts) as reader:
+            frames = reader.num_frames
+    frames_text = f" on {frames:,} frames" if frames else ""
+    rows = [
+        ["data", f"{config.collect.episodes:,} episodes of {config.collect.policy}",
+         "10,000 random episodes (CarRacing and TakeCover, Ha & Schmidhuber 2018)"],
+        ["V", f"{config.vae.epochs} epochs{frames_text}, batch {config.vae.batch_size}, "
+              f"lr {config.vae.learning_rate:g}",
+         "10 epochs over 10M frames, batch 100, lr 1e-4 (hardmaru's code; the paper's text says 1)"],
+        ["M", f"{config.mdnrnn.epochs} epochs, batch {config.mdnrnn.batch_size} x {config.mdnrnn.sequence_length}",
+         "CarRacing: 4,000 steps of 100 x 999; TakeCover: 400 epochs of sequences of 500"],
+        ["C", f"{config.controller.generations} generations of {config.controller.popsize} x "
+              f"{config.controller.rollouts} {'dreams' if config.controller.fitness_in == 'dream' else 'episodes'}",
+         "64 x 16 rollouts; TakeCover ~200 generations in the dream, CarRacing ~1,800 in the real env"],
+        ["oracle", f"{config.oracle.generations} generations of {config.oracle.popsize} x {config.oracle.episodes} "
+                   "real episodes", "(ours: the linear form's ceiling on the true state)"],
+        ["Dreamer", f"{config.dreamer.updates:,} offline updates of {config.dreamer.batch_size} x "
+                    f"{config.dreamer.sequence_length}" + (f", then {config.dreamer.online_steps:,} online env steps"
+                                                          if config.dreamer.online_steps else ""),
+         "100 updates of 50 x 50 per 1,000 env steps, online: ~9,600 by 100k env steps (Hafner et al. 2019)"],
+        ["evaluation", f"{config.evaluate.episodes} real episodes per agent", "100 episodes"],
+    ]
+    runtime = _resolved_runtime(report.paths)
+    where = (f"{runtime['device']} ({runtime.get('device_name', '')}), {runtime['precision']}, "
+             f"{runtime['threads']} CPU threads" if runtime else "not recorded (no config.yaml)")
+    return (table(["model", "this run", "the paper"], rows)
+            + f'<p class="note">Ran on {html.escape(where)}. The CPU defaults keep <code>make all</code> within '
+              "30 minutes on a 2-core CPU; scores at these budgets are not the papers' results at theirs.</p>")
+
+
+def section_data(report: Report) -> str:
+    path = report.paths.rollouts
+    if not path.is_file():
+        raise Missing(path, report.make("collect"))
+    with RolloutReader(path) as reader:
+        if reader.num_episodes == 0:
+            raise Missing(path, report.make("collect"))
+        returns, lengths = reader.returns, reader.lengths
+        sources = Counter(reader.episodes["source"].astype(str))
+        rows = [["episodes", reader.num_episodes], ["agent steps", reader.num_steps],
+                ["env steps (x action repeat)", reader.num_steps * reader.action_repeat],
+                ["action repeat", reader.action_repeat],
+                ["frames", f"{reader.num_frames} x {'x'.join(map(str, reader.frame_shape))}"],
+                ["policy", ", ".join(f"{s} ({n} episodes)" for s, n in sorted(sources.items()))],
+                ["episode length (agent steps)", f"{lengths.min()} - {lengths.max()}"],
+                ["return, mean +- std", f"{returns.mean():.1f} +- {returns.std():.1f}"],
+                ["return, min / max", f"{returns.min():.1f} / {returns.max():.1f}"],
+                ["held-out fraction", report.config.data.heldout_fraction]]
+    return table(["", ""], rows)
+
+
+def _vae_metrics(paths: PipelinePaths) -> dict[str, Any] | None:
+    """The held-out measures of ``vae.pt`` (the best epoch, the one V+M+C uses), with its epoch."""
+    if not paths.vae.is_file():
+        return None
+    state = load(paths.vae)
+    return {"epoch": state.get("epoch"), **state.get("metrics", {})}
+
+
+def section_v(report: Report) -> str:
+    best = _vae_metrics(report.paths)
+    if best is None:
+        raise Missing(report.paths.vae, report.make("vae"))
+    rows = [[key, best[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl")
+            if key in best]
+    return (report.figure("vae_reconstruction", report.make("vae"), "V: real frames and reconstructions")
+            + table(["held-out measure of vae.pt (its best epoch)", "value"], rows)
+            + '<p class="note">Foreground ratio: the reconstruction error on the task\'s objects (pixels that '
+              "differ from the median frame) over the error a background-only image would make there; "
+              "1 means V ignores the objects, 0 means it draws them perfectly.</p>")
+
+
+def section_m(report: Report) -> str:
+    simulator = report.json(report.paths.simulator_metrics, report.make("mdnrnn"))
+    errors = simulator["openloop_latent_error"]
+    rows = [[f"open-loop latent error at horizon {h}", errors[h - 1]] for h in (1, 5, 10, 20, 45) if h <= len(errors)]
+    rows += [["replayed actions: real return", simulator["real_return_mean"]],
+             ["replayed actions: dream return", simulator["dream_return_mean"]],
+             ["replay gap, mean |dream - real|", simulator["mean_abs_gap"]],
+             ["replay correlation (dream vs real)", simulator["correlation"]]]
+    zero = simulator.get("zero_action")
+    if zero:
+        rows += [["zero action: real return", zero["real_return_mean"]],
+                 ["zero action: dream return", zero["dream_return_mean"]]]
+        if "teacher_forced_return_mean" in zero:
+            rows.append(["zero action: M's reward head on the real frames", zero["teacher_forced_return_mean"]])
+    dreams = "".join(report.figure(path.stem, report.wm("dream") + " --temperature T",
+                                   f"dream at {path.stem}")
+                     for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))
+    return (report.figure("dream_rollouts", report.make("mdnrnn"), "M: dream rollouts") + dreams
+            + report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")
+            + table(["M as a simulator (held-out episodes)", "value"], rows))
+
+
+def section_c(report: Report) -> str:
+    make = report.make
+    body = (report.figure("cmaes_curve", make("controller"), "CMA-ES curve")
+            + report.figure("score_hist", make("evaluate"), "score histogram"))
+    path = report.paths.score("temperature_table")
+    if path.is_file():
+        sweep = json.loads(path.read_text())
+        ours = [["random policy" if r["temperature"] is None else f"{r['temperature']:g}",
+                 "-" if r["dream_mean"] is None else f"{r['dream_mean']:.0f}",
+                 f"{r['real_mean']:.0f} +- {r['real_std']:.0f}"] for r in sweep["rows"]]
+        temperature = table(["tau", "dream score", "real score"], ours)
+        temperature += (f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, dream scores '
+                        f"over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
+    else:
+        temperature = missing_box(path, report.wm("train-controller") + " --temperatures 0.5,1.0,1.5")
+    paper = table(["tau", "dream score", "real score"], [list(r) for r in paper_temperature_table()])
+    body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
+             f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
+    rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
+    if rounds:
+        keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",
+                            "m/zero_action_dream") if k in rounds[0]]
+        body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
+    return body
+
+
+def section_dreamer(report: Report) -> str:
+    records = MetricsLog(report.paths.metrics("dreamer"), step_key="update").read()
+    if not records:
+        raise Missing(report.paths.metrics("dreamer"), report.make("dreamer"))
+    last = records[-1]
+    rows = [[key, last[key]] for key in ("update", "env_steps", "train/loss/image_nll", "train/loss/reward_nll",
+                                         "train/loss/kl", "eval/return_mean", "seconds_per_update") if key in last]
+    return (report.figure("dreamer_returns", report.make("dreamer"), "Dreamer returns")
+            + report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")
+            + table(["last logged", "value"], rows))
+
+
+def section_side_by_side(report: Report) -> str:
+    prediction = report.json(report.paths.dreamer_prediction, report.make("dreamer"))
+    stale = ""
+    recorded = prediction.get("mdnrnn_sha256")
+    if recorded and report.paths.mdnrnn.is_file() and recorded != file_sha256(report.paths.mdnrnn):
+        stale = ('<div class="missing">The V+M curves below were measured with an earlier mdnrnn.pt; '
+                 f"re-run <code>{html.escape(report.wm('dreamer'))}</code> after deleting "
+                 "<code>scores/dreamer.json</code> to measure them again.</div>")
+    rows = []
+    for name, curve in prediction["curves"].items():
+        for measure in ("pixel_mse", "reward_abs_error"):
+            values = curve[measure]
+            rows.append([name, measure] + [values[h - 1] if h <= len(values) else None for h in HORIZONS])
+    strips = (f'<div class="side"><div><h3>V+M</h3>'
+              f'{report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")}</div>'
+              f'<div><h3>Dreamer RSSM</h3>'
+              f'{report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")}</div></div>')
+    return (stale + strips + report.figure("prediction_error", report.make("dreamer"), "prediction error by horizon")
+            + table(["model", "error"] + [f"horizon {h}" for h in HORIZONS], rows)
+            + '<p class="note">Both models see the same context frames of the same held-out episodes, then '
+              "predict from the real actions alone.</p>")
+
+
+def section_diagnostics(report: Report) -> str:
+    paths, rows = report.paths, []
+    vae = _vae_metrics(paths)
+    if vae and "heldout/foreground_ratio" in vae:
+        rows.append(["V's foreground ratio (held-out)", vae["heldout/foreground_ratio"],
+                     "near 1: V draws the background only"])
+    prediction = paths.dreamer_prediction
+    if prediction.is_file():
+        ratio = json.loads(prediction.read_text()).get("rssm_foreground_ratio")
+        if ratio is not None:
+            rows.append(["RSSM's foreground ratio (held-out)", ratio, "the same measure on Dreamer's posterior"])
+    if paths.simulator_metrics.is_file():
+        simulator = json.loads(paths.simulator_metrics.read_text())
+        rows.append(["M's replay gap, mean |dream - real| return", simulator["mean_abs_gap"],
+                     "real episodes' actions replayed in the dream"])
+        if simulator.get("zero_action"):
+            zero = simulator["zero_action"]
+            rows.append(["M's zero-action gap, dream - real", zero["mean_gap"], "does the dream know doing nothing?"])
+    scored = _scored_controller(paths)
+    if scored is not None:
+        dream = scored.get("metrics", {}).get("eval/dream_mean")
+        real = Score.read(paths.score("worldmodel")).mean
+        if dream is not None and _iterations(paths.score("worldmodel")) == 0:
+            rows.append(["C's dream - real gap", dream - real, f"dream {dream:.0f}, real {real:.0f}"])
+    if not rows:
+        raise Missing(paths.vae if not paths.vae.is_file() else paths.simulator_metrics,
+                      report.make("vae" if not paths.vae.is_file() else "mdnrnn"))
+    return table(["diagnostic", "value", "reading"], rows)
+
+
+def section_config(report: Report) -> str:
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append([package, metadata.version(package)])
+        except metadata.PackageNotFoundError:
+            versions.append([package, "not installed"])
+    versions.append(["python", sys.version.split()[0]])
+    versions.append(["machine", _machine()])
+    runtime = _resolved_runtime(report.paths)
+    if runtime:
+        versions.append(["runtime", ", ".join(f"{k} {v}" for k, v in runtime.items())])
+    resolved = yaml.safe_dump(report.config.to_dict(), sort_keys=False)
+    return (table(["package", "version"], versions)
+            + f"<h3>Resolved config</h3><pre>{html.escape(resolved)}</pre>")
+
+
+SECTIONS: tuple[tuple[str, Callable[[Report], str]], ...] = (
+    ("Results", section_results),
+    ("Wall clock per stage", section_times),
+    ("Budgets: this run against the papers", section_budgets),
+    ("The data", section_data),
+    ("V: the ConvVAE", section_v),
+    ("M: the MDN-RNN as a simulator", section_m),
+    ("C: evolved in the dream, scored in the real env", section_c),
+    ("Dreamer", section_dreamer),
+    ("Side by side: V+M and the RSSM on the same held-out episodes", section_side_by_side),
+    ("Diagnostics behind the scores", section_diagnostics),
+    ("Config and versions", section_config),
+)
