@@ -38,3 +38,14 @@ def test_the_oracle_stage_writes_a_score_on_the_evaluation_seeds(tmp_path):
     assert len(score["returns"]) == config.evaluate.episodes
     assert score["env_steps_of_data"] == 2 * 4 * 20 * 8  # generations x popsize x steps x repeat
     assert len(score["parameters"]) == 6
+
+
+def test_the_oracle_in_worker_processes_finds_what_it_finds_in_one(tmp_path):
+    scores = []
+    for workers in (0, 2):
+        config = load_pipeline("smoke", [f"evaluate.workers={workers}", "evaluate.episodes=3"])
+        paths = PipelinePaths(tmp_path / str(workers) / "smoke")
+        oracle.run(config, paths, progress=False)
+        scores.append(json.loads(paths.score("oracle").read_text()))
+    for key in ("returns", "seeds", "parameters", "env_steps_of_data"):
+        assert scores[0][key] == scores[1][key], key

@@ -68,33 +68,55 @@ def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], t
     initializer(*initargs)
 
 
-def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], workers: int,
-                initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
-                describe: Callable[[Item], str] = repr, threads_per_worker: int = 1,
-                max_in_flight: int | None = None) -> Iterator[Result]:
-    """Yield ``function(item)`` for each item, in order.
+class WorkerPool:
+    """Worker processes that stay up across many maps (each runs ``initializer(*initargs)`` once).
 
-    ``workers == 0`` runs everything in this process (for debugging). Otherwise ``workers``
-    spawned processes each run ``initializer(*initargs)`` once, with native libraries limited to
-    ``threads_per_worker`` threads. At most ``max_in_flight`` results (default ``2 * workers``)
-    are pending at once, so memory stays bounded however many items there are.
+    ``with WorkerPool(workers, initializer, initargs) as pool: pool.map(function, items)`` yields
+    ``function(item)`` in item order; ``workers == 0`` runs everything in this process (for
+    debugging). Workers hold native libraries to ``threads_per_worker`` threads. At most
+    ``max_in_flight`` results (default ``2 * workers``) are pending at once, so memory stays
+    bounded however many items there are. A worker that dies raises :class:`WorkerError` naming
+    the items in flight, never a hang.
     """
-    if workers == 0:
-        with environment(thread_limits(threads_per_worker)):
-            initializer(*initargs)
-            for item in items:
-                yield function(item)
-        return
-    limit = max_in_flight or 2 * workers
-    pending: deque[tuple[Item, Future]] = deque()
-    remaining = iter(items)
-    with environment(thread_limits(threads_per_worker)):
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(initializer, initargs, threads_per_worker))
-    try:
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+                 threads_per_worker: int = 1, max_in_flight: int | None = None) -> None:
+        self.workers, self.threads_per_worker = workers, threads_per_worker
+        self.limit = max_in_flight or 2 * max(workers, 1)
+        self._pool: ProcessPoolExecutor | None = None
+        if workers == 0:
+            with environment(thread_limits(threads_per_worker)):
+                initializer(*initargs)
+        else:
+            with environment(thread_limits(threads_per_worker)):
+                self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start_worker,
+                                                 initargs=(initializer, initargs, threads_per_worker))
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item],
+            describe: Callable[[Item], str] = repr) -> Iterator[Result]:
+        """Yield ``function(item)`` for each item, in order."""
+        if self._pool is None:
+            with environment(thread_limits(self.threads_per_worker)):
+                for item in items:
+                    yield function(item)
+            return
+        pending: deque[tuple[Item, Future]] = deque()
+        remaining = iter(items)
         for item in remaining:
-            pending.append((item, pool.submit(function, item)))
-            if len(pending) >= limit:
+            pending.append((item, self._pool.submit(function, item)))
+            if len(pending) >= self.limit:
                 break
         while pending:
             item, future = pending.popleft()
@@ -102,14 +124,22 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
                 result = future.result()
             except BrokenProcessPool:
                 lost = ", ".join(describe(i) for i in [item, *(p[0] for p in pending)])
+                self.close()
                 raise WorkerError(f"a worker process died (killed, out of memory, or a crash in "
                                   f"native code) while running: {lost}") from None
             next_item = next(remaining, _DONE)
             if next_item is not _DONE:
-                pending.append((next_item, pool.submit(function, next_item)))
+                pending.append((next_item, self._pool.submit(function, next_item)))
             yield result
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], workers: int,
+                initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+                describe: Callable[[Item], str] = repr, threads_per_worker: int = 1,
+                max_in_flight: int | None = None) -> Iterator[Result]:
+    """Yield ``function(item)`` for each item, in order, from a :class:`WorkerPool` made for this one map."""
+    with WorkerPool(workers, initializer, initargs, threads_per_worker, max_in_flight) as pool:
+        yield from pool.map(function, items, describe)
 
 
 _DONE: Any = object()

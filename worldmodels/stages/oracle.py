@@ -5,7 +5,8 @@ score can be blamed on what V and M give C, not on the controller class.
 ``a = tanh(W s + b)`` with ``s`` the task's proprioceptive observation (cartpole: cart position,
 cos and sin of the pole angle, and both velocities). Every candidate of a generation plays the
 same ``oracle.episodes`` seeds (from the oracle's own seed stream); the CMA mean after the last
-generation is scored on the evaluation seeds into ``scores/oracle.json``.
+generation is scored on the evaluation seeds into ``scores/oracle.json``. Episodes run in
+``evaluate.workers`` processes.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.config import PipelineConfig
+from worldmodels.config import EnvConfig, PipelineConfig
 from worldmodels.envs import make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import ORACLE_STREAM, evaluation_seeds
 from worldmodels.metrics import MetricsLog
+from worldmodels.parallel import WorkerPool
 from worldmodels.paths import PipelinePaths
 from worldmodels.scores import Score
 
@@ -43,37 +46,60 @@ def state_policy_return(env, parameters: np.ndarray, seed: int) -> tuple[float, 
     return total, steps
 
 
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(env_config: EnvConfig) -> None:
+    _worker["env"] = make_env(env_config)
+
+
+def _returns(task: tuple[np.ndarray, tuple[int, ...]]) -> list[tuple[float, int]]:
+    """(return, agent steps) of ``parameters`` on each seed, in the worker's env."""
+    parameters, seeds = task
+    return [state_policy_return(_worker["env"], parameters, seed) for seed in seeds]
+
+
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Tune the true-state controller and score it; returns ``scores/oracle.json``."""
+    """Tune the true-state controller and score it; returns ``scores/oracle.json``.
+
+    Candidates (and the final evaluation's episodes) are played in ``evaluate.workers`` processes
+    that stay up for the whole run; the results do not depend on their number."""
     settings = config.oracle
     env = make_env(config.env)
-    if not hasattr(env, "step_state"):
+    try:
+        if not hasattr(env, "step_state"):
+            raise ValueError(f"env.id: {config.env.id} exposes no true state; the oracle needs a dm_control task")
+        env.reset(0)
+        dimension = env.action_size * (len(env.state()) + 1)
+    finally:
         env.close()
-        raise ValueError(f"env.id: {config.env.id} exposes no true state; the oracle needs a dm_control task")
     paths.ensure()
     log = MetricsLog(paths.metrics("oracle"), step_key="generation")
     log.keep_up_to(0)
     started = time.perf_counter()
-    try:
-        env.reset(0)
-        dimension = env.action_size * (len(env.state()) + 1)
-        strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
-        env_steps = 0
-        for generation in tqdm(range(1, settings.generations + 1), desc="oracle", unit="gen", disable=not progress):
-            seeds = evaluation_seeds(settings.seed, settings.episodes * generation, ORACLE_STREAM)[-settings.episodes:]
-            population = strategy.ask()
-            fitness = np.zeros(len(population))
-            for index, candidate in enumerate(population):
-                results = [state_policy_return(env, candidate, seed) for seed in seeds]
-                fitness[index] = np.mean([r for r, _ in results])
-                env_steps += sum(s for _, s in results) * config.env.action_repeat
-            strategy.tell(population, fitness)
-            log.append({"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
-                        "worst": float(fitness.min())})
-        seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
-        returns = np.array([state_policy_return(env, strategy.mean, seed)[0] for seed in seeds])
-    finally:
-        env.close()
+    strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
+    env_steps = 0
+    with WorkerPool(config.evaluate.workers, _init_worker, (config.env,)) as pool:
+        try:
+            for generation in tqdm(range(1, settings.generations + 1), desc="oracle", unit="gen",
+                                   disable=not progress):
+                seeds = tuple(evaluation_seeds(settings.seed, settings.episodes * generation,
+                                               ORACLE_STREAM)[-settings.episodes:])
+                population = strategy.ask()
+                results = list(pool.map(_returns, [(candidate, seeds) for candidate in population],
+                                        describe=lambda task: f"an oracle candidate on env seeds {list(task[1])}"))
+                fitness = np.array([np.mean([r for r, _ in episodes]) for episodes in results])
+                env_steps += sum(s for episodes in results for _, s in episodes) * config.env.action_repeat
+                strategy.tell(population, fitness)
+                log.append({"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
+                            "worst": float(fitness.min())})
+            seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
+            groups = [tuple(seeds[i:i + 10]) for i in range(0, len(seeds), 10)]
+            returns = np.array([r for group in pool.map(_returns, [(strategy.mean, g) for g in groups])
+                                for r, _ in group])
+        finally:
+            if "env" in _worker:  # the in-process env of workers = 0
+                _worker.pop("env").close()
     score = Score.of("oracle", returns, seeds, env_steps, time.perf_counter() - started,
                      parameters=strategy.mean.tolist()).write(paths.score("oracle"))
     logger.info(f"oracle (linear, true state): {score.summary()} after {env_steps} env steps")
