@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def assert_same_rollouts(path_a: Path, path_b: Path) -> None:
             for name in ("frames", "actions", "rewards", "terminated", "truncated"):
                 np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name),
                                               err_msg=f"{name} of episode {index}")
+
+
+@pytest.fixture(autouse=True)
+def _worldmodels_logs_reach_pytest():
+    """A test that ran `wm` configured the package's logger not to propagate; give pytest its records back."""
+    logging.getLogger("worldmodels").propagate = True
+    yield
 
 
 @pytest.fixture

@@ -48,3 +48,6 @@ def configure(level: int = logging.INFO) -> None:
     logger.addHandler(out)
     logger.addHandler(err)
     logger.setLevel(level)
+    # Libraries that log through the root logger (absl, below dm_control) give it a handler of its own;
+    # without this every line would print twice.
+    logger.propagate = False
