@@ -9,11 +9,10 @@ from worldmodels.agents import ZeroPolicy
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
 from worldmodels.es import CMAES
-from worldmodels.evaluation import CHECK_STREAM, evaluate_policy, evaluation_seeds
+from worldmodels.evaluation import CHECK_STREAM, Score, evaluate_policy, evaluation_seeds
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.rollout import episode_seeds
-from worldmodels.scores import Score
 from worldmodels.stages import collect, encode, evaluate
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage

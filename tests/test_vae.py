@@ -5,13 +5,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import DEVICES, synthetic_episode
+from worldmodels.artifacts import load_vae
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
 from worldmodels.data.frames import median_frame
 from worldmodels.data.info import describe_file
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.loaders import load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldmodels.artifacts import load_mdnrnn, load_vae
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.frames import median_frame
 from worldmodels.data.latents import LatentReader, latents_match
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.loaders import load_mdnrnn, load_vae
 from worldmodels.models.rssm import WorldModel, frames_to_images, openloop_prediction
 from worldmodels.models.vae import foreground_mask
 from worldmodels.paths import PipelinePaths

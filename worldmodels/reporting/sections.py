@@ -19,12 +19,12 @@ import yaml
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import RolloutReader
+from worldmodels.evaluation import Score
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.reporting.anchors import paper_temperature_table, published_anchors
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
 from worldmodels.runtime import cpu_description
-from worldmodels.scores import Score
 from worldmodels.stage_times import read_stage_times
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",

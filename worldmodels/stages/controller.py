@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
+from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader
@@ -39,7 +40,6 @@ from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
 from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
-from worldmodels.loaders import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths

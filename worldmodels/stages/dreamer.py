@@ -30,22 +30,19 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import DreamerAgent
+from worldmodels.artifacts import DREAMER_KIND, load_dreamer
 from worldmodels.checkpoint import atomic_write
 from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.datasets import WindowDataset
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader, RolloutWriter
+from worldmodels.dreamer import Dreamer, update
 from worldmodels.envs import probe_env
-from worldmodels.evaluation import evaluate_policy, evaluation_seeds, play_episodes
+from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.figures import openloop_strip, prediction_errors, training_returns
-from worldmodels.loaders import DREAMER_KIND, load_dreamer
 from worldmodels.metrics import MetricsLog
-from worldmodels.models.actor_critic import behaviour_losses
-from worldmodels.models.dreamer import Dreamer
-from worldmodels.models.rssm import world_model_losses
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve
-from worldmodels.scores import Score
 from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -55,35 +52,6 @@ ONLINE_SOURCE = "dreamer:actor+noise"
 DREAMER_STREAM = 0xD7EA  # env seeds of the online phase's episodes
 # Settings that say how long or how visibly Dreamer trains, not what it trains to.
 _NOT_IDENTITY = ("updates", "online_steps", "eval_every", "eval_episodes")
-
-
-def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig,
-           runtime: Runtime) -> dict[str, float]:
-    """One Dreamer update on a batch of windows: world model, then actor and value in imagination.
-
-    ``batch`` on the networks' device. The forward passes run under ``runtime.autocast()`` (bf16 where the
-    precision resolved to it); the image loss, optimizers and parameters stay fp32."""
-    with runtime.autocast():
-        losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
-                                               batch["rewards"], settings.free_nats)
-    optimizers = dreamer.optimizers
-    optimizers["world_model"].zero_grad(set_to_none=True)
-    losses["total"].backward()
-    torch.nn.utils.clip_grad_norm_(dreamer.world_model.parameters(), settings.grad_clip)
-    optimizers["world_model"].step()
-    with runtime.autocast():
-        behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
-                                     settings.horizon, settings.discount, settings.lambda_)
-    for name in ("actor", "value"):
-        optimizers[name].zero_grad(set_to_none=True)
-        behaviour[name].backward()
-        torch.nn.utils.clip_grad_norm_(getattr(dreamer, name).parameters(), settings.grad_clip)
-        optimizers[name].step()
-    named = {f"train/loss/{k}": v for k, v in losses.items()} | {
-        "train/loss/actor": behaviour["actor"], "train/loss/value": behaviour["value"],
-        "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"]}
-    values = torch.stack([value.detach().float() for value in named.values()]).tolist()  # one device sync
-    return dict(zip(named, values, strict=True))
 
 
 class WindowSampler:

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from worldmodels.artifacts import load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import latents_match, write_latents
 from worldmodels.data.store import RolloutReader
-from worldmodels.loaders import load_vae
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve

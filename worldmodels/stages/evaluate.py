@@ -18,17 +18,16 @@ import numpy as np
 import torch
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
+from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_exploration_policy
 from worldmodels.envs.policies import Policy
-from worldmodels.evaluation import evaluate_policy, evaluation_seeds
+from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds
 from worldmodels.figures import score_histogram
-from worldmodels.loaders import load_controller, load_mdnrnn, load_vae
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
-from worldmodels.scores import Score
 
 logger = logging.getLogger(__name__)
 

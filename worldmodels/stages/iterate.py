@@ -31,12 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
+from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
 from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_episodes
-from worldmodels.loaders import load_controller, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve

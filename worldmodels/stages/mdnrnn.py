@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from worldmodels.artifacts import MDNRNN_KIND, load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import MDNRNNConfig, PipelineConfig
 from worldmodels.data.latents import LatentReader
@@ -32,7 +33,6 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
 from worldmodels.figures import frame_rows, openloop_strip
-from worldmodels.loaders import MDNRNN_KIND, load_mdnrnn, load_vae
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input

@@ -22,11 +22,10 @@ from tqdm import tqdm
 from worldmodels.config import EnvConfig, PipelineConfig
 from worldmodels.envs import make_env
 from worldmodels.es import CMAES
-from worldmodels.evaluation import ORACLE_STREAM, evaluation_seeds
+from worldmodels.evaluation import ORACLE_STREAM, Score, evaluation_seeds
 from worldmodels.metrics import MetricsLog
 from worldmodels.parallel import WorkerPool
 from worldmodels.paths import PipelinePaths
-from worldmodels.scores import Score
 
 logger = logging.getLogger(__name__)
 

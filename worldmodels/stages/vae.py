@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from worldmodels.artifacts import VAE_KIND
 from worldmodels.config import PipelineConfig, VAEConfig
 from worldmodels.data.batches import ShuffledFrameBatches
 from worldmodels.data.frames import evenly_spaced, median_frame
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.figures import reconstruction_grid
-from worldmodels.loaders import VAE_KIND
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.paths import PipelinePaths
@@ -63,15 +63,15 @@ def pixel_weights(x: torch.Tensor, background: torch.Tensor, config: VAEConfig) 
 
 @torch.no_grad()
 def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
-             config: VAEConfig, runtime: Runtime | None = None) -> dict[str, float]:
+             config: VAEConfig) -> dict[str, float]:
     """Held-out losses (reconstructing from z = mu), per-pixel MSE and foreground ratio.
 
-    ``background`` ``(3, H, W)`` on the model's device; frames are moved there in batches."""
+    ``background`` ``(3, H, W)`` on the model's device; frames are moved to it in batches."""
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0, "kl_loss": 0.0, "squared": 0.0, "fg_model": 0.0, "fg_median": 0.0}
     for start in range(0, len(rows), EVAL_BATCH):
         frames = torch.from_numpy(reader.read_frame_rows(np.sort(rows[start:start + EVAL_BATCH])))
-        x = _memory_format(frames_to_input(frames if runtime is None else runtime.to_device(frames)), config)
+        x = _memory_format(frames_to_input(frames.to(background.device)), config)
         mu, logvar = model.encode(x)
         reconstruction = model.decode(mu)
         losses = vae_loss(reconstruction, x, mu, logvar, config.kl_tolerance, pixel_weights(x, background, config))
@@ -182,7 +182,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         train_metrics, seconds = _train_epoch(model, optimizer, batches, epoch, device_background, settings,
                                               runtime, progress)
         metrics = {"epoch": epoch, **train_metrics,
-                   **evaluate(model, reader, eval_rows, device_background, settings, runtime),
+                   **evaluate(model, reader, eval_rows, device_background, settings),
                    "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
         run.log.append(metrics)
         improved = metrics["heldout/loss/total"] < best

@@ -15,8 +15,8 @@ import torch
 
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import DreamerConfig
+from worldmodels.dreamer import Dreamer
 from worldmodels.models.controller import LinearController
-from worldmodels.models.dreamer import Dreamer
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
 
