@@ -1,6 +1,6 @@
 """Seconds per Dreamer update at the paper's shapes, plain against optimised, in one run; JSON.
 
-    .venv/bin/python benchmarks/dreamer.py [--batch 50] [--length 50] [--updates 3]
+    .venv/bin/python benchmarks/dreamer.py [--device cpu] [--batch 50] [--length 50] [--updates 3] [--compile]
                                            [--out benchmarks/results/dreamer.json]
 
 One update = the world model's losses, backward and step on a batch of windows (batch x length
@@ -13,7 +13,7 @@ Variants, same model and batch:
 - ``fast_fp32``: the layers that do not need the recurrence (the embeddings' share of the
   posterior layer, the prior's layers) batched over all steps, convolutions channels-last, the
   decoder's first layer (on a 1x1 input) as the matrix product it is; fp32;
-- ``fast_bf16``: the same under bfloat16 autocast on CPU (world model and imagination; the image
+- ``fast_bf16``: the same under bfloat16 autocast (world model and imagination; the image
   loss, the optimizers and the parameters stay fp32).
 
 Also the relative difference of each loss (world model, actor, value) between fp32 and bf16 on
@@ -101,29 +101,35 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--updates", type=int, default=3, help="timed updates per variant (after one warm-up)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dreamer.json"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 is timed where it is native)")
     parser.add_argument("--compile", action="store_true", help="also time fast fp32 with runtime.compile")
     parser.add_argument("--bf16-anyway", action="store_true",
                         help="time bf16 even on a CPU that emulates it (20-110x slower than fp32 there)")
     args = parser.parse_args()
-    bf16 = args.bf16_anyway or cpu_has_native_bf16()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.get_device_capability(device)[0] >= 8 or args.bf16_anyway
+    else:
+        bf16 = args.bf16_anyway or cpu_has_native_bf16()
     torch.set_num_threads(os.cpu_count() or 1)
     settings = DreamerConfig(batch_size=args.batch, sequence_length=args.length)
     batch = _batch(args.batch, args.length)
     seconds = {
-        "plain_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32"), plain=True),
-        "fast_fp32": seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "fp32")),
+        "plain_fp32": seconds_per_update(settings, batch, args.updates, runtime_for(args.device, "fp32"), plain=True),
+        "fast_fp32": seconds_per_update(settings, batch, args.updates, runtime_for(args.device, "fp32")),
     }
     if args.compile:
-        compiled = Runtime(torch.device("cpu"), "fp32", resolve_threads(0), compile=True, why="benchmark")
+        compiled = Runtime(device, "fp32", resolve_threads(0), compile=True, why="benchmark")
         seconds["fast_fp32_compiled"] = seconds_per_update(settings, batch, args.updates, compiled)
     if bf16:
-        seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for("cpu", "bf16"))
+        seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for(args.device, "bf16"))
     results = {
-        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": {"cpu": cpu_description(), "platform": platform.platform(), "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
         "date": time.strftime("%Y-%m-%d %H:%M"), "batch": args.batch, "length": args.length,
         "horizon": settings.horizon, "seconds_per_update": seconds,
         "speedup_over_plain": {k: seconds["plain_fp32"] / v for k, v in seconds.items()},
-        "bf16_relative_loss_difference": _loss_agreement(settings, batch) if bf16 else
+        "bf16_relative_loss_difference": _loss_agreement(settings, batch) if bf16 and device.type == "cpu" else
         "not measured: this CPU has no native bf16 (runtime.precision auto runs fp32 here)",
     }
     print(json.dumps(results, indent=1))

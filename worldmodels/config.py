@@ -388,14 +388,22 @@ class DreamerConfig:
     value_learning_rate: float = 8e-5
     grad_clip: float = 100.0
     updates: int = 100
-    """Updates on the rollouts before any online phase (the offline phase)."""
-    online_steps: int = 0
-    """Env steps of Dreamer's own loop after the offline phase: act with the actor plus noise, store
-    the episodes, update (0: offline only, the CPU default)."""
-    updates_per_episode: int = 100
-    """Online phase: updates after each new episode (the paper: 100 per 1000 env steps)."""
+    """Offline (``env_steps: 0``): all the updates, on the rollouts. Online: the pretraining updates
+    made once the prefill (the collect stage's episodes) is in the replay (Dreamer v1: 100)."""
+    env_steps: int = 0
+    """Online: Dreamer's own loop runs until its replay (``dreamer_rollouts.h5``: the prefill plus the
+    episodes it plays, actor sample plus exploration noise) holds this many env steps (Dreamer v1 on
+    DMC: 1e6; the article: 1e5). 0: offline only, on the collect stage's episodes."""
+    train_every: int = 1000
+    """Online: ``updates_per_train`` updates are due for every ``train_every`` env steps played after
+    the prefill (Dreamer v1: 100 per 1,000), made between episodes."""
+    updates_per_train: int = 100
     exploration_noise: float = 0.3
+    """Online: std of the Gaussian noise added to the actor's sample when playing (clipped to [-1, 1])."""
     eval_every: int = 50
+    """Offline: updates between evaluations."""
+    eval_every_env_steps: int = 10000
+    """Online: env steps between evaluations, the first one on the prefill (Dreamer v1: 1e4, from 5k)."""
     eval_episodes: int = 10
     """Real episodes at every periodic evaluation (the first seeds of `wm evaluate`'s)."""
     seed: int = 0
@@ -404,9 +412,10 @@ class DreamerConfig:
 
     def __post_init__(self) -> None:
         for key in ("depth", "deter_size", "stoch_size", "hidden_size", "head_hidden", "batch_size",
-                    "sequence_length", "horizon", "updates", "updates_per_episode", "eval_every", "eval_episodes"):
+                    "sequence_length", "horizon", "updates", "train_every", "updates_per_train", "eval_every",
+                    "eval_every_env_steps", "eval_episodes"):
             _require(getattr(self, key) >= 1, f"dreamer.{key}", f"must be >= 1, got {getattr(self, key)}")
-        for key in ("reward_layers", "value_layers", "actor_layers", "online_steps"):
+        for key in ("reward_layers", "value_layers", "actor_layers", "env_steps"):
             _require(getattr(self, key) >= 0, f"dreamer.{key}", f"must be >= 0, got {getattr(self, key)}")
         for key in ("discount", "lambda_"):
             _require(0 <= getattr(self, key) <= 1, f"dreamer.{key}", f"must be in [0, 1], got {getattr(self, key)}")
@@ -509,6 +518,8 @@ MOVED_KEYS = {
     "controller.threads": "runtime.threads", "dreamer.threads": "runtime.threads",
     "dreamer.bf16": "runtime.precision (auto, fp32 or bf16)",
     "controller.evaluate_episodes": "evaluate.episodes",
+    "dreamer.online_steps": "dreamer.env_steps (the replay's env steps at the end, the prefill included)",
+    "dreamer.updates_per_episode": "dreamer.updates_per_train (due every dreamer.train_every env steps)",
 }
 
 

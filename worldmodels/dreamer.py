@@ -1,6 +1,6 @@
 """Dreamer's learning: its three networks (RSSM world model, actor, value) with their optimizers, built
-from settings, and one update of all three on a batch of windows. The `dreamer` stage drives it; the
-benchmarks time it."""
+from settings, one update of all three on a batch of windows, and the online schedule that says how
+many updates are due. The `dreamer` stage drives it; the benchmarks time it."""
 
 from __future__ import annotations
 
@@ -80,3 +80,16 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
         "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"]}
     values = torch.stack([value.detach().float() for value in named.values()]).tolist()  # one device sync
     return dict(zip(named, values, strict=True))
+
+
+def updates_due(settings: DreamerConfig, env_steps: int, prefill_env_steps: int) -> int:
+    """Updates the schedule asks for once the replay holds ``env_steps`` env steps.
+
+    Offline (``settings.env_steps == 0``): ``settings.updates``. Online (Dreamer v1's schedule):
+    ``updates`` pretraining updates on the prefill, then ``updates_per_train`` for every whole
+    ``train_every`` env steps played since; e.g. 100 + 100 * (100,000 - 5,000) // 1,000 = 9,600.
+    """
+    if settings.env_steps == 0:
+        return settings.updates
+    played = max(env_steps - prefill_env_steps, 0)
+    return settings.updates + settings.updates_per_train * (played // settings.train_every)

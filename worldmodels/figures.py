@@ -108,36 +108,83 @@ def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
     _save(figure, path)
 
 
-def training_returns(records: list[dict], path: Path) -> None:
-    """Dreamer's periodic real-env returns against updates and against env steps of data: eval
-    (the actor's mode) and, with an online phase, train (the actor-plus-noise episodes it played)."""
-    checks = [r for r in records if "eval/return_mean" in r]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for axis, key, label in ((axes[0], "update", "updates"), (axes[1], "env_steps", "env steps of data")):
-        train = [(r[key], value) for r in checks for value in r.get("train/episode_returns", [])]
-        if train:
-            axis.plot(*zip(*train, strict=True), ".", alpha=0.5, label="train (actor + noise, online episodes)")
-        axis.errorbar([r[key] for r in checks], [r["eval/return_mean"] for r in checks],
-                      yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="eval (actor mode, real env)")
-        axis.set_xlabel(label)
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("return")
-    axes[0].legend(fontsize=7)
-    _save(figure, path)
+def _official_band(axis: plt.Axes, curve, up_to: float) -> None:
+    """The published curve's mean +- std over seeds, through the first published point at or past ``up_to``."""
+    shown = np.flatnonzero(curve.env_steps < up_to)
+    last = min(len(curve.env_steps), (shown[-1] + 2) if len(shown) else 1)
+    x, mean, std = curve.env_steps[:last], curve.mean[:last], curve.std[:last]
+    axis.fill_between(x, mean - std, mean + std, color="tab:gray", alpha=0.25)
+    axis.plot(x, mean, "s--", color="tab:gray",
+              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds (mean +- std)")
 
 
-def prediction_errors(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Per-step open-loop image MSE and reward error against horizon, one line per model.
+def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, score=None) -> list[list[str]]:
+    """Dreamer's returns in the real env, the article's two panels.
 
-    ``curves[model]`` has ``pixel_mse`` and ``reward_abs_error`` lists (horizon 1 first).
+    Online runs (records with ``train/return``): train returns (each episode Dreamer played, actor
+    sample plus noise) and eval returns (the actor's mode; the final 100-episode ``score`` as a star)
+    against env steps, both beside ``curve`` (a :class:`worldmodels.reference.Curve` or None).
+    Offline runs: eval returns against updates, and against the env steps of data beside ``curve``.
+    Returns each panel's legend labels.
     """
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    checks = [r for r in records if "eval/return_mean" in r]
+    train = [r for r in records if "train/return" in r]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    eval_x = "env_steps" if train else "update"
+    if train:
+        axes[0].plot([r["env_steps"] for r in train], [r["train/return"] for r in train], ".-", alpha=0.7,
+                     label="this run: train episodes (actor sample + noise)")
+        axes[0].set_title("train returns")
+        axes[0].set_xlabel("env steps")
+        axes[1].set_title(f"eval returns (actor mode, action repeat {action_repeat})")
+        eval_axis = axes[1]
+    else:
+        axes[0].errorbar([r["update"] for r in checks], [r["eval/return_mean"] for r in checks],
+                         yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="this run: eval (actor mode)")
+        axes[0].set_xlabel("updates (offline, on the collect stage's episodes)")
+        axes[0].set_title("eval returns against updates")
+        axes[1].set_title("eval returns against env steps of data")
+        eval_axis = axes[1]
+    reached = max([r.get("env_steps", 0) for r in records] + [score.env_steps_of_data if score else 0, 1])
+    eval_axis.errorbar([r["env_steps"] for r in checks], [r["eval/return_mean"] for r in checks],
+                       yerr=[r["eval/return_std"] for r in checks], fmt="o-",
+                       label=f"this run: eval, {len(checks[-1].get('eval/returns', [])) if checks else 0} episodes")
+    if score is not None:
+        eval_axis.errorbar([score.env_steps_of_data], [score.mean], yerr=[score.std], fmt="*", markersize=12,
+                           color="tab:red", label=f"this run: final, {score.episodes} episodes ({score.mean:.0f})")
+    eval_axis.set_xlabel("env steps" if eval_x == "env_steps" else "env steps of data")
+    for axis in (axes[0], eval_axis) if train else (eval_axis,):
+        if curve is not None:
+            _official_band(axis, curve, reached)
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("return")
+    labels = [axis.get_legend_handles_labels()[1] for axis in axes]
+    _save(figure, path)
+    return labels
+
+
+def prediction_errors(curves: dict[str, dict[str, list[float]]], threshold: float, path: Path) -> None:
+    """Per-step open-loop errors against horizon, one line per model: plain image MSE per pixel, the
+    foreground ratio (error on the task's objects over that of drawing the background alone; 1 = the
+    objects are not drawn, with ``threshold`` marked), and the reward error.
+
+    ``curves[model]`` has ``pixel_mse``, ``foreground_ratio`` and ``reward_abs_error`` lists (horizon 1 first).
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, curve in curves.items():
         horizons = np.arange(1, len(curve["pixel_mse"]) + 1)
         axes[0].plot(horizons, curve["pixel_mse"], label=name)
-        axes[1].plot(horizons, curve["reward_abs_error"], label=name)
-    axes[0].set_ylabel("image MSE per pixel")
-    axes[1].set_ylabel("|predicted - real| reward per step")
+        axes[1].plot(horizons, curve["foreground_ratio"], label=name)
+        axes[2].plot(horizons, curve["reward_abs_error"], label=name)
+    axes[1].axhline(threshold, color="tab:gray", linestyle=":", label=f"threshold {threshold:g}")
+    axes[1].axhline(1.0, color="black", linewidth=0.8)
+    axes[0].set_ylabel("image MSE per pixel (all pixels)")
+    axes[1].set_ylabel("foreground error / background-only error")
+    axes[2].set_ylabel("|predicted - real| reward per step")
+    axes[0].set_title("plain MSE: a blank background scores well")
+    axes[1].set_title("on the task's objects (cart and pole)")
     for axis in axes:
         axis.set_xlabel("open-loop horizon (steps after the context)")
         axis.grid(alpha=0.3)

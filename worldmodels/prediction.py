@@ -2,9 +2,12 @@
 
 Both models see ``mdnrnn.context_frames`` real frames, then predict ``mdnrnn.openloop_steps``
 more from the real actions alone (V+M: M's mixture mean decoded by V; RSSM: the prior's mean
-decoded). Errors per horizon: image MSE per pixel (frames in [0, 1]) and the absolute error of
-the predicted reward of the step leading to each frame. Also the RSSM's foreground ratio: V's
-measure of whether the task's objects are drawn, on posterior reconstructions of held-out frames.
+decoded). Errors per horizon: image MSE per pixel (frames in [0, 1]); the foreground ratio (V's
+measure of whether the task's objects are drawn: squared error on the foreground pixels of the
+true frame over that of the median frame, which draws none; plain MSE scores a blank background
+better than a misplaced pole, this does not); the absolute error of the predicted reward of the
+step leading to each frame. Each model's foreground horizon: the first step whose foreground ratio
+passes ``FOREGROUND_THRESHOLD``. Also the RSSM's foreground ratio on posterior reconstructions.
 """
 
 from __future__ import annotations
@@ -27,12 +30,23 @@ from worldmodels.paths import PipelinePaths
 from worldmodels.simulator import decode, openloop_episodes, openloop_rollout
 
 FOREGROUND_EPISODES = 6
+FOREGROUND_THRESHOLD = 0.5
+"""A prediction has lost the objects once its error on them is over half that of not drawing them."""
 
 
-def _errors(predicted: torch.Tensor, truth: torch.Tensor, predicted_rewards: torch.Tensor,
-            rewards: torch.Tensor) -> dict[str, list[float]]:
-    """Per-horizon means over episodes: images ``(E, K, 3, H, W)`` in [0, 1], rewards ``(E, K)``."""
+def _errors(predicted: torch.Tensor, truth: torch.Tensor, predicted_rewards: torch.Tensor, rewards: torch.Tensor,
+            background: torch.Tensor, threshold: float) -> dict[str, Any]:
+    """Per-horizon errors over episodes: images ``(E, K, 3, H, W)`` in [0, 1], rewards ``(E, K)``,
+    ``background`` ``(3, H, W)`` the median frame, ``threshold`` V's foreground threshold."""
+    mask = foreground_mask(truth.flatten(0, 1), background.to(truth.device), threshold).reshape(
+        truth.shape[0], truth.shape[1], 1, *truth.shape[3:])
+    model_error = ((predicted - truth).pow(2) * mask).sum(dim=(0, 2, 3, 4))
+    median_error = ((background.to(truth.device) - truth).pow(2) * mask).sum(dim=(0, 2, 3, 4))
+    ratio = (model_error / median_error.clamp_min(1e-12)).tolist()
+    crossed = [step + 1 for step, value in enumerate(ratio) if value > FOREGROUND_THRESHOLD]
     return {"pixel_mse": (predicted - truth).pow(2).flatten(2).mean(2).mean(0).tolist(),
+            "foreground_ratio": ratio,
+            "foreground_horizon": crossed[0] if crossed else None,
             "reward_abs_error": (predicted_rewards - rewards).abs().mean(0).tolist()}
 
 
@@ -54,7 +68,9 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
     world_model.eval()
     images, predicted_rewards = openloop_prediction(world_model, frames, actions, context)
     rssm_images = (images + 0.5).clamp(0, 1)
-    curves = {"Dreamer RSSM": _errors(rssm_images, truth[:, context:], predicted_rewards, rewards)}
+    background = median_frame(rollouts, rollouts.frame_rows(train_episodes), config.vae.median_frames)
+    fg = (background, config.vae.foreground_threshold)
+    curves = {"Dreamer RSSM": _errors(rssm_images, truth[:, context:], predicted_rewards, rewards, *fg)}
     mdnrnn_sha256 = None
     if paths.vae.is_file() and paths.mdnrnn.is_file() and latents_match(paths.latents, paths.vae, rollouts):
         latents = LatentReader(paths.latents)
@@ -63,11 +79,11 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
         model, _ = load_mdnrnn(paths.mdnrnn, device)
         vae, _ = load_vae(paths.vae, device)
         z, m_rewards = openloop_rollout(model, mu, actions, context, steps)
-        curves["V+M (MDN-RNN)"] = _errors(decode(vae, z), truth[:, context:], m_rewards, rewards)
+        curves["V+M (MDN-RNN)"] = _errors(decode(vae, z), truth[:, context:], m_rewards, rewards, *fg)
         mdnrnn_sha256 = file_sha256(paths.mdnrnn)
     shown = [list(usable).index(e) for e in openloop_episodes(usable)]
-    background = median_frame(rollouts, rollouts.frame_rows(train_episodes), config.vae.median_frames)
-    return {"context_frames": context, "episodes": usable.tolist(), "curves": curves, "mdnrnn_sha256": mdnrnn_sha256,
+    return {"context_frames": context, "foreground_threshold": FOREGROUND_THRESHOLD, "episodes": usable.tolist(),
+            "curves": curves, "mdnrnn_sha256": mdnrnn_sha256,
             "rssm_foreground_ratio": foreground_ratio(world_model, rollouts, usable[:FOREGROUND_EPISODES],
                                                       background, config.vae.foreground_threshold),
             "truth_frames": truth[shown].numpy(),

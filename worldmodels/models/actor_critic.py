@@ -42,6 +42,12 @@ class Actor(nn.Module):
         """A reparameterised sample ``(N, A)``: gradients flow to the actor and to ``features``."""
         return torch.tanh(self._normal(features).rsample())
 
+    def sample_from(self, features: torch.Tensor, standard_normal: torch.Tensor) -> torch.Tensor:
+        """A sample ``(N, A)`` drawn with the given standard-normal draws ``(N, A)`` (acting: the
+        caller's seeded generator decides the draw, so an episode replays from its seed)."""
+        normal = self._normal(features)
+        return torch.tanh(normal.mean + normal.stddev * standard_normal)
+
     def mode(self, features: torch.Tensor) -> torch.Tensor:
         """The deterministic action used for evaluation: ``tanh`` of the Normal's mean."""
         return torch.tanh(self._normal(features).mean)

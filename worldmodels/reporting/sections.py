@@ -22,6 +22,7 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.evaluation import Score
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.reference import dreamer_v1_curve
 from worldmodels.reporting.anchors import paper_temperature_table, published_anchors
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
 from worldmodels.runtime import cpu_description
@@ -155,7 +156,18 @@ def _dream_note(report: Report) -> str:
 def _dreamer_note(paths: PipelinePaths) -> str:
     if not paths.score("dreamer").is_file():
         return ""
-    return f"{Score.read(paths.score('dreamer')).about.get('updates')} updates"
+    score = Score.read(paths.score("dreamer"))
+    return f"{score.about.get('updates'):,} updates on {score.env_steps_of_data:,} env steps"
+
+
+def _dreamer_budget(settings) -> str:
+    """This run's Dreamer schedule in words."""
+    batch = f"{settings.batch_size} x {settings.sequence_length}"
+    if not settings.env_steps:
+        return f"{settings.updates:,} offline updates of {batch}"
+    return (f"online to {settings.env_steps:,} env steps: {settings.updates} pretraining updates on the prefill "
+            f"(the collect stage's episodes), then {settings.updates_per_train} updates of {batch} per "
+            f"{settings.train_every:,} env steps played")
 
 
 def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
@@ -231,9 +243,7 @@ def section_budgets(report: Report) -> str:
          "64 x 16 rollouts; TakeCover ~200 generations in the dream, CarRacing ~1,800 in the real env"],
         ["oracle", f"{config.oracle.generations} generations of {config.oracle.popsize} x {config.oracle.episodes} "
                    "real episodes", "(ours: the linear form's ceiling on the true state)"],
-        ["Dreamer", f"{config.dreamer.updates:,} offline updates of {config.dreamer.batch_size} x "
-                    f"{config.dreamer.sequence_length}" + (f", then {config.dreamer.online_steps:,} online env steps"
-                                                          if config.dreamer.online_steps else ""),
+        ["Dreamer", _dreamer_budget(config.dreamer),
          "100 updates of 50 x 50 per 1,000 env steps, online: ~9,600 by 100k env steps (Hafner et al. 2019)"],
         ["evaluation", f"{config.evaluate.episodes} real episodes per agent", "100 episodes"],
     ]
@@ -339,12 +349,22 @@ def section_dreamer(report: Report) -> str:
     records = MetricsLog(report.paths.metrics("dreamer"), step_key="update").read()
     if not records:
         raise Missing(report.paths.metrics("dreamer"), report.make("dreamer"))
-    last = records[-1]
+    blocks = [r for r in records if "seconds_per_update" in r]
+    last = blocks[-1] if blocks else records[-1]
     rows = [[key, last[key]] for key in ("update", "env_steps", "train/loss/image_nll", "train/loss/reward_nll",
-                                         "train/loss/kl", "eval/return_mean", "seconds_per_update") if key in last]
+                                         "train/loss/kl", "seconds_per_update") if key in last]
+    curve = dreamer_v1_curve(report.config.env.id) if report.config.dreamer.env_steps else None
+    evals = []
+    for record in (r for r in records if "eval/return_mean" in r):
+        official = "" if curve is None else "{:.0f} +- {:.0f}".format(*curve.at(record["env_steps"]))
+        evals.append([f"{record['env_steps']:,}", record["update"],
+                      f"{record['eval/return_mean']:.1f} +- {record['eval/return_std']:.1f}", official])
+    official_note = ("" if curve is None else '<p class="note">Official: Dreamer v1\'s mean +- std over its 5 seeds '
+                     "at the published point nearest (every 100k env steps from 5k; 5k is its untrained actor).</p>")
     return (report.figure("dreamer_returns", report.make("dreamer"), "Dreamer returns")
             + report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")
-            + table(["last logged", "value"], rows))
+            + table(["env steps", "update", "eval return (actor mode)", "official Dreamer v1 there"], evals)
+            + official_note + table(["last block of updates", "value"], rows))
 
 
 def section_side_by_side(report: Report) -> str:
@@ -356,16 +376,26 @@ def section_side_by_side(report: Report) -> str:
                  f"re-run <code>{html.escape(report.wm('dreamer'))}</code> after deleting "
                  "<code>scores/dreamer.json</code> to measure them again.</div>")
     rows = []
+    horizons = []
     for name, curve in prediction["curves"].items():
-        for measure in ("pixel_mse", "reward_abs_error"):
-            values = curve[measure]
-            rows.append([name, measure] + [values[h - 1] if h <= len(values) else None for h in HORIZONS])
+        for measure in ("pixel_mse", "foreground_ratio", "reward_abs_error"):
+            values = curve.get(measure)
+            if values is not None:
+                rows.append([name, measure] + [values[h - 1] if h <= len(values) else None for h in HORIZONS])
+        if "foreground_horizon" in curve:
+            crossed = curve["foreground_horizon"]
+            horizons.append(f"{html.escape(name)}: " + (f"step {crossed}" if crossed else
+                                                        f"beyond the {len(curve['foreground_ratio'])} steps measured"))
+    threshold = prediction.get("foreground_threshold")
+    horizon_note = ("" if not horizons else
+                    f'<p class="note">Where each model loses the cart and pole (foreground ratio past {threshold:g}: '
+                    f"its error on them over half that of not drawing them): {'; '.join(horizons)}.</p>")
     strips = (f'<div class="side"><div><h3>V+M</h3>'
               f'{report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")}</div>'
               f'<div><h3>Dreamer RSSM</h3>'
               f'{report.figure("openloop_dreamer", report.make("dreamer"), "RSSM open loop")}</div></div>')
     return (stale + strips + report.figure("prediction_error", report.make("dreamer"), "prediction error by horizon")
-            + table(["model", "error"] + [f"horizon {h}" for h in HORIZONS], rows)
+            + table(["model", "error"] + [f"horizon {h}" for h in HORIZONS], rows) + horizon_note
             + '<p class="note">Both models see the same context frames of the same held-out episodes, then '
               "predict from the real actions alone.</p>")
 

@@ -1,18 +1,28 @@
 """Stage `dreamer`: Dreamer v1 on the same rollouts as V-M-C, scored with the same protocol.
 
-Offline phase: ``dreamer.updates`` updates on windows of ``rollouts.h5``'s training episodes
-(the held-out split every model shares). Each update fits the world model (image + reward
-likelihood + KL with free nats) on a batch of windows, then the actor and value in imagination
-from every posterior state of that batch. Optional online phase (``dreamer.online_steps``): the
-actor plus noise plays episodes that are appended to ``dreamer_rollouts.h5`` (a copy of the
-rollouts, same schema), ``updates_per_episode`` updates after each.
+Each update fits the world model (image + reward likelihood + KL with free nats) on a batch of
+windows, then the actor and value in imagination from every posterior state of that batch.
 
-Every ``eval_every`` updates: the actor (its mode) on the first ``eval_episodes`` seeds of
-`wm evaluate`, metrics to ``metrics/dreamer.jsonl``, ``dreamer.pt`` and the resume state
-(models, optimizers, RNG) written atomically; re-running continues at the last saved update.
-At the end: ``scores/dreamer.json`` over the same 100 seeds as `wm evaluate`, and the figures
-``dreamer_returns.png``, ``openloop_dreamer.png`` and ``prediction_error.png`` (beside V+M's
-open-loop error on the same held-out episodes when V and M exist).
+Offline (``dreamer.env_steps: 0``, the default pipeline): ``dreamer.updates`` updates on windows of
+``rollouts.h5``'s training episodes (the held-out split every model shares); every ``eval_every``
+updates the actor (its mode) plays the first ``eval_episodes`` seeds of `wm evaluate`.
+
+Online (Dreamer v1's own schedule; ``pipelines/cartpole_balance_dreamer.yaml``): the collect
+stage's episodes are the prefill and the start of the replay ``dreamer_rollouts.h5`` (same schema);
+``updates`` pretraining updates, then the actor (a sample plus exploration noise) plays whole
+episodes into the replay, and between episodes the updates due (``updates_per_train`` per
+``train_every`` env steps played, :func:`worldmodels.dreamer.updates_due`) are made, until the
+replay holds ``env_steps``. Evaluations every ``eval_every_env_steps`` from the prefill on, before
+the updates due at that point (the first one is the untrained actor, as in Dreamer v1's curves).
+The prefill's held-out episodes stay out of training; every episode Dreamer plays is trained on.
+
+Metrics go to ``metrics/dreamer.jsonl`` (loss means and seconds per update of each block of updates,
+the return of every online episode, the evaluations). The resume state (models, optimizers, the
+batch sampler's RNG, the next evaluation) is written atomically after every block of updates and
+every evaluation; re-running continues there, on the replay as it is. At the end: ``dreamer.pt``,
+``scores/dreamer.json`` over the same 100 seeds as `wm evaluate`, and the figures
+``dreamer_returns.png`` (against the official curve where one is published),
+``openloop_dreamer.png`` and ``prediction_error.png`` (beside V+M when V and M exist).
 """
 
 from __future__ import annotations
@@ -34,14 +44,15 @@ from worldmodels.artifacts import DREAMER_KIND, load_dreamer
 from worldmodels.checkpoint import atomic_write
 from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.datasets import WindowDataset
-from worldmodels.data.split import split_episodes
+from worldmodels.data.split import heldout_mask
 from worldmodels.data.store import RolloutReader, RolloutWriter
-from worldmodels.dreamer import Dreamer, update
+from worldmodels.dreamer import Dreamer, update, updates_due
 from worldmodels.envs import probe_env
 from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
-from worldmodels.figures import openloop_strip, prediction_errors, training_returns
+from worldmodels.figures import dreamer_returns, openloop_strip, prediction_errors
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.reference import dreamer_v1_curve
 from worldmodels.runtime import Runtime, resolve
 from worldmodels.training import TrainingRun
 
@@ -51,21 +62,25 @@ CHECKPOINT_KIND = DREAMER_KIND
 ONLINE_SOURCE = "dreamer:actor+noise"
 DREAMER_STREAM = 0xD7EA  # env seeds of the online phase's episodes
 # Settings that say how long or how visibly Dreamer trains, not what it trains to.
-_NOT_IDENTITY = ("updates", "online_steps", "eval_every", "eval_episodes")
+_NOT_IDENTITY = ("updates", "env_steps", "eval_every", "eval_every_env_steps", "eval_episodes")
 
 
 class WindowSampler:
-    """Uniform random windows of ``L`` steps from the training episodes of a rollouts file."""
+    """Uniform random windows of ``L`` steps from the training episodes of a rollouts file: every
+    episode but the held-out ones among the first ``split_episodes`` (the collect stage's)."""
 
-    def __init__(self, path: Path, steps: int, heldout_fraction: float) -> None:
+    def __init__(self, path: Path, steps: int, heldout_fraction: float, split_episodes: int) -> None:
         self.path, self.steps, self.heldout_fraction = path, steps, heldout_fraction
+        self.split_episodes = split_episodes
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read the file's episode index (after episodes were appended)."""
         with RolloutReader(self.path) as reader:
-            train, _ = split_episodes(reader.episodes["seed"], self.heldout_fraction)
-        self.dataset = WindowDataset(self.path, self.steps, train)
+            seeds = reader.episodes["seed"]
+        heldout = np.zeros(len(seeds), dtype=bool)
+        heldout[:self.split_episodes] = heldout_mask(seeds[:self.split_episodes], self.heldout_fraction)
+        self.dataset = WindowDataset(self.path, self.steps, np.flatnonzero(~heldout))
         if len(self.dataset) == 0:
             raise ValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
 
@@ -88,7 +103,8 @@ def _env_steps(path: Path) -> int:
 def _identity(settings: DreamerConfig, rollouts: RolloutReader, runtime: Runtime) -> dict[str, Any]:
     kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
     # The precision shapes the trajectory of the updates; the device alone does not (up to rounding).
-    return {"settings": kept, "rollouts_fingerprint": rollouts.fingerprint, "precision": runtime.precision}
+    return {"settings": kept, "rollouts_fingerprint": rollouts.fingerprint, "precision": runtime.precision,
+            "online": settings.env_steps > 0}
 
 
 def _online_episodes(path: Path) -> int:
@@ -96,11 +112,13 @@ def _online_episodes(path: Path) -> int:
         return int(sum(row.decode().startswith(ONLINE_SOURCE) for row in reader.episodes["source"]))
 
 
-def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path, index: int) -> float:
-    """Play one episode with the actor plus noise and append it to ``path``; returns its return."""
+def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path, index: int) -> tuple[float, int]:
+    """Play one episode (the actor's sample plus noise) and append it to ``path``; returns its return
+    and its env steps. Its seeds come from ``index``, so a resumed run plays the same episode."""
     env_seed, noise_seed = np.random.SeedSequence([config.dreamer.seed, DREAMER_STREAM, index]).generate_state(
         2, dtype=np.uint32)
-    agent = DreamerAgent(dreamer.world_model, dreamer.actor, noise_std=config.dreamer.exploration_noise)
+    agent = DreamerAgent(dreamer.world_model, dreamer.actor, noise_std=config.dreamer.exploration_noise,
+                         explore=True)
     episode = next(play_episodes(config.env, agent, [int(env_seed)], [int(noise_seed)], batch=1))
     dreamer.train()
     episode.index, episode.base_seed = index, config.dreamer.seed
@@ -109,7 +127,7 @@ def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path
     with RolloutWriter(path, dataclasses.asdict(config.env), env_info, frame_shape, action_size,
                        config.collect.compression) as writer:
         writer.append(episode)
-    return episode.total_return
+    return episode.total_return, len(episode.actions) * config.env.action_repeat
 
 
 def _evaluate(config: PipelineConfig, dreamer: Dreamer, seeds: list[int]) -> np.ndarray:
@@ -119,99 +137,165 @@ def _evaluate(config: PipelineConfig, dreamer: Dreamer, seeds: list[int]) -> np.
     return returns
 
 
+class _Training:
+    """One Dreamer run's moving parts: networks, batch sampler and its RNG, the resumable run, the
+    progress bar and the loss sums of the current block of updates."""
+
+    def __init__(self, config: PipelineConfig, paths: PipelinePaths, runtime: Runtime, rollouts: RolloutReader,
+                 data_path: Path, run: TrainingRun, bar: tqdm) -> None:
+        settings = config.dreamer
+        self.config, self.paths, self.runtime, self.run, self.bar = config, paths, runtime, run, bar
+        self.dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device).compile(runtime)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.done_updates, self.next_eval = 0, None
+        self.common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
+        state = run.resume()
+        if state is not None:
+            for name, module in self.dreamer.modules().items():
+                module.load_state_dict(state[name])
+            for name, optimizer in self.dreamer.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+            self.generator.set_state(state["generator"])
+            self.done_updates, self.next_eval = state["update"], state.get("next_eval_env_steps")
+        self.sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction,
+                                     rollouts.num_episodes)
+        self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
+        self.sums: dict[str, float] = {}
+        self.started, self.timed = time.perf_counter(), 0
+
+    def train_to(self, target: int) -> None:
+        """Updates until ``target`` are done (metrics summed for the next record)."""
+        settings = self.config.dreamer
+        while self.done_updates < target:
+            batch = {name: self.runtime.to_device(value)
+                     for name, value in self.sampler.batch(settings.batch_size, self.generator).items()}
+            metrics = update(self.dreamer, batch, settings, self.runtime)
+            self.done_updates += 1
+            self.timed += 1
+            for key, value in metrics.items():
+                self.sums[key] = self.sums.get(key, 0.0) + value
+            self.bar.update(1)
+            self.bar.set_postfix(image=f"{metrics['train/loss/image_nll']:.0f}", kl=f"{metrics['train/loss/kl']:.1f}")
+
+    def block_record(self) -> dict[str, Any]:
+        """Loss means and seconds per update since the last record (empty when no update was made)."""
+        if not self.timed:
+            return {}
+        record = {**{key: value / self.timed for key, value in self.sums.items()},
+                  "seconds_per_update": (time.perf_counter() - self.started) / self.timed}
+        self.sums, self.started, self.timed = {}, time.perf_counter(), 0
+        return record
+
+    def evaluate(self, env_steps: int) -> dict[str, Any]:
+        returns = _evaluate(self.config, self.dreamer, self.eval_seeds)
+        record = {"update": self.done_updates, "env_steps": env_steps,
+                  "eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std()),
+                  "eval/returns": returns.tolist()}
+        tqdm.write(f"Dreamer at {env_steps:,} env steps, update {self.done_updates}: real return "
+                   f"{record['eval/return_mean']:.1f} +- {record['eval/return_std']:.1f}")
+        return record
+
+    def save(self, metrics: dict[str, Any] | None = None, best: bool = False) -> None:
+        """The resume state; with ``best``, also ``dreamer.pt`` (the model the later stages load)."""
+        state = {**self.common, **{name: m.state_dict() for name, m in self.dreamer.modules().items()},
+                 "update": self.done_updates, "metrics": metrics or {}}
+        if best:
+            self.run.save_best(state)
+        self.run.save_last({**state, "optimizers": {k: o.state_dict() for k, o in self.dreamer.optimizers.items()},
+                            "generator": self.generator.get_state(), "next_eval_env_steps": self.next_eval})
+
+    def draw(self) -> None:
+        dreamer_returns(self.run.log.read(), dreamer_v1_curve(self.config.env.id), self.config.env.action_repeat,
+                        self.paths.figure("dreamer_returns"), score=None)
+
+
+def _replay(paths: PipelinePaths, run: TrainingRun) -> Path:
+    """``dreamer_rollouts.h5``: a fresh copy of the prefill unless a resumable run goes on with it."""
+    data_path = paths.dreamer_rollouts
+    if run.last.is_file() and not data_path.is_file():
+        logger.info(f"{data_path} is missing: Dreamer's online run starts again from the prefill")
+        run.last.unlink()
+    if not run.continues():
+        atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
+    return data_path
+
+
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Train Dreamer (or continue), score it, draw its figures; returns ``scores/dreamer.json``."""
     settings = config.dreamer
     runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
-    data_path = paths.rollouts
-    if settings.online_steps:
-        data_path = paths.dreamer_rollouts
-        if not data_path.is_file():
-            atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
     paths.ensure()
-    dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device).compile(runtime)
-    # dreamer.pt is the last evaluated model (Dreamer keeps no held-out measure to pick a best by).
     run = TrainingRun(CHECKPOINT_KIND, {"identity": _identity(settings, rollouts, runtime)},
                       paths.last_checkpoint(CHECKPOINT_KIND), paths.dreamer,
                       MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update"), runtime, "Dreamer")
-    log = run.log
-    generator = torch.Generator().manual_seed(settings.seed)
-    done_updates = 0
-    state = run.resume()
-    if state is not None:
-        for name, module in dreamer.modules().items():
-            module.load_state_dict(state[name])
-        for name, optimizer in dreamer.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        generator.set_state(state["generator"])
-        done_updates = state["update"]
-    sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction)
-    eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
-    common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
-    sums: dict[str, float] = {}
-    started, timed_updates, online_returns = time.perf_counter(), 0, []
-
-    def target_updates(online_episodes: int) -> int:
-        return settings.updates + online_episodes * settings.updates_per_episode
-
-    online = _online_episodes(data_path) if settings.online_steps else 0
-    base_env_steps = rollouts.num_steps * rollouts.action_repeat
-    if _finished(paths, done_updates, target_updates(online), settings, data_path, base_env_steps):
-        logger.info(f"{paths.score('dreamer')}: Dreamer already trained for {done_updates} updates and scored")
-        return paths.score("dreamer")
-    with tqdm(total=target_updates(online), initial=done_updates, desc="Dreamer", unit="update",
-              disable=not progress, dynamic_ncols=True) as bar:
-        while True:
-            if done_updates >= target_updates(online):
-                if _env_steps(data_path) - base_env_steps >= settings.online_steps:
-                    break
-                sampler.close()
-                episode_return = _collect_online_episode(config, dreamer, data_path, online)
-                online_returns.append(episode_return)
-                online += 1
-                sampler.refresh()
-                bar.total = target_updates(online)
-                bar.set_postfix(online_return=f"{episode_return:.0f}")
-                continue
-            batch = {name: runtime.to_device(value) for name, value in sampler.batch(settings.batch_size,
-                                                                                      generator).items()}
-            metrics = update(dreamer, batch, settings, runtime)
-            done_updates += 1
-            timed_updates += 1
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.update(1)
-            bar.set_postfix(image=f"{metrics['train/loss/image_nll']:.0f}", kl=f"{metrics['train/loss/kl']:.1f}")
-            if done_updates % settings.eval_every and done_updates != target_updates(online):
-                continue
-            returns = _evaluate(config, dreamer, eval_seeds)
-            record = {"update": done_updates,
-                      "env_steps": _env_steps(data_path),
-                      **{key: value / timed_updates for key, value in sums.items()},
-                      "seconds_per_update": (time.perf_counter() - started) / timed_updates,
-                      "eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
-            if online_returns:  # the actor-plus-noise episodes played since the last record
-                record["train/episode_returns"] = online_returns
-            log.append(record)
-            tqdm.write(f"Dreamer update {done_updates}: real return {record['eval/return_mean']:.1f} +- "
-                       f"{record['eval/return_std']:.1f}, image NLL {record['train/loss/image_nll']:.0f}, "
-                       f"{record['seconds_per_update']:.2f} s/update")
-            state = {**common, **{name: m.state_dict() for name, m in dreamer.modules().items()},
-                     "update": done_updates, "metrics": record}
-            run.save_best(state)
-            run.save_last({**state, "optimizers": {k: o.state_dict() for k, o in dreamer.optimizers.items()},
-                           "generator": generator.get_state()})
-            sums, started, timed_updates, online_returns = {}, time.perf_counter(), 0, []
+    data_path = _replay(paths, run) if settings.env_steps else paths.rollouts
+    prefill = rollouts.num_steps * rollouts.action_repeat
+    if settings.env_steps and settings.env_steps < prefill:
+        raise ValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
+                         f"({paths.rollouts})")
+    final_updates = updates_due(settings, max(settings.env_steps, prefill), prefill)
+    with tqdm(total=final_updates, desc="Dreamer", unit="update", disable=not progress, dynamic_ncols=True) as bar:
+        training = _Training(config, paths, runtime, rollouts, data_path, run, bar)
+        bar.update(training.done_updates)
+        if _finished(paths, training.done_updates, final_updates, settings, data_path):
+            logger.info(f"{paths.score('dreamer')}: Dreamer already trained for {training.done_updates} updates "
+                        "and scored")
+            return paths.score("dreamer")
+        if settings.env_steps:
+            _train_online(training, data_path, prefill)
+        else:
+            _train_offline(training)
     return finish(config, paths, data_path, runtime)
 
 
-def _finished(paths: PipelinePaths, done_updates: int, target: int, settings: DreamerConfig, data_path: Path,
-              base_env_steps: int) -> bool:
+def _train_offline(training: _Training) -> None:
+    settings = training.config.dreamer
+    env_steps = _env_steps(training.paths.rollouts)
+    while training.done_updates < settings.updates:
+        next_eval = min((training.done_updates // settings.eval_every + 1) * settings.eval_every, settings.updates)
+        training.train_to(next_eval)
+        record = {**training.block_record(), **training.evaluate(env_steps)}
+        training.run.log.append(record)
+        training.save(record, best=True)
+
+
+def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
+    """Dreamer v1's loop: evaluations when due, the updates due, then one more episode, until the
+    replay holds ``dreamer.env_steps``."""
+    settings, log = training.config.dreamer, training.run.log
+    env_steps, episodes = _env_steps(data_path), _online_episodes(data_path)
+    if training.next_eval is None:
+        training.next_eval = prefill
+    while True:
+        if env_steps >= training.next_eval:
+            record = training.evaluate(env_steps)
+            log.append(record)
+            training.next_eval += settings.eval_every_env_steps
+            training.save(record, best=True)
+            training.draw()
+        due = updates_due(settings, env_steps, prefill)
+        if training.done_updates < due:
+            training.train_to(due)
+            log.append({"update": training.done_updates, "env_steps": env_steps, **training.block_record()})
+            training.save()
+            continue
+        if env_steps >= settings.env_steps:
+            break
+        training.sampler.close()
+        episode_return, steps = _collect_online_episode(training.config, training.dreamer, data_path, episodes)
+        training.sampler.refresh()
+        episodes, env_steps = episodes + 1, env_steps + steps
+        log.append({"update": training.done_updates, "env_steps": env_steps, "train/return": episode_return})
+        training.bar.set_postfix(env_steps=f"{env_steps:,}", train_return=f"{episode_return:.0f}")
+    training.save(best=True)
+
+
+def _finished(paths: PipelinePaths, done_updates: int, target: int, settings: DreamerConfig, data_path: Path) -> bool:
     """True when every update and online episode is done and the score is of this very model."""
     if done_updates < target or not paths.score("dreamer").is_file():
         return False
-    if settings.online_steps and _env_steps(data_path) - base_env_steps < settings.online_steps:
+    if settings.env_steps and _env_steps(data_path) < settings.env_steps:
         return False
     return json.loads(paths.score("dreamer").read_text()).get("updates") == done_updates
 
@@ -226,8 +310,9 @@ def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtim
     score = Score.of("dreamer", returns, seeds, _env_steps(data_path), time.perf_counter() - started,
                      updates=checkpoint["update"]).write(paths.score("dreamer"))
     logger.info(f"dreamer: {score.summary()} after {checkpoint['update']} updates")
-    training_returns(MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update").read(),
-                     paths.figure("dreamer_returns"))
+    dreamer_returns(MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update").read(),
+                    dreamer_v1_curve(config.env.id), config.env.action_repeat, paths.figure("dreamer_returns"),
+                    score=score)
     measure_prediction(config, paths, dreamer)
     return paths.score("dreamer")
 
@@ -244,7 +329,11 @@ def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dr
                    f"RSSM open loop on held-out episodes: {context} context frames through the posterior, then "
                    f"{config.mdnrnn.openloop_steps} from the prior with the real actions (rows: truth / model / error)",
                    paths.figure("openloop_dreamer"))
-    prediction_errors(summary["curves"], paths.figure("prediction_error"))
+    prediction_errors(summary["curves"], prediction.FOREGROUND_THRESHOLD, paths.figure("prediction_error"))
+    for name, curve in summary["curves"].items():
+        horizon = curve["foreground_horizon"]
+        logger.info(f"{name}: the objects' open-loop error passes {prediction.FOREGROUND_THRESHOLD:g} of drawing "
+                    + (f"none at step {horizon}" if horizon else f"none within {len(curve['foreground_ratio'])} steps"))
     atomic_write(paths.dreamer_prediction,
                  lambda temporary: temporary.write_text(json.dumps(summary, indent=1)))
     return summary
