@@ -102,8 +102,8 @@ def _carracing_dream(device: torch.device, action_size: int) -> DreamEnv:
 def dream_steps_per_s(device: torch.device, seconds: float) -> float:
     dream = _carracing_dream(device, 1)
     rows = torch.randn(1024, LinearController(32, 256, 1).num_parameters) * 0.1
+    dream.max_steps = 50  # the dreams never end by themselves (see _carracing_dream)
     population_returns(dream, rows[:64], 16, 1)  # warm-up of one short generation
-    dream.max_steps = 50
     started = time.perf_counter()
     population_returns(dream, rows[:64], 16, 1)
     return 1024 * 50 / (time.perf_counter() - started)
@@ -157,7 +157,7 @@ def main() -> None:
                                 "tests/"], cwd=ROOT)
         results["cuda_tests"] = {"exit_status": tests.returncode, "seconds": time.perf_counter() - started}
     devices = [RuntimeConfig(device="cpu")] + ([RuntimeConfig(device="cuda")] if has_cuda else [])
-    results["speeds"] = {str(resolve(settings).device): measure(resolve(settings).apply(), args.seconds,
+    results["speeds"] = {resolve(settings).device.type: measure(resolve(settings).apply(), args.seconds,
                                                                 args.generation_steps, args.updates)
                          for settings in devices}
     if has_cuda:

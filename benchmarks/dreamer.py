@@ -50,7 +50,7 @@ def _batch(size: int, length: int) -> dict[str, torch.Tensor]:
 def _stepwise(rssm):
     """Make ``rssm.observe`` the one-step-at-a-time reference."""
     def observe(embeds, previous_actions, state=None, sample=True, noise=None):
-        noise = torch.randn(*embeds.shape[:2], rssm.stoch_size) if noise is None else noise
+        noise = torch.randn(*embeds.shape[:2], rssm.stoch_size, device=embeds.device) if noise is None else noise
         return rssm.observe_stepwise(embeds, previous_actions, noise)
     rssm.observe = observe
 

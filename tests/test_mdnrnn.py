@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import distributions
 
-from tests.conftest import DEVICES
+from tests.conftest import DEVICES, tolerance
 from worldmodels.dream import DreamEnv
 from worldmodels.models.mdnrnn import (
     MDNRNN,
@@ -116,9 +116,9 @@ def test_one_batched_dream_step_equals_stepping_each_row_alone(mixture, device):
         alone.reset(1, starts=torch.tensor([row]))
         alone.z = start_z[row:row + 1].clone()
         single = alone.step(actions[row:row + 1], (noise[0][row:row + 1], noise[1][row:row + 1]))
-        torch.testing.assert_close(single.z[0], result.z[row], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(single.h[0], result.h[row], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(single.reward[0], result.reward[row], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(single.z[0], result.z[row], **tolerance(device))
+        torch.testing.assert_close(single.h[0], result.h[row], **tolerance(device))
+        torch.testing.assert_close(single.reward[0], result.reward[row], **tolerance(device))
     assert result.z.device.type == device
 
 

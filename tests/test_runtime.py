@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from tests.conftest import DEVICES
+from tests.conftest import DEVICES, tolerance
 from worldmodels.artifacts import load_mdnrnn
 from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import ConfigError, RuntimeConfig, load_pipeline
@@ -92,4 +92,4 @@ def test_a_checkpoint_saved_on_one_device_loads_on_another(saved_on, loaded_on, 
     with torch.no_grad():
         expected = model.eval()(z.to(saved_on), actions.to(saved_on))[0].means.cpu()
         got = loaded(z.to(loaded_on), actions.to(loaded_on))[0].means.cpu()
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, expected, **tolerance(saved_on, loaded_on))
