@@ -24,6 +24,12 @@ def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16_and_bf16_on_one_wit
     assert resolve_precision("auto", CPU, _cpu_with(True))[0] == "bf16"
 
 
+def test_auto_precision_is_fp32_on_a_gpu_even_one_with_native_bf16():
+    precision, why = resolve_precision("auto", torch.device("cuda"), lambda device: True)
+    assert precision == "fp32" and "GPU" in why
+    assert resolve_precision("bf16", torch.device("cuda"), lambda device: True) == ("bf16", "asked for")
+
+
 def test_an_explicit_precision_wins_and_says_when_it_will_be_slow():
     assert resolve_precision("fp32", CPU, _cpu_with(True)) == ("fp32", "asked for")
     precision, why = resolve_precision("bf16", CPU, _cpu_with(False))

@@ -7,9 +7,11 @@ pipeline's ``runtime:`` section) and uses it for three things:
   Random draws that decide results (the dream's noise, the sampled windows) are made by CPU
   generators and then moved, so the same seeds draw the same numbers on every device.
 - ``runtime.autocast()``: bfloat16 autocast where ``precision`` resolved to ``bf16``, else nothing.
-  ``auto`` picks bf16 only where it is fast: on a CUDA device that supports it, and on a CPU with
-  native bf16 instructions (AVX512_BF16 or AMX). A CPU without them emulates bf16 at 20-110x the
-  cost of fp32, so there ``auto`` is fp32.
+  ``auto`` picks bf16 only where it was measured faster: on a CPU with native bf16 instructions
+  (AVX512_BF16 or AMX; 2.0x per Dreamer update). A CPU without them emulates bf16 at 20-110x the
+  cost of fp32, and on a GPU these models are too small for bf16 to pay (an H200: 0.126 s per
+  Dreamer update at 50 x 50 in bf16, 0.099 in fp32; the added casts cost more launches than the
+  matrix units save), so there ``auto`` is fp32; ``bf16`` still forces it.
 - ``runtime.threads``: torch's intra-op threads on the CPU (``0``: one per core). The OpenMP wait
   policy is set to PASSIVE before torch loads (``worldmodels/__init__.py``): spinning threads of a
   2-thread op fight a busy second core and made stages 6-10x slower (benchmarks/threads.py).
@@ -165,6 +167,8 @@ def resolve_precision(spec: str, device: torch.device,
     native = native_bf16(device)
     if spec == "bf16":
         return "bf16", "asked for" if native else "asked for, though this device emulates bf16 (slow)"
+    if device.type == "cuda":
+        return "fp32", "auto: fp32 on GPUs (bf16 measured slower at these model sizes)"
     if native:
         return "bf16", "auto: this device computes bf16 natively"
     return "fp32", "auto: this device has no native bf16"

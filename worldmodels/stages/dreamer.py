@@ -43,8 +43,7 @@ from worldmodels.agents import DreamerAgent
 from worldmodels.artifacts import DREAMER_KIND, load_dreamer
 from worldmodels.checkpoint import atomic_write
 from worldmodels.config import DreamerConfig, PipelineConfig
-from worldmodels.data.datasets import WindowDataset
-from worldmodels.data.split import heldout_mask
+from worldmodels.data.replay import open_replay
 from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.dreamer import Dreamer, update, updates_due
 from worldmodels.envs import probe_env
@@ -63,36 +62,6 @@ ONLINE_SOURCE = "dreamer:actor+noise"
 DREAMER_STREAM = 0xD7EA  # env seeds of the online phase's episodes
 # Settings that say how long or how visibly Dreamer trains, not what it trains to.
 _NOT_IDENTITY = ("updates", "env_steps", "eval_every", "eval_every_env_steps", "eval_episodes")
-
-
-class WindowSampler:
-    """Uniform random windows of ``L`` steps from the training episodes of a rollouts file: every
-    episode but the held-out ones among the first ``split_episodes`` (the collect stage's)."""
-
-    def __init__(self, path: Path, steps: int, heldout_fraction: float, split_episodes: int) -> None:
-        self.path, self.steps, self.heldout_fraction = path, steps, heldout_fraction
-        self.split_episodes = split_episodes
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Re-read the file's episode index (after episodes were appended)."""
-        with RolloutReader(self.path) as reader:
-            seeds = reader.episodes["seed"]
-        heldout = np.zeros(len(seeds), dtype=bool)
-        heldout[:self.split_episodes] = heldout_mask(seeds[:self.split_episodes], self.heldout_fraction)
-        self.dataset = WindowDataset(self.path, self.steps, np.flatnonzero(~heldout))
-        if len(self.dataset) == 0:
-            raise ValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
-
-    def batch(self, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """frames uint8 ``(B, L + 1, H, W, 3)``, actions ``(B, L, A)``, rewards ``(B, L)``."""
-        indices = torch.randint(len(self.dataset), (size,), generator=generator)
-        items = [self.dataset[int(i)] for i in indices]
-        return {name: torch.stack([item[name] for item in items]) for name in ("frames", "actions", "rewards")}
-
-    def close(self) -> None:
-        """Let go of the file (so that a writer may append to it)."""
-        self.dataset.reader.close()
 
 
 def _env_steps(path: Path) -> int:
@@ -138,7 +107,7 @@ def _evaluate(config: PipelineConfig, dreamer: Dreamer, seeds: list[int]) -> np.
 
 
 class _Training:
-    """One Dreamer run's moving parts: networks, batch sampler and its RNG, the resumable run, the
+    """One Dreamer run's moving parts: networks, replay and its RNG, the resumable run, the
     progress bar and the loss sums of the current block of updates."""
 
     def __init__(self, config: PipelineConfig, paths: PipelinePaths, runtime: Runtime, rollouts: RolloutReader,
@@ -157,8 +126,10 @@ class _Training:
                 optimizer.load_state_dict(state["optimizers"][name])
             self.generator.set_state(state["generator"])
             self.done_updates, self.next_eval = state["update"], state.get("next_eval_env_steps")
-        self.sampler = WindowSampler(data_path, settings.sequence_length, config.data.heldout_fraction,
-                                     rollouts.num_episodes)
+        final_frames = (max(settings.env_steps, rollouts.num_steps * rollouts.action_repeat) // rollouts.action_repeat
+                        + 2 * rollouts.num_episodes)  # the frames the replay will hold, with margin for ends
+        self.replay = open_replay(data_path, settings.sequence_length, config.data.heldout_fraction,
+                                   rollouts.num_episodes, final_frames, runtime.device)
         self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
         self.sums: dict[str, float] = {}
         self.started, self.timed = time.perf_counter(), 0
@@ -168,7 +139,7 @@ class _Training:
         settings = self.config.dreamer
         while self.done_updates < target:
             batch = {name: self.runtime.to_device(value)
-                     for name, value in self.sampler.batch(settings.batch_size, self.generator).items()}
+                     for name, value in self.replay.batch(settings.batch_size, self.generator).items()}
             metrics = update(self.dreamer, batch, settings, self.runtime)
             self.done_updates += 1
             self.timed += 1
@@ -282,9 +253,9 @@ def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
             continue
         if env_steps >= settings.env_steps:
             break
-        training.sampler.close()
+        training.replay.close()
         episode_return, steps = _collect_online_episode(training.config, training.dreamer, data_path, episodes)
-        training.sampler.refresh()
+        training.replay.refresh()
         episodes, env_steps = episodes + 1, env_steps + steps
         log.append({"update": training.done_updates, "env_steps": env_steps, "train/return": episode_return})
         training.bar.set_postfix(env_steps=f"{env_steps:,}", train_return=f"{episode_return:.0f}")

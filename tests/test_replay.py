@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import DEVICES, SYNTHETIC_ENV, synthetic_episode, write_synthetic
+from worldmodels.data.replay import FileReplay, Replay, open_replay, training_episodes
+from worldmodels.data.store import RolloutReader, RolloutWriter
+
+
+def _draw(replay, generator_seed: int, size: int = 32) -> dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in replay.batch(size, torch.Generator().manual_seed(generator_seed)).items()}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_batch_in_memory_equals_the_same_windows_read_from_the_file(tmp_path, device):
+    path = tmp_path / "rollouts.h5"
+    write_synthetic(path, [9, 3, 12, 7, 10, 6])  # the 3-step episode is too short for windows of 4
+    memory, file = Replay(path, 4, 0.3, 6, device), FileReplay(path, 4, 0.3, 6)
+    assert len(memory) == len(file) > 0
+    for seed in range(3):
+        a, b = _draw(memory, seed), _draw(file, seed)
+        for name in ("frames", "actions", "rewards"):
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    frames = a["frames"].numpy()
+    # every window is 5 consecutive frames of one episode: channel 1 counts the steps, channel 0 is the episode
+    assert (np.diff(frames[:, :, 0, 0, 1].astype(int), axis=1) == 1).all()
+    assert (frames[:, :, 0, 0, 0] == frames[:, :1, 0, 0, 0]).all()
+
+
+def test_appended_episodes_are_taken_in_by_refresh_and_memory_grows(tmp_path):
+    path = tmp_path / "rollouts.h5"
+    write_synthetic(path, [10, 10, 10])
+    memory = Replay(path, 5, 0.3, 3)
+    before = len(memory)
+    with RolloutWriter(path, SYNTHETIC_ENV, {"backend": "test"}, (8, 8, 3), 2) as writer:
+        for number in range(3, 40):  # far past the first capacity: the buffers double
+            writer.append(synthetic_episode(number, 10))
+    memory.refresh()
+    file = FileReplay(path, 5, 0.3, 3)
+    assert len(memory) == len(file) == before + 37 * 6  # every appended episode is trained on
+    a, b = _draw(memory, 7, 200), _draw(file, 7, 200)
+    torch.testing.assert_close(a["frames"], b["frames"], rtol=0, atol=0)
+    assert set(a["frames"][:, 0, 0, 0, 0].tolist()) > set(range(3, 10))
+
+
+def test_only_the_first_episodes_have_held_out_ones(tmp_path):
+    path = tmp_path / "rollouts.h5"
+    write_synthetic(path, [6] * 20)
+    with RolloutReader(path) as reader:
+        ten = training_episodes(reader, 0.5, 10)
+        none_split = training_episodes(reader, 0.5, 0)
+    assert len(ten) < 20 and set(range(10, 20)) <= set(ten.tolist())
+    assert none_split.tolist() == list(range(20))
+
+
+def test_a_replay_too_large_for_memory_reads_from_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "rollouts.h5"
+    write_synthetic(path, [6, 6, 6])
+    assert isinstance(open_replay(path, 4, 0.3, 3, final_frames=1000, device="cpu"), Replay)
+    monkeypatch.setattr("worldmodels.data.replay.MEMORY_LIMIT_BYTES", 8 * 8 * 3 * 999)
+    assert isinstance(open_replay(path, 4, 0.3, 3, final_frames=1000, device="cpu"), FileReplay)
