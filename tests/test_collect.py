@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -8,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import assert_same_rollouts
+from tests.conftest import assert_same_rollouts, smoke_config, synthetic_episode
 from worldmodels.config import load_pipeline
-from worldmodels.data.store import RolloutReader, StoreError
+from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
 from worldmodels.parallel import WorkerError
 from worldmodels.paths import PipelinePaths
 from worldmodels.rollout import episode_seeds
@@ -99,3 +100,33 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path):
         _collect(tmp_path, "env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8",
                  "collect.episodes=4", "collect.workers=2")
     assert time.monotonic() - started < 60
+
+
+def _source_file(path, config, numbers):
+    with RolloutWriter(path, dataclasses.asdict(config.env), {"backend": "test"}, (8, 8, 3), 2) as writer:
+        for number in numbers:
+            writer.append(synthetic_episode(number, 6 + number))
+
+
+def test_collect_source_copies_another_files_episodes_and_tops_them_up(tmp_path):
+    source = tmp_path / "other" / "dreamer_rollouts.h5"
+    source.parent.mkdir()
+    config = smoke_config("collect.source=other/dreamer_rollouts.h5")  # relative to the data dir
+    paths = PipelinePaths(tmp_path / "smoke")
+    _source_file(source, config, range(3))
+    collect.run(config, paths, progress=False)
+    assert_same_rollouts(source, paths.rollouts)
+    _source_file(source, config, range(3, 5))  # the source grew: only the new episodes are copied
+    collect.run(config, paths, progress=False)
+    assert_same_rollouts(source, paths.rollouts)
+    assert RolloutReader(paths.rollouts).episode(4).source == "test:synthetic"
+
+
+def test_collect_source_names_a_missing_file_and_other_env_settings(tmp_path):
+    config = smoke_config(f"collect.source={tmp_path / 'nowhere.h5'}")
+    with pytest.raises(FileNotFoundError, match="nowhere.h5 does not exist"):
+        collect.run(config, PipelinePaths(tmp_path / "smoke"), progress=False)
+    other = tmp_path / "other.h5"
+    _source_file(other, smoke_config("env.action_repeat=2"), range(2))
+    with pytest.raises(StoreError, match="env.action_repeat: file has 2, config has 8"):
+        collect.run(smoke_config(f"collect.source={other}"), PipelinePaths(tmp_path / "smoke"), progress=False)

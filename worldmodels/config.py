@@ -41,8 +41,8 @@ class RuntimeConfig:
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Dreamer's world model and imagination under bfloat16 autocast (``bf16``) or not. ``auto``:
-    bf16 on a CUDA device that supports it and on a CPU with native bf16 (AVX512_BF16 or AMX), fp32
-    elsewhere (a CPU without native bf16 emulates it 20-110x slower than fp32)."""
+    bf16 on a CPU with native bf16 (AVX512_BF16 or AMX), fp32 elsewhere (a CPU without native bf16
+    emulates it 20-110x slower than fp32; on a GPU it was measured slower at these sizes)."""
     threads: int = 0
     """torch CPU threads of every stage (0: one per core). Worker processes use one each."""
     compile: bool = False
@@ -127,6 +127,10 @@ class CollectConfig:
     compression: Literal["none", "lzf", "gzip"] = "none"
     """HDF5 filter for frames. ``none`` reads random windows ~10x faster; compressed files are
     6-15x smaller."""
+    source: str | None = None
+    """Instead of playing: copy every episode of this rollouts file (a path, or one relative to the
+    data dir, e.g. ``cartpole_balance_dreamer/dreamer_rollouts.h5``: V, M and C trained on another
+    agent's data); re-running after it grew copies the new ones. The policy settings are unused."""
 
     SECTION: typing.ClassVar[str] = "collect"
 

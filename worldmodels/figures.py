@@ -115,7 +115,7 @@ def _official_band(axis: plt.Axes, curve, up_to: float) -> None:
     x, mean, std = curve.env_steps[:last], curve.mean[:last], curve.std[:last]
     axis.fill_between(x, mean - std, mean + std, color="tab:gray", alpha=0.25)
     axis.plot(x, mean, "s--", color="tab:gray",
-              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds (mean +- std)")
+              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds, mean +- std (published every 100k)")
 
 
 def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, score=None) -> list[list[str]]:

@@ -50,10 +50,20 @@ def _parameters(state: dict[str, Any], *keys: str) -> int:
 
 
 def _paper_pipeline(config: PipelineConfig) -> PipelineConfig | None:
+    return _related_pipeline(config, "_paper")
+
+
+def _related_pipeline(config: PipelineConfig, suffix: str) -> PipelineConfig | None:
     try:
-        return load_pipeline(f"{config.name}_paper")
+        return load_pipeline(f"{config.name}{suffix}")
     except (ConfigError, FileNotFoundError):
         return None
+
+
+# Longer experiments on the same task whose scores join this report's table once they exist:
+# (pipeline name suffix, the score, its label, the make target that writes it).
+RELATED_RUNS = (("_dreamer", "dreamer", "Dreamer online, Dreamer v1's schedule", "all"),
+                ("_vmc_on_dreamer", "worldmodel", "V+M+C trained on Dreamer's replay", "evaluate"))
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -107,8 +117,22 @@ def section_results(report: Report) -> str:
             f"pipeline {paper.name}")
     add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
         _dreamer_note(paths))
+    not_run = []
+    for suffix, agent, label, target in RELATED_RUNS:
+        related = _related_pipeline(report.config, suffix)
+        if related is None:
+            continue
+        related_paths = PipelinePaths(paths.root.parent / related.name)
+        command = f"make {target} PIPELINE={related.name}"
+        if related_paths.score(agent).is_file():
+            note = _dreamer_note(related_paths) if agent == "dreamer" else ""
+            add(label, related_paths.score(agent), command, None, f"pipeline {related.name}; {note}".rstrip("; "))
+        else:
+            not_run.append(f"{html.escape(label)} (<code>{html.escape(command)}</code>)")
     body = table(["agent", "env steps of data", "real score, mean +- std", "parameters", "note"], rows)
     body += "".join(missing)
+    if not_run:
+        body += f'<p class="note">Not run yet, rows once they are: {"; ".join(not_run)}.</p>'
     body += (f'<p class="note">Every agent plays the same evaluation episodes (seeds disjoint from every '
              f"seed used in training). Parameters per model: "
              f"{html.escape(', '.join(f'{k} {v:,}' for k, v in parameters.items())) or 'none trained yet'}.</p>")

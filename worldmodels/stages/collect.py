@@ -3,7 +3,7 @@
 Episode ``i`` is seeded from ``(collect.seed, i)``, so the file's content does not depend on the
 number of workers; episodes are committed in order. Re-running resumes up to
 ``collect.episodes``; raising that number appends. A killed run loses only the episodes in
-flight.
+flight. With ``collect.source`` the episodes of another rollouts file are copied instead.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
-from worldmodels.data.store import Episode, RolloutWriter, StoreError
+from worldmodels.data.store import Episode, RolloutReader, RolloutWriter, StoreError
 from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
 from worldmodels.paths import PipelinePaths
@@ -85,9 +85,47 @@ def _episodes_done(writer: RolloutWriter, config: CollectConfig) -> int:
     return len(mine)
 
 
+def source_path(config: CollectConfig, paths: PipelinePaths) -> Path:
+    """``collect.source`` as a path: as given when absolute, else under the data dir."""
+    source = Path(config.source)
+    return source if source.is_absolute() else paths.root.parent / source
+
+
+def copy_episodes(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
+    """Fill ``paths.rollouts`` with a copy of every episode of ``collect.source`` (the env settings must
+    be the same); episodes already copied are kept, so a grown source is topped up."""
+    source = source_path(config.collect, paths)
+    if not source.is_file():
+        raise FileNotFoundError(f"collect.source: {source} does not exist (the pipeline that writes it must "
+                                "run first, e.g. `make dreamer PIPELINE=cartpole_balance_dreamer`)")
+    paths.ensure()
+    with RolloutReader(source) as reader:
+        env_config, stored = dataclasses.asdict(config.env), reader.env_config
+        differing = sorted(k for k in set(stored) | set(env_config) if stored.get(k) != env_config.get(k))
+        if differing:
+            raise StoreError(f"collect.source: {source} was played with other env settings than this pipeline's ("
+                             + "; ".join(f"env.{k}: file has {stored.get(k)!r}, config has {env_config.get(k)!r}"
+                                         for k in differing) + ")")
+        with RolloutWriter(paths.rollouts, env_config, reader.env_info, reader.frame_shape,
+                           reader.action_size, config.collect.compression) as writer:
+            done = writer.num_episodes
+            mine, theirs = writer.episode_rows(), reader.episodes[:done]
+            if done > reader.num_episodes or not np.array_equal(mine["seed"], theirs["seed"]):
+                raise StoreError(f"{paths.rollouts} holds other episodes than {source}. Delete it to copy again.")
+            for index in tqdm(range(done, reader.num_episodes), desc="copy", unit="ep", disable=not progress,
+                              dynamic_ncols=True):
+                writer.append(reader.episode(index))
+            logger.info(f"{paths.rollouts}: {reader.num_episodes} episodes of {source} "
+                        f"({reader.num_steps * reader.action_repeat:,} env steps)")
+    return paths.rollouts
+
+
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Fill ``paths.rollouts`` up to ``config.collect.episodes`` collect episodes; return its path."""
+    """Fill ``paths.rollouts`` up to ``config.collect.episodes`` collect episodes (or copy them from
+    ``collect.source``); return its path."""
     collect = config.collect
+    if collect.source is not None:
+        return copy_episodes(config, paths, progress)
     env_info, frame_shape, action_size = probe_env(config.env)
     paths.ensure()
     with RolloutWriter(paths.rollouts, dataclasses.asdict(config.env), env_info, frame_shape,
