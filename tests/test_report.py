@@ -177,3 +177,22 @@ def test_the_papers_recipe_pipeline_differs_from_the_default_only_in_v():
     rows = re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", differences)
     assert rows == [("vae.epochs", "10", "8"), ("vae.foreground_weight", "0.0", "19.0"),
                     ("vae.learning_rate", "0.0001", "0.001")]
+
+
+def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
+    from worldmodels.evaluation import Score
+    from worldmodels.reporting.page import Report
+
+    default = load_pipeline("cartpole_balance")
+    paths = PipelinePaths(tmp_path / "cartpole_balance")
+    page = sections.section_results(Report(default, paths))
+    assert "Not run yet" in page and "make all PIPELINE=cartpole_balance_dreamer" in page
+    seeds = list(range(3))
+    Score.of("dreamer", [480.0, 470.0, 466.0], seeds, 100000, updates=9600).write(
+        PipelinePaths(tmp_path / "cartpole_balance_dreamer").score("dreamer"))
+    Score.of("worldmodel", [700.0, 710.0, 720.0], seeds, 100000).write(
+        PipelinePaths(tmp_path / "cartpole_balance_vmc_on_dreamer").score("worldmodel"))
+    page = sections.section_results(Report(default, paths))
+    assert "Dreamer online, Dreamer v1&#x27;s schedule" in page or "Dreamer online, Dreamer v1's schedule" in page
+    assert "472.0" in page and "9,600 updates on 100,000 env steps" in page
+    assert "V+M+C trained on Dreamer" in page and "710.0" in page and "Not run yet" not in page
