@@ -137,6 +137,8 @@ class _Training:
     def train_to(self, target: int) -> None:
         """Updates until ``target`` are done (metrics summed for the next record)."""
         settings = self.config.dreamer
+        if not self.timed:  # seconds per update count updates only, not the episodes or evaluations between
+            self.started = time.perf_counter()
         while self.done_updates < target:
             batch = {name: self.runtime.to_device(value)
                      for name, value in self.replay.batch(settings.batch_size, self.generator).items()}
