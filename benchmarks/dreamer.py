@@ -1,6 +1,7 @@
 """Seconds per Dreamer update at the paper's shapes, plain against optimised, in one run; JSON.
 
     .venv/bin/python benchmarks/dreamer.py [--device cpu] [--batch 50] [--length 50] [--updates 3] [--compile]
+                                           [--profile]
                                            [--out benchmarks/results/dreamer.json]
 
 One update = the world model's losses, backward and step on a batch of windows (batch x length
@@ -95,6 +96,37 @@ def _loss_agreement(settings: DreamerConfig, batch: dict[str, torch.Tensor]) -> 
             for k in results["fp32"]}
 
 
+def profile_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], runtime: Runtime,
+                   path: Path, updates: int = 2) -> dict[str, float]:
+    """Where a fast update's time goes: ``torch.profiler`` over ``updates`` updates after a warm-up.
+
+    Writes the 30 costliest operators (by self time on the device: CUDA kernels on a GPU, CPU time
+    on the CPU) to ``path`` and returns per update: wall seconds, operator calls, and on CUDA the
+    kernel launches and the GPU's busy seconds (launches x a few microseconds against busy time
+    says whether the update is launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dreamer = Dreamer.build(1, settings, runtime.device).compile(runtime)
+    batch = {name: value.to(runtime.device) for name, value in batch.items()}
+    update(dreamer, batch, settings, runtime)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runtime.is_cuda else [])
+    started = time.perf_counter()
+    with profile(activities=activities) as profiler:
+        for _ in range(updates):
+            update(dreamer, batch, settings, runtime)
+    wall = (time.perf_counter() - started) / updates
+    events = profiler.key_averages()
+    sort_by = "self_device_time_total" if runtime.is_cuda else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(events.table(sort_by=sort_by, row_limit=30))
+    result = {"wall_s_per_update_profiled": wall,
+              "operator_calls_per_update": sum(e.count for e in events if e.key.startswith("aten::")) / updates}
+    if runtime.is_cuda:
+        result["kernel_launches_per_update"] = sum(e.count for e in events if "LaunchKernel" in e.key) / updates
+        result["gpu_busy_s_per_update"] = sum(getattr(e, "self_device_time_total", 0.0) for e in events) / updates / 1e6
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=50)
@@ -103,6 +135,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dreamer.json"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 is timed where it is native)")
     parser.add_argument("--compile", action="store_true", help="also time fast fp32 with runtime.compile")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile fast fp32 (benchmarks/results/dreamer_profile_<device>.txt)")
     parser.add_argument("--bf16-anyway", action="store_true",
                         help="time bf16 even on a CPU that emulates it (20-110x slower than fp32 there)")
     args = parser.parse_args()
@@ -123,6 +157,11 @@ def main() -> None:
         seconds["fast_fp32_compiled"] = seconds_per_update(settings, batch, args.updates, compiled)
     if bf16:
         seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for(args.device, "bf16"))
+    profiled = None
+    if args.profile:
+        table = args.out.parent / f"dreamer_profile_{device.type}.txt"
+        profiled = profile_update(settings, batch, runtime_for(args.device, "fp32"), table)
+        print(table.read_text())
     results = {
         "machine": {"cpu": cpu_description(), "platform": platform.platform(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
@@ -131,6 +170,7 @@ def main() -> None:
         "speedup_over_plain": {k: seconds["plain_fp32"] / v for k, v in seconds.items()},
         "bf16_relative_loss_difference": _loss_agreement(settings, batch) if bf16 and device.type == "cpu" else
         "not measured: this CPU has no native bf16 (runtime.precision auto runs fp32 here)",
+        **({"profile_fast_fp32": profiled} if profiled else {}),
     }
     print(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
