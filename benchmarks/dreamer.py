@@ -61,15 +61,22 @@ def runtime_for(device: str, precision: str) -> Runtime:
     return Runtime(torch.device(device), precision, resolve_threads(0), why="benchmark")
 
 
-def seconds_per_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, runtime: Runtime,
-                       plain: bool = False) -> float:
-    """Mean wall-clock seconds of ``updates`` Dreamer updates on ``batch`` (after one warm-up)."""
+def _warmed_up(settings: DreamerConfig, batch: dict[str, torch.Tensor], runtime: Runtime,
+               plain: bool = False) -> tuple[Dreamer, dict[str, torch.Tensor]]:
+    """A fresh Dreamer and the batch on the runtime's device, after one update (allocator and kernels)."""
     dreamer = Dreamer.build(1, settings, runtime.device).compile(runtime)
     batch = {name: value.to(runtime.device) for name, value in batch.items()}
     if plain:
         _stepwise(dreamer.world_model.rssm)
         dreamer.world_model.encoder.fast = dreamer.world_model.decoder.fast = False
-    update(dreamer, batch, settings, runtime)  # warm-up: allocator and kernels
+    update(dreamer, batch, settings, runtime)
+    return dreamer, batch
+
+
+def seconds_per_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], updates: int, runtime: Runtime,
+                       plain: bool = False) -> float:
+    """Mean wall-clock seconds of ``updates`` Dreamer updates on ``batch`` (after one warm-up)."""
+    dreamer, batch = _warmed_up(settings, batch, runtime, plain)
     if runtime.is_cuda:
         torch.cuda.synchronize(runtime.device)
     started = time.perf_counter()
@@ -106,9 +113,7 @@ def profile_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], runt
     says whether the update is launch-bound)."""
     from torch.profiler import ProfilerActivity, profile
 
-    dreamer = Dreamer.build(1, settings, runtime.device).compile(runtime)
-    batch = {name: value.to(runtime.device) for name, value in batch.items()}
-    update(dreamer, batch, settings, runtime)
+    dreamer, batch = _warmed_up(settings, batch, runtime)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runtime.is_cuda else [])
     started = time.perf_counter()
     with profile(activities=activities) as profiler:

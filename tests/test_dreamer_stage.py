@@ -140,6 +140,7 @@ def test_a_fresh_online_run_starts_its_replay_again_from_the_prefill(tmp_path):
     dreamer_stage.run(_config(*SLIDER, "dreamer.seed=1"), paths, progress=False)  # other settings: from scratch
     replay = RolloutReader(paths.dreamer_rollouts)
     assert replay.num_episodes == 6 and replay.num_steps * 2 == 120
+    assert replay.episodes["base_seed"][3:].tolist() == [1, 1, 1]  # the first run's episodes are gone
 
 
 def test_the_official_curve_is_read_and_drawn_beside_the_run(tmp_path):

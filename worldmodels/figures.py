@@ -130,21 +130,21 @@ def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, 
     checks = [r for r in records if "eval/return_mean" in r]
     train = [r for r in records if "train/return" in r]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    eval_x = "env_steps" if train else "update"
     if train:
         axes[0].plot([r["env_steps"] for r in train], [r["train/return"] for r in train], ".-", alpha=0.7,
                      label="this run: train episodes (actor sample + noise)")
         axes[0].set_title("train returns")
         axes[0].set_xlabel("env steps")
         axes[1].set_title(f"eval returns (actor mode, action repeat {action_repeat})")
-        eval_axis = axes[1]
+        axes[1].set_xlabel("env steps")
     else:
         axes[0].errorbar([r["update"] for r in checks], [r["eval/return_mean"] for r in checks],
                          yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="this run: eval (actor mode)")
         axes[0].set_xlabel("updates (offline, on the collect stage's episodes)")
         axes[0].set_title("eval returns against updates")
         axes[1].set_title("eval returns against env steps of data")
-        eval_axis = axes[1]
+        axes[1].set_xlabel("env steps of data")
+    eval_axis = axes[1]
     reached = max([r.get("env_steps", 0) for r in records] + [score.env_steps_of_data if score else 0, 1])
     eval_axis.errorbar([r["env_steps"] for r in checks], [r["eval/return_mean"] for r in checks],
                        yerr=[r["eval/return_std"] for r in checks], fmt="o-",
@@ -152,7 +152,6 @@ def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, 
     if score is not None:
         eval_axis.errorbar([score.env_steps_of_data], [score.mean], yerr=[score.std], fmt="*", markersize=12,
                            color="tab:red", label=f"this run: final, {score.episodes} episodes ({score.mean:.0f})")
-    eval_axis.set_xlabel("env steps" if eval_x == "env_steps" else "env steps of data")
     for axis in (axes[0], eval_axis) if train else (eval_axis,):
         if curve is not None:
             _official_band(axis, curve, reached)

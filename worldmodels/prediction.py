@@ -38,10 +38,11 @@ def _errors(predicted: torch.Tensor, truth: torch.Tensor, predicted_rewards: tor
             background: torch.Tensor, threshold: float) -> dict[str, Any]:
     """Per-horizon errors over episodes: images ``(E, K, 3, H, W)`` in [0, 1], rewards ``(E, K)``,
     ``background`` ``(3, H, W)`` the median frame, ``threshold`` V's foreground threshold."""
-    mask = foreground_mask(truth.flatten(0, 1), background.to(truth.device), threshold).reshape(
+    background = background.to(truth.device)
+    mask = foreground_mask(truth.flatten(0, 1), background, threshold).reshape(
         truth.shape[0], truth.shape[1], 1, *truth.shape[3:])
     model_error = ((predicted - truth).pow(2) * mask).sum(dim=(0, 2, 3, 4))
-    median_error = ((background.to(truth.device) - truth).pow(2) * mask).sum(dim=(0, 2, 3, 4))
+    median_error = ((background - truth).pow(2) * mask).sum(dim=(0, 2, 3, 4))
     ratio = (model_error / median_error.clamp_min(1e-12)).tolist()
     crossed = [step + 1 for step, value in enumerate(ratio) if value > FOREGROUND_THRESHOLD]
     return {"pixel_mse": (predicted - truth).pow(2).flatten(2).mean(2).mean(0).tolist(),

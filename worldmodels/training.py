@@ -63,10 +63,6 @@ class TrainingRun:
         logger.info(f"resuming {self.label} after {self.step_key} {step}")
         return state
 
-    def continues(self) -> bool:
-        """Whether :meth:`resume` would go on from the last checkpoint (it exists, of this very run)."""
-        return self._continuing() is not None
-
     def _continuing(self) -> dict[str, Any] | None:
         if not self.last.is_file():
             return None

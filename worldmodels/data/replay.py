@@ -62,9 +62,9 @@ class Replay:
         self.path, self.steps, self.heldout_fraction = Path(path), steps, heldout_fraction
         self.split_episodes, self.device = split_episodes, torch.device(device)
         self.loaded = 0          # episodes of the file looked at so far
-        self.frame_start: list[int] = []   # per training episode: its first row in self.frames
-        self.step_start: list[int] = []
-        self.window_ends = np.zeros(0, np.int64)  # cumulative window counts, as WindowDataset's
+        # Per training episode: its first row in self.frames and in self.actions, and the cumulative
+        # count of its windows (WindowDataset's numbering), kept as arrays for the per-update lookup.
+        self.frame_start = self.step_start = self.window_ends = np.zeros(0, np.int64)
         self.frames = self.actions = self.rewards = None
         self.refresh()
 
@@ -76,20 +76,22 @@ class Replay:
                 self.actions = _Growing((reader.action_size,), torch.float32, self.device)
                 self.rewards = _Growing((), torch.float32, self.device)
             chosen = training_episodes(reader, self.heldout_fraction, self.split_episodes)
-            counts = list(np.diff(self.window_ends, prepend=0))
+            frame_start, step_start, counts = [], [], []
             for episode in chosen[chosen >= self.loaded]:
                 length = int(reader.lengths[episode])
                 if length < self.steps:
                     continue
                 data = reader.step_data(int(episode))
-                self.frame_start.append(self.frames.rows)
-                self.step_start.append(self.actions.rows)
+                frame_start.append(self.frames.rows)
+                step_start.append(self.actions.rows)
                 self.frames.append(reader.frames(int(episode)))
                 self.actions.append(data["actions"])
                 self.rewards.append(data["rewards"])
                 counts.append(length - self.steps + 1)
             self.loaded = reader.num_episodes
-        self.window_ends = np.cumsum(np.asarray(counts, dtype=np.int64))
+        self.frame_start = np.concatenate([self.frame_start, frame_start]).astype(np.int64)
+        self.step_start = np.concatenate([self.step_start, step_start]).astype(np.int64)
+        self.window_ends = np.concatenate([self.window_ends, len(self) + np.cumsum(counts, dtype=np.int64)])
         if len(self) == 0:
             raise ValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
 
@@ -104,8 +106,8 @@ class Replay:
         indices = torch.randint(len(self), (size,), generator=generator).numpy()
         positions = np.searchsorted(self.window_ends, indices, side="right")
         starts = indices - np.concatenate([[0], self.window_ends])[positions]
-        frame0 = np.asarray(self.frame_start)[positions] + starts
-        step0 = np.asarray(self.step_start)[positions] + starts
+        frame0 = self.frame_start[positions] + starts
+        step0 = self.step_start[positions] + starts
         frame_rows = torch.from_numpy((frame0[:, None] + np.arange(self.steps + 1)).ravel()).to(self.device)
         step_rows = torch.from_numpy((step0[:, None] + np.arange(self.steps)).ravel()).to(self.device)
         # index_select copies whole rows (one frame each): ~4x faster than advanced indexing on the CPU

@@ -127,6 +127,14 @@ def check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, 
             raise StoreError(f"{path}: dataset /{name} is missing (a damaged or foreign file)")
 
 
+def env_differences(stored: dict[str, Any], env_config: dict[str, Any]) -> str:
+    """The env settings a file was played with against a config's, where they differ ("" if nowhere):
+    ``"env.action_repeat: file has 2, config has 8; ..."``."""
+    differing = sorted(key for key in set(stored) | set(env_config) if stored.get(key) != env_config.get(key))
+    return "; ".join(f"env.{key}: file has {stored.get(key)!r}, config has {env_config.get(key)!r}"
+                     for key in differing)
+
+
 class RolloutWriter:
     """Appends complete episodes to a rollouts file, creating it if needed.
 
@@ -178,12 +186,8 @@ class RolloutWriter:
 
     def _check_same_env(self, env_config: dict[str, Any], frame_shape: tuple[int, int, int],
                         action_size: int) -> None:
-        stored = json.loads(self._file.attrs["env_config"])
-        differing = sorted(key for key in set(stored) | set(env_config)
-                           if stored.get(key) != env_config.get(key))
-        if differing:
-            detail = "; ".join(f"env.{key}: file has {stored.get(key)!r}, config has {env_config.get(key)!r}"
-                               for key in differing)
+        detail = env_differences(json.loads(self._file.attrs["env_config"]), env_config)
+        if detail:
             raise StoreError(f"{self.path} was collected with other env settings ({detail}). "
                              "Use another --data-dir, or delete the file to start over.")
         if tuple(self._file["frames"].shape[1:]) != tuple(frame_shape) or \

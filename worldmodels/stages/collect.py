@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
-from worldmodels.data.store import Episode, RolloutReader, RolloutWriter, StoreError
+from worldmodels.data.store import Episode, RolloutReader, RolloutWriter, StoreError, env_differences
 from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
 from worldmodels.paths import PipelinePaths
@@ -100,12 +100,11 @@ def copy_episodes(config: PipelineConfig, paths: PipelinePaths, progress: bool =
                                 "run first, e.g. `make dreamer PIPELINE=cartpole_balance_dreamer`)")
     paths.ensure()
     with RolloutReader(source) as reader:
-        env_config, stored = dataclasses.asdict(config.env), reader.env_config
-        differing = sorted(k for k in set(stored) | set(env_config) if stored.get(k) != env_config.get(k))
-        if differing:
-            raise StoreError(f"collect.source: {source} was played with other env settings than this pipeline's ("
-                             + "; ".join(f"env.{k}: file has {stored.get(k)!r}, config has {env_config.get(k)!r}"
-                                         for k in differing) + ")")
+        env_config = dataclasses.asdict(config.env)
+        detail = env_differences(reader.env_config, env_config)
+        if detail:
+            raise StoreError(f"collect.source: {source} was played with other env settings than this pipeline's "
+                             f"({detail})")
         with RolloutWriter(paths.rollouts, env_config, reader.env_info, reader.frame_shape,
                            reader.action_size, config.collect.compression) as writer:
             done = writer.num_episodes

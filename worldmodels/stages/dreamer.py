@@ -46,7 +46,6 @@ from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.replay import open_replay
 from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.dreamer import Dreamer, update, updates_due
-from worldmodels.envs import probe_env
 from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.figures import dreamer_returns, openloop_strip, prediction_errors
 from worldmodels.metrics import MetricsLog
@@ -92,9 +91,9 @@ def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path
     dreamer.train()
     episode.index, episode.base_seed = index, config.dreamer.seed
     episode.source = f"{ONLINE_SOURCE}{config.dreamer.exploration_noise:g}"
-    env_info, frame_shape, action_size = probe_env(config.env)
-    with RolloutWriter(path, dataclasses.asdict(config.env), env_info, frame_shape, action_size,
-                       config.collect.compression) as writer:
+    with RolloutReader(path) as replay:  # it holds the prefill: the env's description is there already
+        described = replay.env_info, replay.frame_shape, replay.action_size
+    with RolloutWriter(path, dataclasses.asdict(config.env), *described, config.collect.compression) as writer:
         writer.append(episode)
     return episode.total_return, len(episode.actions) * config.env.action_repeat
 
@@ -119,6 +118,8 @@ class _Training:
         self.done_updates, self.next_eval = 0, None
         self.common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
         state = run.resume()
+        if settings.env_steps and state is None:  # a fresh online run: its replay starts as the prefill
+            atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
         if state is not None:
             for name, module in self.dreamer.modules().items():
                 module.load_state_dict(state[name])
@@ -182,15 +183,11 @@ class _Training:
                         self.paths.figure("dreamer_returns"), score=None)
 
 
-def _replay(paths: PipelinePaths, run: TrainingRun) -> Path:
-    """``dreamer_rollouts.h5``: a fresh copy of the prefill unless a resumable run goes on with it."""
-    data_path = paths.dreamer_rollouts
-    if run.last.is_file() and not data_path.is_file():
-        logger.info(f"{data_path} is missing: Dreamer's online run starts again from the prefill")
+def _forget_run_without_replay(paths: PipelinePaths, run: TrainingRun) -> None:
+    """An online run whose replay file is gone cannot go on: start again from the prefill."""
+    if run.last.is_file() and not paths.dreamer_rollouts.is_file():
+        logger.info(f"{paths.dreamer_rollouts} is missing: Dreamer's online run starts again from the prefill")
         run.last.unlink()
-    if not run.continues():
-        atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
-    return data_path
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
@@ -202,7 +199,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     run = TrainingRun(CHECKPOINT_KIND, {"identity": _identity(settings, rollouts, runtime)},
                       paths.last_checkpoint(CHECKPOINT_KIND), paths.dreamer,
                       MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update"), runtime, "Dreamer")
-    data_path = _replay(paths, run) if settings.env_steps else paths.rollouts
+    data_path = paths.dreamer_rollouts if settings.env_steps else paths.rollouts
+    if settings.env_steps:
+        _forget_run_without_replay(paths, run)
     prefill = rollouts.num_steps * rollouts.action_repeat
     if settings.env_steps and settings.env_steps < prefill:
         raise ValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
