@@ -1,7 +1,7 @@
 """Agents that act in the real env through the same policy interface as the exploration policies.
 
 :class:`WorldModelAgent` is V + M + C acting for a batch of ``n`` envs: each frame goes through V
-(z = mu), C acts on ``[z, h]``, and M reads ``(z, a)`` to update ``h`` for the next step.
+(z = mu), C acts on ``[z, h]`` (or ``[z, c, h]``), and M reads ``(z, a)`` to update ``h`` for the next step.
 
 Agents act on their networks' device: frames go there, actions come back as CPU numpy arrays.
 """
@@ -53,7 +53,7 @@ class WorldModelAgent(Policy):
         assert self._state is not None and len(frames) == self._state[0].shape[1], "reset() for this many envs first"
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         z, _ = self.vae.encode(frames_to_input(x))
-        actions = self.controller(z, self._state[0][0])
+        actions = self.controller(z, self._state[0][0], self._state[1][0])
         if self.noise_std > 0:
             noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
             actions = (actions + torch.from_numpy(noise).to(self.device, actions.dtype)).clamp(-1.0, 1.0)

@@ -63,8 +63,9 @@ class EnvConfig:
     """Which environment the pipeline runs, and how its frames are made."""
 
     id: str = "dmc:cartpole-balance"
-    """``dmc:<domain>-<task>`` (DeepMind Control Suite from pixels) or ``gym:<EnvId>``
-    (any gymnasium env that renders ``rgb_array``, e.g. ``gym:CarRacing-v3``)."""
+    """``dmc:<domain>-<task>`` (DeepMind Control Suite from pixels), ``gym:<EnvId>`` (any gymnasium
+    env that renders ``rgb_array``, e.g. ``gym:CarRacing-v3``) or ``vizdoom:<scenario>`` (a scenario
+    of the vizdoom wheel with a left/right button pair, e.g. ``vizdoom:take_cover``)."""
     action_repeat: int = 1
     """Each agent action is applied this many env steps; only the last frame is rendered and
     the rewards are summed."""
@@ -84,13 +85,16 @@ class EnvConfig:
     which drops the dashboard)."""
     max_episode_steps: int | None = None
     """Cut episodes after this many agent steps (``None``: the env's own time limit)."""
+    difficulty: int | None = None
+    """ViZDoom's skill level 1..5 (``None``: the scenario's own; take_cover's is 4, whose random
+    episodes last ~300 frames as in the paper's data, where skill 5 gives ~90)."""
 
     SECTION: typing.ClassVar[str] = "env"
 
     def __post_init__(self) -> None:
         kind, _, name = self.id.partition(":")
-        _require(kind in ("dmc", "gym") and bool(name), "env.id",
-                 f"expected 'dmc:<domain>-<task>' or 'gym:<EnvId>', got {self.id!r}")
+        _require(kind in ("dmc", "gym", "vizdoom") and bool(name), "env.id",
+                 f"expected 'dmc:<domain>-<task>', 'gym:<EnvId>' or 'vizdoom:<scenario>', got {self.id!r}")
         _require(self.action_repeat >= 1, "env.action_repeat", f"must be >= 1, got {self.action_repeat}")
         _require(8 <= self.frame_size <= 512, "env.frame_size", f"must be in 8..512, got {self.frame_size}")
         _require(self.camera >= 0, "env.camera", f"must be >= 0, got {self.camera}")
@@ -100,6 +104,9 @@ class EnvConfig:
         if self.max_episode_steps is not None:
             _require(self.max_episode_steps >= 1, "env.max_episode_steps",
                      f"must be >= 1 or null, got {self.max_episode_steps}")
+        if self.difficulty is not None:
+            _require(kind == "vizdoom", "env.difficulty", f"is a ViZDoom setting; {self.id} has none (set null)")
+            _require(1 <= self.difficulty <= 5, "env.difficulty", f"must be in 1..5 or null, got {self.difficulty}")
 
 
 @dataclass(frozen=True)
@@ -254,8 +261,14 @@ class MDNRNNConfig:
 class ControllerConfig:
     """C: the linear controller evolved with CMA-ES inside M's dream, and how it is scored."""
 
-    inputs: Literal["zh", "z"] = "zh"
-    """``zh``: C reads [z, h] (the full world model); ``z``: V only (the paper's ablation)."""
+    inputs: Literal["zh", "z", "zch"] = "zh"
+    """``zh``: C reads [z, h] (the paper's CarRacing C); ``zch``: [z, c, h], M's LSTM cell too (the
+    paper's Doom C); ``z``: V only (the paper's ablation)."""
+    bias: bool = True
+    """C's ``tanh(W x + b)`` has the bias ``b`` (the paper's Doom C has none: ``tanh(W x)``)."""
+    dream_reward: Literal["model", "survival"] = "model"
+    """The dream's reward: M's reward head (``model``), or 1 for every step survived until M's done
+    head ends the dream (``survival``: the paper's Doom dream, where the reward is frames survived)."""
     generations: int = 100
     popsize: int = 64
     rollouts: int = 16

@@ -3,11 +3,12 @@
 ``reset(batch)`` starts every rollout from the latent of a real frame drawn from the stored
 starts: first frames, as the paper's Doom dream did, or any frame with M's state on reaching
 it. ``step(actions)`` advances the whole batch with one
-LSTM step and one mixture draw. Rewards come from M's reward head, ``done`` from its done head
+LSTM step and one mixture draw. Rewards come from M's reward head, or are 1 for every step
+survived (``reward="survival"``, the paper's Doom dream); ``done`` comes from M's done head
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
 Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(N,)``;
-``h`` ``(N, H)``. Every tensor lives on M's device; the randomness is drawn by a CPU generator and
+``h`` and ``c`` (M's LSTM hidden and cell) ``(N, H)``. Every tensor lives on M's device; the randomness is drawn by a CPU generator and
 moved there, so the same seed gives the same dream on the CPU and on a GPU (up to float rounding).
 """
 
@@ -30,6 +31,7 @@ class DreamStep:
     reward: torch.Tensor
     done: torch.Tensor
     h: torch.Tensor
+    c: torch.Tensor
 
 
 class DreamEnv:
@@ -42,18 +44,21 @@ class DreamEnv:
 
     def __init__(self, model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor,
                  temperature: float = 1.0, max_steps: int = 1000, generator: torch.Generator | None = None,
-                 start_states: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 start_states: tuple[torch.Tensor, torch.Tensor] | None = None, reward: str = "model") -> None:
         if len(start_mu) == 0:
             raise ValueError("the dream needs at least one start latent")
         if start_states is not None and not all(len(s) == len(start_mu) for s in start_states):
             raise ValueError("start_states must have one (h, c) row per start latent")
+        if reward not in ("model", "survival"):
+            raise ValueError(f"dream reward must be 'model' or 'survival', got {reward!r}")
+        self.reward = reward
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.start_mu, self.start_logvar = start_mu.to(self.device), start_logvar.to(self.device)
         self.start_states = None if start_states is None else tuple(s.to(self.device) for s in start_states)
         self.temperature, self.max_steps = temperature, max_steps
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.z = self.h = self.state = self.done = None
+        self.z = self.h = self.c = self.state = self.done = None
         self.steps = 0
 
     @torch.no_grad()
@@ -77,10 +82,18 @@ class DreamEnv:
         else:
             h, c = self.start_states
             self.state = (h[starts][None].contiguous(), c[starts][None].contiguous())
-        self.h = self.state[0][0]
+        self.h, self.c = self.state[0][0], self.state[1][0]
         self.done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         self.steps = 0
         return self.z
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every rollout but ``rows`` (a bool mask ``(N,)``) from the batch: finished rollouts cost
+        nothing more."""
+        rows = rows.to(self.device)
+        self.z, self.done = self.z[rows], self.done[rows]
+        self.state = (self.state[0][:, rows], self.state[1][:, rows])
+        self.h, self.c = self.state[0][0], self.state[1][0]
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> DreamStep:
@@ -101,14 +114,15 @@ class DreamEnv:
             noise = (noise[0].to(self.device), noise[1].to(self.device))
         next_z = sample_mixture(prediction, self.temperature, noise)
         was_done = self.done
-        reward = torch.where(was_done, torch.zeros_like(prediction.reward), prediction.reward)
+        earned = prediction.reward if self.reward == "model" else torch.ones_like(prediction.reward)
+        reward = torch.where(was_done, torch.zeros_like(earned), earned)
         self.steps += 1
         finished = (torch.sigmoid(prediction.done_logit) > 0.5) | (self.steps >= self.max_steps)
         self.done = was_done | finished
         # A rollout that had already finished is out of the game: it keeps its last latent.
         self.z = torch.where(was_done[:, None], self.z, next_z)
-        self.h = outputs[:, 0]
-        return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h)
+        self.h, self.c = outputs[:, 0], self.state[1][0]
+        return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h, c=self.c)
 
 
 @torch.no_grad()
@@ -125,13 +139,20 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     """
     rows = parameters.to(dream.device).repeat_interleave(rollouts, dim=0)
     z = dream.reset(len(rows), starts=starts, noise=start_noise)
-    h = dream.h
+    h, c = dream.h, dream.c
     total = torch.zeros(len(rows), device=dream.device)
+    # The dream's rows are the still-running ones; `active` holds their indices among all rows.
+    active = torch.arange(len(rows), device=dream.device)
     for t in range(dream.max_steps):
-        actions = population_actions(rows, z, h, action_size, inputs)
-        result = dream.step(actions, None if step_noise is None else step_noise(t))
-        total += result.reward
-        z, h = result.z, result.h
-        if bool(result.done.all()):
+        actions = population_actions(rows[active], z, h, action_size, inputs, c)
+        noise = None if step_noise is None else tuple(part.to(dream.device)[active] for part in step_noise(t))
+        result = dream.step(actions, noise)
+        total[active] += result.reward
+        running = ~result.done
+        if not bool(running.any()):
             break
+        if not bool(running.all()):  # long dreams are mostly a few survivors: step only those
+            dream.keep(running)
+            active = active[running]
+        z, h, c = dream.z, dream.h, dream.c
     return total.view(len(parameters), rollouts).mean(dim=1).cpu()

@@ -10,7 +10,7 @@ from worldmodels.envs.policies import Policy, make_exploration_policy
 
 
 def make_env(config: EnvConfig) -> PixelEnv:
-    """Build the env that ``config.id`` names (``dmc:<domain>-<task>`` or ``gym:<EnvId>``)."""
+    """Build the env that ``config.id`` names (``dmc:<domain>-<task>``, ``gym:<EnvId>``, ``vizdoom:<scenario>``)."""
     kind, _, name = config.id.partition(":")
     if kind == "dmc":
         from worldmodels.envs.dmc import DMCEnv
@@ -25,7 +25,12 @@ def make_env(config: EnvConfig) -> PixelEnv:
 
         return GymPixelEnv(name, action_repeat=config.action_repeat, size=config.frame_size,
                            crop=config.crop, max_episode_steps=config.max_episode_steps)
-    raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym)")
+    if kind == "vizdoom":
+        from worldmodels.envs.vizdoom_env import VizDoomEnv
+
+        return VizDoomEnv(name, action_repeat=config.action_repeat, size=config.frame_size, crop=config.crop,
+                          max_episode_steps=config.max_episode_steps, difficulty=config.difficulty)
+    raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym, vizdoom)")
 
 
 def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:

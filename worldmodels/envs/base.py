@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,19 @@ class PixelEnv(abc.ABC):
 def scale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Map ``action`` in [-1, 1] linearly onto ``[low, high]`` (elementwise)."""
     return low + (action + 1.0) * 0.5 * (high - low)
+
+
+def crop_and_resize(image: np.ndarray, crop: tuple[int, int] | None, size: int) -> np.ndarray:
+    """Keep rows ``[top, bottom)`` of ``image`` ``(H, W, 3)``, then resize to ``(size, size, 3)`` uint8.
+
+    Pillow's area averaging (``BOX``): gymnasium's resize wrapper needs OpenCV, which we do not depend on.
+    """
+    image = np.asarray(image)
+    if crop is not None:
+        top, bottom = crop
+        if bottom > image.shape[0]:
+            raise ValueError(f"env.crop: rows {top}:{bottom} exceed the frame height {image.shape[0]}")
+        image = image[top:bottom]
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BOX))
+    return np.ascontiguousarray(image, dtype=np.uint8)

@@ -2,8 +2,7 @@
 
 The frame is the observation itself when the env observes an RGB image (CarRacing's 96x96x3),
 otherwise ``env.render()`` with ``render_mode="rgb_array"``. It is cropped to ``crop`` rows
-(the paper's CarRacing crop ``[0, 84]`` drops the dashboard) and resized with Pillow (area
-averaging), since gymnasium's resize wrapper needs OpenCV, which we do not depend on.
+(the paper's CarRacing crop ``[0, 84]`` drops the dashboard) and resized (``crop_and_resize``).
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from worldmodels.envs.base import PixelEnv, StepResult, scale_action
+from worldmodels.envs.base import PixelEnv, StepResult, crop_and_resize, scale_action
 
 
 def _is_image_space(space: Any) -> bool:
@@ -55,15 +53,7 @@ class GymPixelEnv(PixelEnv):
 
     def _frame(self, observation: Any) -> np.ndarray:
         image = observation if self._frame_from_observation else self._env.render()
-        image = np.asarray(image)
-        if self._crop is not None:
-            top, bottom = self._crop
-            if bottom > image.shape[0]:
-                raise ValueError(f"env.crop: rows {top}:{bottom} exceed the frame height {image.shape[0]}")
-            image = image[top:bottom]
-        if image.shape[:2] != (self._size, self._size):
-            image = np.asarray(Image.fromarray(image).resize((self._size, self._size), Image.BOX))
-        return np.ascontiguousarray(image, dtype=np.uint8)
+        return crop_and_resize(image, self._crop, self._size)
 
     def reset(self, seed: int) -> np.ndarray:
         observation, _ = self._env.reset(seed=int(seed))

@@ -1,8 +1,11 @@
-"""C: the paper's linear controller, ``a = tanh(W [z, h] + b)``, and its batched population form.
+"""C: the paper's linear controller, ``a = tanh(W x + b)``, and its batched population form.
+
+``x`` is what C reads (``inputs``): ``zh`` = [z, h] (CarRacing), ``zch`` = [z, c, h] with M's LSTM
+cell ``c`` (the paper's Doom C), ``z`` = V only (the paper's ablation). The Doom C has no bias
+(``bias=False``): 64 + 512 + 512 = 1,088 weights for one action.
 
 The parameters travel as one flat vector (``parameters_to_vector`` order: the weight ``(A, I)``
-row by row, then the bias ``(A,)``), which is what CMA-ES searches over. ``inputs="z"`` is the
-paper's ablation without M's hidden state (V only).
+row by row, then the bias ``(A,)`` when there is one), which is what CMA-ES searches over.
 """
 
 from __future__ import annotations
@@ -11,28 +14,38 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+INPUTS = ("zh", "z", "zch")
+
 
 def controller_input_size(z_size: int, hidden_size: int, inputs: str) -> int:
-    if inputs not in ("zh", "z"):
-        raise ValueError(f"controller inputs must be 'zh' or 'z', got {inputs!r}")
-    return z_size + (hidden_size if inputs == "zh" else 0)
+    if inputs not in INPUTS:
+        raise ValueError(f"controller inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    return z_size + hidden_size * {"z": 0, "zh": 1, "zch": 2}[inputs]
 
 
-def controller_features(z: torch.Tensor, h: torch.Tensor, inputs: str) -> torch.Tensor:
-    """``z`` ``(N, Z)``, ``h`` ``(N, H)`` -> the controller's input ``(N, I)``."""
-    return torch.cat([z, h], dim=-1) if inputs == "zh" else z
+def controller_features(z: torch.Tensor, h: torch.Tensor, inputs: str, c: torch.Tensor | None = None) -> torch.Tensor:
+    """``z`` ``(N, Z)``, M's hidden ``h`` and cell ``c`` ``(N, H)`` -> the controller's input ``(N, I)``."""
+    if inputs == "z":
+        return z
+    if inputs == "zh":
+        return torch.cat([z, h], dim=-1)
+    if c is None:
+        raise ValueError("controller inputs 'zch' need M's LSTM cell state c")
+    return torch.cat([z, c, h], dim=-1)
 
 
 class LinearController(nn.Module):
-    """``forward(z, h)``: ``(N, Z)``, ``(N, H)`` -> actions ``(N, A)`` in [-1, 1]."""
+    """``forward(z, h, c)``: ``(N, Z)``, ``(N, H)``, ``(N, H)`` -> actions ``(N, A)`` in [-1, 1]."""
 
-    def __init__(self, z_size: int, hidden_size: int, action_size: int, inputs: str = "zh") -> None:
+    def __init__(self, z_size: int, hidden_size: int, action_size: int, inputs: str = "zh",
+                 bias: bool = True) -> None:
         super().__init__()
         self.z_size, self.hidden_size, self.action_size, self.inputs = z_size, hidden_size, action_size, inputs
-        self.linear = nn.Linear(controller_input_size(z_size, hidden_size, inputs), action_size)
+        self.bias = bias
+        self.linear = nn.Linear(controller_input_size(z_size, hidden_size, inputs), action_size, bias=bias)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.linear(controller_features(z, h, self.inputs)))
+    def forward(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.linear(controller_features(z, h, self.inputs, c)))
 
     @property
     def num_parameters(self) -> int:
@@ -50,10 +63,18 @@ class LinearController(nn.Module):
 
 
 def population_actions(flat: torch.Tensor, z: torch.Tensor, h: torch.Tensor, action_size: int,
-                       inputs: str = "zh") -> torch.Tensor:
-    """Each row its own controller: ``flat`` ``(N, D)`` parameter vectors, ``z`` ``(N, Z)``,
-    ``h`` ``(N, H)`` -> actions ``(N, A)``; row ``n`` equals ``LinearController.set_flat(flat[n])``."""
-    features = controller_features(z, h, inputs)
-    weights = flat[:, :action_size * features.shape[1]].view(len(flat), action_size, features.shape[1])
-    bias = flat[:, action_size * features.shape[1]:]
-    return torch.tanh(torch.einsum("nai,ni->na", weights, features) + bias)
+                       inputs: str = "zh", c: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row its own controller: ``flat`` ``(N, D)`` parameter vectors, ``z`` ``(N, Z)``, ``h`` and
+    ``c`` ``(N, H)`` -> actions ``(N, A)``; row ``n`` equals ``LinearController.set_flat(flat[n])``.
+
+    Whether there is a bias is read from ``D``: ``A * I`` weights without, ``A * (I + 1)`` with."""
+    features = controller_features(z, h, inputs, c)
+    weight_count = action_size * features.shape[1]
+    if flat.shape[1] not in (weight_count, weight_count + action_size):
+        raise ValueError(f"expected {weight_count} (no bias) or {weight_count + action_size} parameters per "
+                         f"controller, got {flat.shape[1]}")
+    weights = flat[:, :weight_count].view(len(flat), action_size, features.shape[1])
+    actions = torch.einsum("nai,ni->na", weights, features)
+    if flat.shape[1] > weight_count:
+        actions = actions + flat[:, weight_count:]
+    return torch.tanh(actions)

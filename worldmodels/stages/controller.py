@@ -54,9 +54,9 @@ CHECKPOINT_KIND = CONTROLLER_KIND
 _NOT_IDENTITY = ("generations", "workers", "temperatures")
 
 
-def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None) -> DreamEnv:
+def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None, reward="model") -> DreamEnv:
     return DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=steps,
-                    generator=torch.Generator().manual_seed(seed), start_states=start_states)
+                    generator=torch.Generator().manual_seed(seed), start_states=start_states, reward=reward)
 
 
 def sweep_name(temperature: float) -> str:
@@ -82,7 +82,8 @@ class Evolution:
                                                                                    train_episodes)
         self.steps = config.controller.dream_steps or int(rollouts.lengths.min())
         self.model_args = {"z_size": self.model.z_size, "hidden_size": self.model.hidden_size,
-                           "action_size": self.model.action_size, "inputs": config.controller.inputs}
+                           "action_size": self.model.action_size, "inputs": config.controller.inputs,
+                           "bias": config.controller.bias}
         self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
         self._vae = None
 
@@ -94,7 +95,8 @@ class Evolution:
 
     def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
         """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
-        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states)
+        dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states,
+                       self.config.controller.dream_reward)
         flat = torch.from_numpy(np.asarray(parameters)).float()[None]
         return float(population_returns(dream, flat, rollouts, self.model.action_size,
                                         self.config.controller.inputs)[0])
@@ -117,7 +119,7 @@ class Evolution:
                                                            population, seeds, settings.workers)
             return fitness, agent_steps * self.config.env.action_repeat
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps,
-                       settings.seed * 1_000_003 + generation, self.start_states)
+                       settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
                                      self.model.action_size, settings.inputs).double().numpy()
         return fitness, 0
