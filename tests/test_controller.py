@@ -13,6 +13,22 @@ def test_controller_sizes_follow_the_paper(inputs, expected):
     assert LinearController(32, 256, 3, inputs).num_parameters == expected  # 867 for CarRacing with [z, h]
 
 
+def test_the_doom_controller_reads_z_c_h_without_bias():
+    controller = LinearController(64, 512, 1, "zch", bias=False)
+    assert controller.num_parameters == 1088  # the paper's Doom C
+    torch.manual_seed(0)
+    vector = torch.randn(1088) * 0.05
+    controller.set_flat(vector)
+    z, c, h = torch.randn(4, 64), torch.randn(4, 512), torch.randn(4, 512)
+    expected = torch.tanh(torch.cat([z, c, h], dim=1) @ vector[:, None])
+    torch.testing.assert_close(controller(z, h, c), expected)
+    torch.testing.assert_close(population_actions(vector.expand(4, -1), z, h, 1, "zch", c), expected)
+    with pytest.raises(ValueError, match="need M's LSTM cell state c"):
+        controller(z, h)
+    with pytest.raises(ValueError, match="expected 1088 \\(no bias\\) or 1089 parameters"):
+        population_actions(torch.zeros(4, 5), z, h, 1, "zch", c)
+
+
 def test_flat_vector_round_trip_and_population_form_agree():
     torch.manual_seed(0)
     controller = LinearController(4, 6, 2)
@@ -81,3 +97,50 @@ def test_cmaes_starts_from_the_given_mean():
     strategy = CMAES(3, 0.01, 8, seed=0, x0=start)
     np.testing.assert_array_equal(strategy.mean, start)
     assert np.abs(strategy.ask() - start).max() < 0.1
+
+
+def _survival_model(done_bias: float) -> MDNRNN:
+    """A small M whose done head says p(done) = sigmoid(w . h + done_bias)."""
+    torch.manual_seed(3)
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
+    with torch.no_grad():
+        model.done_head.bias.fill_(done_bias)
+        model.reward_head.bias.fill_(-5.0)  # far from the survival reward of 1
+    return model
+
+
+@pytest.mark.parametrize("done_bias, expected", [(20.0, 1.0), (-20.0, 7.0)])
+def test_the_survival_dream_pays_one_per_step_until_the_done_head_ends_it(done_bias, expected):
+    dream = DreamEnv(_survival_model(done_bias), torch.randn(3, 4), torch.zeros(3, 4), max_steps=7, reward="survival")
+    parameters = torch.zeros(2, LinearController(4, 8, 1, "zch", bias=False).num_parameters)
+    returns = population_returns(dream, parameters, 5, 1, "zch")
+    torch.testing.assert_close(returns, torch.full((2,), expected))
+
+
+def test_finished_dreams_leave_the_batch_without_changing_any_return():
+    """Each row's return equals the one of a full-batch loop where finished rows stay in the batch."""
+    model = _survival_model(0.0)
+    with torch.no_grad():
+        model.done_head.weight.mul_(20)  # rows die at different steps
+    rows, steps = 12, 15
+    generator = torch.Generator().manual_seed(2)
+    start_mu = torch.randn(4, 4)
+    starts, start_noise = torch.randint(4, (rows,), generator=generator), torch.randn(rows, 4, generator=generator)
+    uniform, normal = torch.rand(steps, rows, 4, generator=generator), torch.randn(steps, rows, 4, generator=generator)
+    parameters = torch.randn(3, LinearController(4, 8, 1, "zch").num_parameters, generator=generator)
+
+    def dream():
+        return DreamEnv(model, start_mu, torch.zeros(4, 4), max_steps=steps, reward="survival")
+
+    compacted = population_returns(dream(), parameters, 4, 1, "zch", starts=starts, start_noise=start_noise,
+                                   step_noise=lambda t: (uniform[t], normal[t]))
+    full = dream()
+    z = full.reset(rows, starts=starts, noise=start_noise)
+    flat, total = parameters.repeat_interleave(4, dim=0), torch.zeros(rows)
+    for t in range(steps):
+        result = full.step(population_actions(flat, z, full.h, 1, "zch", full.c), (uniform[t], normal[t]))
+        total += result.reward
+        z = result.z
+    torch.testing.assert_close(compacted, total.view(3, 4).mean(dim=1))
+    lengths = set(total.tolist())
+    assert len(lengths) > 2 and min(lengths) < steps, f"the test needs rows that end at different steps: {lengths}"

@@ -123,3 +123,16 @@ def test_evaluation_in_workers_matches_evaluation_in_process_and_a_dead_worker_i
     dying = load_pipeline("smoke", ["env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8"])
     with pytest.raises(WorkerError, match="env seeds"):
         evaluate_policy(dying.env, ZeroPolicy(1), seeds[:2], workers=1)
+
+
+def test_a_takecover_sweep_sits_row_for_row_beside_the_papers_table():
+    rows = [{"temperature": 1.15, "dream_mean": 900.4, "dream_std": 10.2, "real_mean": 800.0, "real_std": 20.0},
+            {"temperature": 0.1, "dream_mean": 2000.0, "dream_std": 5.0, "real_mean": 190.0, "real_std": 50.0},
+            {"temperature": None, "dream_mean": None, "real_mean": 200.0, "real_std": 100.0}]
+    markdown = controller_stage.format_temperature_table({"episodes": 100, "dream_rollouts": 256, "rows": rows},
+                                                         beside_paper=True)
+    lines = markdown.splitlines()
+    assert "| 1.15 | 900 +- 10 | 800 +- 20 | 918 +- 546 | 1092 +- 556 |" in lines
+    assert "| 0.1 | 2000 +- 5 | 190 +- 50 | 2086 +- 140 | 193 +- 58 |" in lines
+    assert "| random policy | - | 200 +- 100 | - | 210 +- 108 |" in lines
+    assert "| 1.3 | not run | not run | 732 +- 269 | 753 +- 139 |" in lines  # the paper's rows we did not run

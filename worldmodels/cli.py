@@ -95,7 +95,8 @@ def stage_command(name: str, module: str, artifact: str, help_text: str) -> None
         save_resolved_config(config, paths)
         with timed_stage(paths, name):
             path = stage.run(config, paths, progress=not no_progress)
-        click.echo(f"{artifact}: {path}")
+        if path is not None:  # None: the stage does not apply to this pipeline, and said why
+            click.echo(f"{artifact}: {path}")
 
 
 stage_command("collect", "collect", "rollouts",

@@ -8,8 +8,9 @@ survived (``reward="survival"``, the paper's Doom dream); ``done`` comes from M'
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
 Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(N,)``;
-``h`` and ``c`` (M's LSTM hidden and cell) ``(N, H)``. Every tensor lives on M's device; the randomness is drawn by a CPU generator and
-moved there, so the same seed gives the same dream on the CPU and on a GPU (up to float rounding).
+``h`` and ``c`` (M's LSTM hidden and cell) ``(N, H)``. Every tensor lives on M's device; the
+randomness is drawn by a CPU generator and moved there, so the same seed gives the same dream on
+the CPU and on a GPU (up to float rounding).
 """
 
 from __future__ import annotations

@@ -24,3 +24,39 @@ def published_anchors() -> list[list[str]]:
 def paper_temperature_table() -> list[list[str]]:
     """The paper's TakeCover table: rows of (tau, dream score, real score)."""
     return [[r["temperature"], r["dream"], r["real"]] for r in _data()["paper_temperature_table"]]
+
+
+PAPER_TASK = "vizdoom:take_cover"
+"""The env of the paper's temperature table: a sweep on it is put row for row beside the paper's."""
+
+
+def paper_temperature_rows() -> dict[float | None, tuple[str, str]]:
+    """The paper's TakeCover table by temperature (``None``: the random policy) -> (dream, real)."""
+    rows = {}
+    for row in _data()["paper_temperature_table"]:
+        tau = None if row["temperature"] == "random policy" else float(row["temperature"])
+        rows[tau] = (row["dream"], row["real"])
+    return rows
+
+
+def beside_the_paper(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Our sweep's rows (``temperature``, ``dream_mean``/``dream_std``, ``real_mean``/``real_std``; a
+    ``None`` temperature is the random policy) beside the paper's, row for row: (tau, our dream, our
+    real, the paper's dream, the paper's real). The paper's rows we did not run come last."""
+    paper = paper_temperature_rows()
+    lines, seen = [], set()
+    for row in rows:
+        tau = row["temperature"]
+        key = next((t for t in paper if t is not None and tau is not None and abs(t - tau) < 1e-9), tau)
+        seen.add(key)
+        dream = "-" if row.get("dream_mean") is None else _spread(row["dream_mean"], row.get("dream_std"))
+        lines.append(["random policy" if tau is None else f"{tau:g}", dream, _spread(row["real_mean"], row["real_std"]),
+                      *paper.get(key, ("", ""))])
+    for tau, (dream, real) in paper.items():
+        if tau not in seen:
+            lines.append(["random policy" if tau is None else f"{tau:g}", "not run", "not run", dream, real])
+    return lines
+
+
+def _spread(mean: float, std: float | None) -> str:
+    return f"{mean + 0.0:.0f}" if std is None else f"{mean + 0.0:.0f} +- {std:.0f}"

@@ -23,10 +23,11 @@ from worldmodels.evaluation import Score
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.reference import dreamer_v1_curve
-from worldmodels.reporting.anchors import paper_temperature_table, published_anchors
+from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, paper_temperature_table, published_anchors
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
 from worldmodels.runtime import cpu_description
 from worldmodels.stage_times import read_stage_times
+from worldmodels.stages.oracle import has_true_state
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
             "matplotlib")
@@ -98,8 +99,9 @@ def section_results(report: Report) -> str:
     world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
     add("random policy", paths.score("random"), make("evaluate"), None, "the collect policy")
     add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
-    add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
-        "C's form on the true state, CMA-ES in the real env")
+    if has_true_state(report.config.env):
+        add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
+            "C's form on the true state, CMA-ES in the real env")
     iterations = _iterations(paths.score("worldmodel"))
     trained = _trained_where(paths)
     if iterations:
@@ -348,19 +350,26 @@ def section_c(report: Report) -> str:
     body = (report.figure("cmaes_curve", make("controller"), "CMA-ES curve")
             + report.figure("score_hist", make("evaluate"), "score histogram"))
     path = report.paths.score("temperature_table")
-    if path.is_file():
-        sweep = json.loads(path.read_text())
-        ours = [["random policy" if r["temperature"] is None else f"{r['temperature']:g}",
-                 "-" if r["dream_mean"] is None else f"{r['dream_mean']:.0f}",
-                 f"{r['real_mean']:.0f} +- {r['real_std']:.0f}"] for r in sweep["rows"]]
-        temperature = table(["tau", "dream score", "real score"], ours)
-        temperature += (f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, dream scores '
-                        f"over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
+    command = report.wm("train-controller") + " --temperatures 0.1,0.5,1.0,1.15,1.3"
+    sweep = json.loads(path.read_text()) if path.is_file() else None
+    note = ("" if sweep is None else f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, '
+            f"dream scores over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
+    if report.config.env.id == PAPER_TASK:  # the paper's own task: one table, row for row
+        rows = beside_the_paper(sweep["rows"] if sweep else [])
+        body += ("<h3>Temperature table: this pipeline beside the paper (VizDoom TakeCover)</h3>"
+                 + table(["tau", "dream", "real", "paper: dream", "paper: real"], rows)
+                 + (note or missing_box(path, command)))
     else:
-        temperature = missing_box(path, report.wm("train-controller") + " --temperatures 0.5,1.0,1.5")
-    paper = table(["tau", "dream score", "real score"], [list(r) for r in paper_temperature_table()])
-    body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
-             f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
+        if sweep is not None:
+            ours = [["random policy" if r["temperature"] is None else f"{r['temperature']:g}",
+                     "-" if r["dream_mean"] is None else f"{r['dream_mean']:.0f}",
+                     f"{r['real_mean']:.0f} +- {r['real_std']:.0f}"] for r in sweep["rows"]]
+            temperature = table(["tau", "dream score", "real score"], ours) + note
+        else:
+            temperature = missing_box(path, command)
+        paper = table(["tau", "dream score", "real score"], [list(r) for r in paper_temperature_table()])
+        body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
+                 f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
     rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
     if rounds:
         keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",

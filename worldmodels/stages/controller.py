@@ -44,6 +44,7 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
+from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper
 from worldmodels.runtime import resolve
 from worldmodels.training import TrainingRun
 
@@ -93,13 +94,16 @@ class Evolution:
             self._vae, _ = load_vae(self.paths.vae, self.runtime.device)
         return self._vae
 
-    def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
-        """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
+    def dream_returns(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> np.ndarray:
+        """The return of each of ``rollouts`` dreams ``(rollouts,)`` of ``parameters`` at ``temperature``."""
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states,
                        self.config.controller.dream_reward)
-        flat = torch.from_numpy(np.asarray(parameters)).float()[None]
-        return float(population_returns(dream, flat, rollouts, self.model.action_size,
-                                        self.config.controller.inputs)[0])
+        flat = torch.from_numpy(np.asarray(parameters)).float()[None].expand(rollouts, -1)
+        return population_returns(dream, flat, 1, self.model.action_size, self.config.controller.inputs).numpy()
+
+    def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
+        """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
+        return float(self.dream_returns(parameters, temperature, rollouts, seed).mean())
 
     def agent(self, parameters: np.ndarray) -> WorldModelAgent:
         controller = LinearController(**self.model_args)
@@ -203,10 +207,11 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     for temperature, path in controllers.items():
         _, checkpoint = load_controller(path)
         parameters = checkpoint["parameters"].numpy()
-        dream = evolution.dream_score(parameters, temperature, settings.eval_dream_rollouts, settings.seed + 11)
+        dream = evolution.dream_returns(parameters, temperature, settings.eval_dream_rollouts, settings.seed + 11)
         real = evolution.real_returns(parameters, seeds)
-        rows.append({"agent": "worldmodel", "temperature": temperature, "dream_mean": dream,
-                     "real_mean": float(real.mean()), "real_std": float(real.std()), "controller": path.name})
+        rows.append({"agent": "worldmodel", "temperature": temperature, "dream_mean": float(dream.mean()),
+                     "dream_std": float(dream.std()), "real_mean": float(real.mean()), "real_std": float(real.std()),
+                     "controller": path.name})
     rollouts = RolloutReader(paths.rollouts)
     collect = config.collect
     random = make_exploration_policy(collect.policy, rollouts.action_size, collect.hold_min, collect.hold_max,
@@ -218,19 +223,26 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     paths.ensure()
     atomic_write(paths.score("temperature_table"),
                  lambda temporary: temporary.write_text(json.dumps(table, indent=1)))
-    markdown = format_temperature_table(table)
+    markdown = format_temperature_table(table, beside_paper=config.env.id == PAPER_TASK)
     atomic_write(paths.temperature_table, lambda temporary: temporary.write_text(markdown))
     logger.info(markdown)
     return table
 
 
-def format_temperature_table(table: dict[str, Any]) -> str:
-    """The paper's table form: temperature, dream score, real score."""
-    lines = ["| Temperature tau | Score in the dream | Score in the real env |", "|---|---|---|"]
-    for row in table["rows"]:
-        tau = "random policy" if row["temperature"] is None else f"{row['temperature']:g}"
-        dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean'] + 0.0:.0f}"
-        lines.append(f"| {tau} | {dream} | {row['real_mean']:.0f} +- {row['real_std']:.0f} |")
+def format_temperature_table(table: dict[str, Any], beside_paper: bool = False) -> str:
+    """The paper's table form: temperature, dream score, real score (mean +- std); with
+    ``beside_paper``, the paper's TakeCover numbers in two more columns, row for row."""
+    if beside_paper:
+        lines = ["| Temperature tau | Dream | Real | Paper: dream | Paper: real |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in beside_the_paper(table["rows"])]
+    else:
+        lines = ["| Temperature tau | Score in the dream | Score in the real env |", "|---|---|---|"]
+        for row in table["rows"]:
+            tau = "random policy" if row["temperature"] is None else f"{row['temperature']:g}"
+            dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean'] + 0.0:.0f}"
+            if row.get("dream_std") is not None:
+                dream += f" +- {row['dream_std']:.0f}"
+            lines.append(f"| {tau} | {dream} | {row['real_mean']:.0f} +- {row['real_std']:.0f} |")
     lines.append(f"\nReal scores over {table['episodes']} evaluation episodes; dream scores over "
                  f"{table['dream_rollouts']} dreams at the controller's own temperature.")
     return "\n".join(lines) + "\n"

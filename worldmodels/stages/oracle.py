@@ -58,12 +58,23 @@ def _returns(task: tuple[np.ndarray, tuple[int, ...]]) -> list[tuple[float, int]
     return [state_policy_return(_worker["env"], parameters, seed) for seed in seeds]
 
 
-def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Tune the true-state controller and score it; returns ``scores/oracle.json``.
+def has_true_state(env_config: EnvConfig) -> bool:
+    """Whether the env exposes a true state to the oracle (dm_control tasks do; ViZDoom and gymnasium
+    pixel envs do not)."""
+    return env_config.id.startswith("dmc:")
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path | None:
+    """Tune the true-state controller and score it; returns ``scores/oracle.json`` (None, having said
+    why, for an env without a true state: there is no oracle to tune, so `make all` goes on).
 
     Candidates (and the final evaluation's episodes) are played in ``evaluate.workers`` processes
     that stay up for the whole run; the results do not depend on their number."""
     settings = config.oracle
+    if not has_true_state(config.env):
+        logger.warning(f"oracle: {config.env.id} exposes no true state (only dm_control tasks do); "
+                       "no oracle row for this pipeline")
+        return None
     env = make_env(config.env)
     try:
         if not hasattr(env, "step_state"):

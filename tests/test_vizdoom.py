@@ -1,0 +1,101 @@
+"""The ViZDoom adapter: the action's thirds, the paper's frames, the cap, and its settings' errors."""
+
+import numpy as np
+import pytest
+
+from worldmodels.config import ConfigError, EnvConfig, load_pipeline
+from worldmodels.envs import make_env
+from worldmodels.envs.base import crop_and_resize
+from worldmodels.envs.vizdoom_env import NEGATIVE_BUTTON, NO_BUTTON, POSITIVE_BUTTON, action_third
+
+pytest.importorskip("vizdoom")
+
+TAKE_COVER = EnvConfig(id="vizdoom:take_cover", crop=(0, 200), max_episode_steps=2100)
+
+
+@pytest.mark.parametrize("action, button", [(-1.0, NEGATIVE_BUTTON), (-0.34, NEGATIVE_BUTTON), (-0.33, NO_BUTTON),
+                                            (0.0, NO_BUTTON), (0.33, NO_BUTTON), (0.34, POSITIVE_BUTTON),
+                                            (1.0, POSITIVE_BUTTON)])
+def test_each_third_of_the_action_presses_its_button(action, button):
+    assert action_third(action) == button
+
+
+@pytest.fixture(scope="module")
+def take_cover():
+    env = make_env(TAKE_COVER)
+    yield env
+    env.close()
+
+
+def test_the_game_receives_left_right_or_nothing_from_the_thirds(take_cover):
+    take_cover.reset(0)
+    pressed = {}
+    for action in (-0.9, 0.0, 0.9):
+        take_cover.step(np.array([action]))
+        buttons = take_cover._game.get_available_buttons()
+        pressed[action] = [b.name for b, down in zip(buttons, take_cover._game.get_last_action(), strict=True) if down]
+    assert pressed == {-0.9: ["MOVE_LEFT"], 0.0: [], 0.9: ["MOVE_RIGHT"]}
+
+
+def test_frames_are_the_top_five_sixths_resized_to_64(take_cover):
+    frame = take_cover.reset(0)
+    screen = take_cover._game.get_state().screen_buffer
+    assert screen.shape == (240, 320, 3) and frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame, crop_and_resize(screen[:200], None, 64))
+    assert not np.array_equal(frame, crop_and_resize(screen, None, 64)), "the bottom sixth must be cut"
+
+
+def test_an_episode_is_reproducible_from_its_seed_and_the_reward_is_frames_survived(take_cover):
+    def play(seed):
+        frames, rewards = [take_cover.reset(seed)], []
+        rng = np.random.default_rng(1)
+        while True:
+            result = take_cover.step(rng.uniform(-1, 1, 1))
+            frames.append(result.frame)
+            rewards.append(result.reward)
+            if result.terminated or result.truncated:
+                return np.stack(frames), np.array(rewards), result
+
+    frames, rewards, last = play(3)
+    again, _, _ = play(3)
+    np.testing.assert_array_equal(frames, again)
+    np.testing.assert_array_equal(rewards, 1.0)  # the scenario's living reward: one per tic survived
+    assert last.terminated and not last.truncated and len(rewards) < 2100
+
+
+def test_the_cap_truncates_rather_than_terminates():
+    env = make_env(EnvConfig(id="vizdoom:take_cover", crop=(0, 200), max_episode_steps=5))
+    try:
+        env.reset(0)
+        results = [env.step(np.zeros(1)) for _ in range(5)]
+    finally:
+        env.close()
+    assert [r.truncated for r in results] == [False] * 4 + [True]
+    assert not any(r.terminated for r in results)
+
+
+def test_crop_and_resize_keeps_the_rows_asked_for():
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[:200] = 255
+    np.testing.assert_array_equal(crop_and_resize(image, (0, 200), 64), 255)
+    with pytest.raises(ValueError, match="env.crop: rows 0:300 exceed the frame height 240"):
+        crop_and_resize(image, (0, 300), 64)
+
+
+def test_bad_vizdoom_settings_are_named():
+    with pytest.raises(ValueError, match="unknown ViZDoom scenario 'nope'.*take_cover"):
+        make_env(EnvConfig(id="vizdoom:nope"))
+    with pytest.raises(ValueError, match="buttons .* only scenarios with one opposed pair"):
+        make_env(EnvConfig(id="vizdoom:defend_the_center"))
+    with pytest.raises(ConfigError, match="env.difficulty: is a ViZDoom setting"):
+        EnvConfig(id="dmc:cartpole-balance", difficulty=3)
+    with pytest.raises(ConfigError, match="env.difficulty: must be in 1..5"):
+        EnvConfig(id="vizdoom:take_cover", difficulty=7)
+
+
+def test_the_takecover_pipeline_is_the_papers_doom_set_up():
+    config = load_pipeline("takecover")
+    assert (config.env.crop, config.env.max_episode_steps, config.env.action_repeat) == ((0, 200), 2100, 1)
+    assert (config.vae.z_size, config.mdnrnn.hidden_size, config.mdnrnn.mixtures) == (64, 512, 5)
+    assert (config.controller.inputs, config.controller.bias, config.controller.dream_reward) == ("zch", False,
+                                                                                                   "survival")
