@@ -75,8 +75,9 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     assert parsed.ids == _section_ids()
     assert parsed.missing == 0, re.findall(r'class="missing">(.*?)</div>', page)
     assert len(parsed.images) >= 9
+    assert sum(source.startswith("data:image/gif;base64,") for source in parsed.images) == 2  # the dream videos
     for source in parsed.images:
-        assert source.startswith("data:image/png;base64,")  # self-contained: nothing to fetch
+        assert source.startswith(("data:image/png;base64,", "data:image/gif;base64,"))  # nothing to fetch
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.verify()
     for agent in ("random", "zero", "oracle", "worldmodel", "dreamer"):

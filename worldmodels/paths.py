@@ -112,6 +112,10 @@ class PipelinePaths:
     def figure(self, name: str) -> Path:
         return self.figures_dir / f"{name}.png"
 
+    def video(self, name: str) -> Path:
+        """An animated GIF beside the figures (``worldmodels.videos``)."""
+        return self.figures_dir / f"{name}.gif"
+
     @property
     def metrics_dir(self) -> Path:
         return self.root / "metrics"

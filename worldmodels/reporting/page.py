@@ -74,6 +74,14 @@ class Report:
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
 
+    def video(self, name: str, command: str, alt: str) -> str:
+        """The animated GIF ``figures/<name>.gif`` embedded as an <img>, or a missing box."""
+        path = self.paths.video(name)
+        if not path.is_file():
+            return missing_box(path, command)
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img src="data:image/gif;base64,{encoded}" alt="{html.escape(alt)}">'
+
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(path: Path, mtime_ns: int) -> dict[str, Any]:

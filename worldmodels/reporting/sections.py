@@ -341,6 +341,8 @@ def section_m(report: Report) -> str:
                                    f"dream at {path.stem}")
                      for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))
     return (report.figure("dream_rollouts", report.make("mdnrnn"), "M: dream rollouts") + dreams
+            + "<h3>A held-out episode beside M's dream from its first frame, fed its actions</h3>"
+            + report.video("dream_vs_real", report.make("mdnrnn"), "real episode beside M's dream")
             + report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")
             + table(["M as a simulator (held-out episodes)", "value"], rows))
 
@@ -348,6 +350,8 @@ def section_m(report: Report) -> str:
 def section_c(report: Report) -> str:
     make = report.make
     body = (report.figure("cmaes_curve", make("controller"), "CMA-ES curve")
+            + "<h3>C playing inside M's dream</h3>"
+            + report.video("controller_in_dream", make("controller"), "C playing in M's dream")
             + report.figure("score_hist", make("evaluate"), "score histogram"))
     path = report.paths.score("temperature_table")
     command = report.wm("train-controller") + " --temperatures 0.1,0.5,1.0,1.15,1.3"

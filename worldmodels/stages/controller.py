@@ -7,7 +7,8 @@ candidate instead drives V + M + C through ``rollouts`` real episodes in worker 
 Best / mean / worst / std per generation go to ``metrics/controller.jsonl``. Every
 ``eval_every`` generations the CMA mean is scored on many dream rollouts and on a few real
 episodes (seeds of their own stream); the mean with the best score is ``controller.pt``. The
-CMA-ES state is checkpointed every generation, so a killed run continues at its generation.
+CMA-ES state is checkpointed every generation, so a killed run continues at its generation. At the
+end, ``figures/controller_in_dream.gif`` shows the best C playing in M's dream.
 
 The temperature sweep (``controller.temperatures``) evolves one C per dream temperature
 (``controller_tau<T>.pt``) and scores each in its dream and in the real env:
@@ -47,6 +48,7 @@ from worldmodels.real_fitness import real_population_fitness
 from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper
 from worldmodels.runtime import resolve
 from worldmodels.training import TrainingRun
+from worldmodels.videos import controller_dream, write_gif
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +184,18 @@ class Evolution:
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', 0):.0f}")
         cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
+        self.video(output, temperature, paths.video(f"controller_in_dream{name[len(CHECKPOINT_KIND):]}"))
         return output
+
+    def video(self, controller: Path, temperature: float, path: Path) -> None:
+        """C of ``controller`` playing in M's dream at ``temperature`` from the first dream start, as a GIF."""
+        _, checkpoint = load_controller(controller)
+        start_state = None if self.start_states is None else tuple(s[0] for s in self.start_states)
+        settings = self.config.controller
+        frames, returns = controller_dream(self.model, self.vae, checkpoint["parameters"], settings.inputs,
+                                           self.start_mu[0], self.start_logvar[0], temperature, self.steps,
+                                           seed=settings.seed, reward=settings.dream_reward, start_state=start_state)
+        write_gif([(f"C in M's dream, tau {temperature:g}", frames, returns)], path)
 
     def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:
         """The CMA mean scored on many dream rollouts and on a few real episodes."""

@@ -7,7 +7,8 @@ resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves,
 
 After training: open-loop latent and pixel error against horizon and the dream's replay gap on
 the held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
-last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png`` and ``dream_rollouts.png``.
+last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png`` and ``dream_rollouts.png``, and
+the video ``dream_vs_real.gif`` (a held-out episode beside M's dream with its actions).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve
 from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_episodes, openloop_errors, replay_returns
 from worldmodels.training import TrainingRun
+from worldmodels.videos import dream_with_actions, write_gif
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +214,8 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
                    f"V+M open loop on held-out episodes: {context} context frames, then {steps} predicted "
                    "from M's mean with the real actions (rows: truth / model / error)", paths.figure("openloop_vm"))
     _dream_figure(model, vae, latents, rollouts, usable[0], steps, paths.figure("dream_rollouts"))
+    dream_video(model, vae, latents, rollouts, usable[0], settings.temperature, config.controller.dream_reward,
+                paths.video("dream_vs_real"))
     logger.info("open-loop latent error at horizons " + ", ".join(
         f"{h}: {errors['latent_error'][h - 1]:.2f}" for h in REPORTED_HORIZONS if h <= steps)
                 + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
@@ -294,6 +298,19 @@ def _dream_frames(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutRe
         zs.append(result.z)
         total += float(result.reward)
     return decode(vae, torch.cat(zs)[::5]).numpy(), total
+
+
+def dream_video(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutReader, episode: int,
+                temperature: float, reward: str, path: Path) -> None:
+    """A real episode beside M's dream from its first frame, fed its actions, as ``path`` (a GIF)."""
+    mu, logvar = (torch.from_numpy(a[0]) for a in latents.episode(episode))
+    steps = rollouts.step_data(episode)
+    dreamed, dream_returns = dream_with_actions(model, vae, mu, logvar, torch.from_numpy(steps["actions"]),
+                                                temperature, seed=episode, reward=reward)
+    real = rollouts.frames(episode, 0, len(steps["actions"]) + 1)
+    real_returns = np.concatenate([[0.0], np.cumsum(steps["rewards"])])
+    write_gif([(f"real (held-out episode {episode})", real, real_returns),
+               (f"M's dream, tau {temperature:g}", dreamed, dream_returns)], path)
 
 
 def _real_frames(rollouts: RolloutReader, episode: int, steps: int) -> np.ndarray:
