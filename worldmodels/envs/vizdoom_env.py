@@ -14,6 +14,7 @@ than by ViZDoom's timeout so that a cut episode is ``truncated``, not ``terminat
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,9 @@ class VizDoomEnv(PixelEnv):
 
         self._game = vizdoom.DoomGame()
         self._game.load_config(scenario_config(scenario))
+        # ViZDoom writes its engine settings (_vizdoom.ini) to the working directory unless told where.
+        self._settings_dir = tempfile.TemporaryDirectory(prefix="worldmodels-vizdoom-")
+        self._game.set_doom_config_path(os.path.join(self._settings_dir.name, "_vizdoom.ini"))
         self._game.set_window_visible(False)
         self._game.set_screen_format(vizdoom.ScreenFormat.RGB24)
         self._game.set_mode(vizdoom.Mode.PLAYER)
@@ -118,3 +122,4 @@ class VizDoomEnv(PixelEnv):
 
     def close(self) -> None:
         self._game.close()
+        self._settings_dir.cleanup()
