@@ -50,7 +50,8 @@ def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_
     config = _config("evaluate.episodes=3")
     controller_stage.run(config, paths, progress=False)
     evaluate.run(config, paths, progress=False)
-    scores = {name: json.loads(paths.score(name).read_text()) for name in ("worldmodel", "random", "zero")}
+    agents = ("worldmodel", "random", "uniform_random", "zero")  # smoke collects held_random: uniform is scored too
+    scores = {name: json.loads(paths.score(name).read_text()) for name in agents}
     assert len({tuple(s["seeds"]) for s in scores.values()}) == 1
     for name, score in scores.items():
         assert len(score["returns"]) == 3 and score["mean"] == pytest.approx(np.mean(score["returns"]))

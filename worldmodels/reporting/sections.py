@@ -98,6 +98,9 @@ def section_results(report: Report) -> str:
     parameters = _model_parameters(report.paths)
     world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
     add("random policy", paths.score("random"), make("evaluate"), None, "the collect policy")
+    if report.config.collect.policy != "random" or paths.score("uniform_random").is_file():
+        add("uniform random policy", paths.score("uniform_random"), make("evaluate"), None,
+            "a uniform action at every step")
     add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
     if has_true_state(report.config.env):
         add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),

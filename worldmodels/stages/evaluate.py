@@ -1,5 +1,8 @@
 """Stage `evaluate`: V + M + C in the real env, beside the random-policy and zero-action baselines.
 
+The random policy is the collect policy; when that is not uniform at every step, the uniform one
+is scored too (``uniform_random``: the paper's random rows, e.g. TakeCover's 210 +- 108).
+
 Every agent plays the same episodes: seeds from the evaluation stream, disjoint from the collect
 seeds and from the checks made during C's training, in ``evaluate.workers`` processes. The
 agent scored is the pipeline's final one (the last round's, with ``iterate.iterations > 0``;
@@ -70,6 +73,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                                            collect.brownian_std, collect.action_scale_min), 0),
         "zero": (ZeroPolicy(action_size), 0),
     }
+    if collect.policy != "random":  # the paper's random row acts uniformly at every step, not as collected
+        agents["uniform_random"] = (make_exploration_policy("random", action_size), 0)
     paths.ensure()
     # What each V+M+C score is of, so that the report pairs it only with the controller it scored.
     about = {"worldmodel": {"iterations": config.iterate.iterations,
