@@ -99,3 +99,51 @@ def test_the_takecover_pipeline_is_the_papers_doom_set_up():
     assert (config.vae.z_size, config.mdnrnn.hidden_size, config.mdnrnn.mixtures) == (64, 512, 5)
     assert (config.controller.inputs, config.controller.bias, config.controller.dream_reward) == ("zch", False,
                                                                                                    "survival")
+
+
+SMOKE_TAKECOVER = ("env.id=vizdoom:take_cover", "env.crop=[0, 200]", "env.action_repeat=1",
+                   "env.max_episode_steps=40", "controller.inputs=zch", "controller.bias=false",
+                   "controller.dream_reward=survival", "controller.dream_steps=40", "evaluate.episodes=3",
+                   "mdnrnn.openloop_steps=10", "dreamer.eval_episodes=1")
+
+
+def test_takecover_runs_through_collect_v_m_c_evaluate_and_dreamer(tmp_path):
+    import json
+
+    from tests.conftest import smoke_config
+    from worldmodels.artifacts import load_controller
+    from worldmodels.paths import PipelinePaths
+    from worldmodels.stages import collect, dreamer, encode, evaluate, mdnrnn, oracle, report, vae
+    from worldmodels.stages import controller as controller_stage
+
+    config = smoke_config(*SMOKE_TAKECOVER)
+    paths = PipelinePaths(tmp_path / "smoke")
+    for stage in (collect, vae, encode, mdnrnn, controller_stage, evaluate, dreamer):
+        stage.run(config, paths, progress=False)
+    assert oracle.run(config, paths, progress=False) is None  # no true state: no oracle, and no error
+    controller, _ = load_controller(paths.controller)
+    assert (controller.inputs, controller.bias, controller.num_parameters) == ("zch", False, 32 + 2 * 32)
+    scores = {agent: json.loads(paths.score(agent).read_text())
+              for agent in ("worldmodel", "random", "uniform_random", "zero", "dreamer")}
+    for agent, score in scores.items():
+        # Survival: one point per tic, at least a tic, at most the cap.
+        assert all(1 <= r <= 40 and r == int(r) for r in score["returns"]), agent
+    for video in ("dream_vs_real", "controller_in_dream"):
+        assert paths.video(video).stat().st_size > 0
+    page = report.run(config, paths, progress=False).read_text()
+    assert "true-state linear oracle" not in page and "uniform random policy" in page
+    assert "1092 +- 556" in page  # the paper's TakeCover table, row for row with ours
+
+
+def test_the_doom_engine_does_not_inherit_an_open_hdf5_files_lock(tmp_path):
+    import h5py
+
+    path = tmp_path / "open.h5"
+    handle = h5py.File(path, "w")
+    env = make_env(TAKE_COVER)  # starts the engine's process while the file is open
+    try:
+        handle.close()
+        with h5py.File(path, "r"):  # fails with "unable to lock file" if the engine holds it
+            pass
+    finally:
+        env.close()

@@ -47,6 +47,22 @@ def scenario_config(scenario: str) -> str:
     return path
 
 
+def keep_open_files_from_children() -> None:
+    """Mark this process's open file descriptors (beyond stdin, stdout, stderr) close-on-exec.
+
+    ViZDoom runs the Doom engine as a child process, which would otherwise inherit them: one holding
+    an HDF5 file keeps that file's lock (h5py locks with flock) for as long as the engine runs, and
+    every later open of the file fails with "unable to lock file"."""
+    folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(folder):
+        descriptor = int(name)
+        if descriptor > 2:
+            try:
+                os.set_inheritable(descriptor, False)
+            except OSError:  # closed since the listing (the listing's own descriptor among them)
+                pass
+
+
 class VizDoomEnv(PixelEnv):
     """A ViZDoom scenario with two opposed buttons, frames cropped to ``crop`` rows and resized."""
 
@@ -75,6 +91,7 @@ class VizDoomEnv(PixelEnv):
         self._presses = {NO_BUTTON: [0, 0],
                          NEGATIVE_BUTTON: [int(name == pair[0]) for name in buttons],
                          POSITIVE_BUTTON: [int(name == pair[1]) for name in buttons]}
+        keep_open_files_from_children()
         self._game.init()
         self._scenario, self._buttons, self._difficulty = scenario, buttons, difficulty
         self._action_repeat, self._size, self._crop = action_repeat, size, crop
