@@ -62,6 +62,18 @@ def test_appending_with_other_env_settings_names_the_setting(synthetic_file):
         RolloutWriter(path, {**SYNTHETIC_ENV, "action_repeat": 4}, {}, (8, 8, 3), 2)
 
 
+def test_a_cropped_env_appends_to_its_own_file(tmp_path):
+    """A config's crop is a tuple, the file's (JSON) a list: the same setting, so appending is allowed."""
+    path = tmp_path / "rollouts.h5"
+    with RolloutWriter(path, {**SYNTHETIC_ENV, "crop": (0, 200)}, {}, (8, 8, 3), 2) as writer:
+        writer.append(synthetic_episode(0, 3))
+    with RolloutWriter(path, {**SYNTHETIC_ENV, "crop": (0, 200)}, {}, (8, 8, 3), 2) as writer:
+        writer.append(synthetic_episode(1, 3))
+        assert writer.num_episodes == 2
+    with pytest.raises(StoreError, match=r"env.crop: file has \[0, 200\], config has \[0, 100\]"):
+        RolloutWriter(path, {**SYNTHETIC_ENV, "crop": (0, 100)}, {}, (8, 8, 3), 2)
+
+
 def test_a_truncated_file_gives_a_clear_error(synthetic_file, tmp_path):
     path, _ = synthetic_file
     damaged = tmp_path / "damaged.h5"

@@ -130,6 +130,8 @@ def check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, 
 def env_differences(stored: dict[str, Any], env_config: dict[str, Any]) -> str:
     """The env settings a file was played with against a config's, where they differ ("" if nowhere):
     ``"env.action_repeat: file has 2, config has 8; ..."``."""
+    # Compared as stored: JSON has no tuples, so a config's crop (0, 84) is the file's [0, 84].
+    stored, env_config = json.loads(json.dumps(stored)), json.loads(json.dumps(env_config))
     differing = sorted(key for key in set(stored) | set(env_config) if stored.get(key) != env_config.get(key))
     return "; ".join(f"env.{key}: file has {stored.get(key)!r}, config has {env_config.get(key)!r}"
                      for key in differing)
