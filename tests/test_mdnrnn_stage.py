@@ -60,6 +60,9 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)
     Image.open(figure).verify()
+    for video in ("dream_vs_real", "dream_vs_real_tau1"):
+        gif = Image.open(paths.video(video))
+        assert gif.format == "GIF" and gif.n_frames >= 2
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):

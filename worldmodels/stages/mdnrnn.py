@@ -330,7 +330,8 @@ def _dream_figure(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutRe
 
 def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, count: int = 4) -> Path:
     """Decode dream rollouts at ``temperature`` from ``count`` held-out starts, with their real
-    actions, beside the real episodes; writes ``figures/dream_tau<temperature>.png``."""
+    actions, beside the real episodes; writes ``figures/dream_tau<temperature>.png`` and, for the
+    first of them, the video ``figures/dream_vs_real_tau<temperature>.gif``."""
     runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
     latents = LatentReader(paths.latents, paths.vae, rollouts)
@@ -345,6 +346,9 @@ def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, 
         real_return = rollouts.step_data(int(episode))["rewards"][:steps].sum()
         rows += [(f"real {real_return:.0f}", _real_frames(rollouts, int(episode), steps)),
                  (f"dream {dream_return:.0f}", dreamed)]
+    first = int(openloop_episodes(heldout, 1)[0])
+    dream_video(model, vae, latents, rollouts, first, temperature, config.controller.dream_reward,
+                paths.video(f"dream_vs_real_tau{temperature:g}"))
     path = paths.figure(f"dream_tau{temperature:g}")
     frame_rows(rows, f"episodes of held-out starts, real and replayed in M's dream at tau {temperature:g} "
                      "(every 5th step; returns over the shown steps)", path)
