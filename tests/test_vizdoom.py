@@ -61,6 +61,8 @@ def test_an_episode_is_reproducible_from_its_seed_and_the_reward_is_frames_survi
     np.testing.assert_array_equal(frames, again)
     np.testing.assert_array_equal(rewards, 1.0)  # the scenario's living reward: one per tic survived
     assert last.terminated and not last.truncated and len(rewards) < 2100
+    with pytest.raises(RuntimeError, match="after the episode ended"):  # ViZDoom itself would pay on
+        take_cover.step(np.zeros(1))
 
 
 def test_the_cap_truncates_rather_than_terminates():

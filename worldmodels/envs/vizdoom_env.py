@@ -114,6 +114,8 @@ class VizDoomEnv(PixelEnv):
         return self._observe()
 
     def step(self, action: np.ndarray) -> StepResult:
+        if self._game.is_episode_finished():  # ViZDoom would go on paying the living reward
+            raise RuntimeError("step() after the episode ended; call reset() first")
         button = action_third(float(self._check_action(action)[0]))
         reward = float(self._game.make_action(self._presses[button], self._action_repeat))
         self._agent_steps += 1

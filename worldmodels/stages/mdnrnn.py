@@ -265,10 +265,12 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
                 result = env.step(zero)
                 total += result.reward
                 frames.append(result.frame)
+                if result.terminated or result.truncated:  # doing nothing can end an episode (TakeCover)
+                    break
             real.append(total)
             device = next(model.parameters()).device
             z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1])).to(device)))
-            prediction = model(z[None], torch.zeros(1, horizon, rollouts.action_size, device=device))[0]
+            prediction = model(z[None], torch.zeros(1, len(z), rollouts.action_size, device=device))[0]
             teacher_forced.append(float(prediction.reward.sum()))
     finally:
         env.close()
