@@ -132,7 +132,8 @@ def test_finished_dreams_leave_the_batch_without_changing_any_return():
     def dream():
         return DreamEnv(model, start_mu, torch.zeros(4, 4), max_steps=steps, reward="survival")
 
-    compacted = population_returns(dream(), parameters, 4, 1, "zch", starts=starts, start_noise=start_noise,
+    compacting = dream()
+    compacted = population_returns(compacting, parameters, 4, 1, "zch", starts=starts, start_noise=start_noise,
                                    step_noise=lambda t: (uniform[t], normal[t]))
     full = dream()
     z = full.reset(rows, starts=starts, noise=start_noise)
@@ -142,5 +143,6 @@ def test_finished_dreams_leave_the_batch_without_changing_any_return():
         total += result.reward
         z = result.z
     torch.testing.assert_close(compacted, total.view(3, 4).mean(dim=1))
+    assert compacting.rows_stepped == int(total.sum()) < rows * steps  # each row stepped only while it ran
     lengths = set(total.tolist())
     assert len(lengths) > 2 and min(lengths) < steps, f"the test needs rows that end at different steps: {lengths}"

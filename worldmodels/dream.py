@@ -61,6 +61,8 @@ class DreamEnv:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.z = self.h = self.c = self.state = self.done = None
         self.steps = 0
+        self.rows_stepped = 0
+        """Rollout steps dreamed since this dream was made (finished rollouts that left the batch cost none)."""
 
     @torch.no_grad()
     def reset(self, batch: int, starts: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,6 +120,7 @@ class DreamEnv:
         earned = prediction.reward if self.reward == "model" else torch.ones_like(prediction.reward)
         reward = torch.where(was_done, torch.zeros_like(earned), earned)
         self.steps += 1
+        self.rows_stepped += len(actions)
         finished = (torch.sigmoid(prediction.done_logit) > 0.5) | (self.steps >= self.max_steps)
         self.done = was_done | finished
         # A rollout that had already finished is out of the game: it keeps its last latent.

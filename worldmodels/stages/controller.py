@@ -116,7 +116,7 @@ class Evolution:
         return evaluate_policy(self.config.env, self.agent(parameters), seeds, workers=self.config.controller.workers)
 
     def fitness(self, population: np.ndarray, temperature: float, generation: int) -> tuple[np.ndarray, int]:
-        """Fitness ``(P,)`` of the population, and the real env steps it cost (0 in the dream)."""
+        """Fitness ``(P,)`` of the population, and the steps it cost: real env steps, or dream steps."""
         settings = self.config.controller
         if settings.fitness_in == "real":
             seeds = evaluation_seeds(settings.seed, settings.rollouts, REAL_FITNESS_STREAM,
@@ -128,7 +128,7 @@ class Evolution:
                        settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
                                      self.model.action_size, settings.inputs).double().numpy()
-        return fitness, 0
+        return fitness, dream.rows_stepped
 
     def evolve(self, temperature: float, name: str = CHECKPOINT_KIND, generations: int | None = None,
                start: np.ndarray | None = None, progress: bool = True) -> Path:
@@ -160,16 +160,16 @@ class Evolution:
                 generation = strategy.generation + 1
                 started = time.perf_counter()
                 population = strategy.ask()
-                fitness, env_steps = self.fitness(population, temperature, generation)
+                fitness, steps = self.fitness(population, temperature, generation)
                 strategy.tell(population, fitness)
                 seconds = time.perf_counter() - started
                 record = {"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
                           "worst": float(fitness.min()), "std": float(fitness.std()), "seconds": seconds,
                           "sigma": strategy.sigma}
                 if settings.fitness_in == "dream":
-                    record["dream_steps_per_s"] = len(population) * settings.rollouts * self.steps / seconds
+                    record |= {"dream_steps": steps, "dream_steps_per_s": steps / seconds}
                 else:
-                    record["env_steps"] = env_steps
+                    record["env_steps"] = steps
                 if generation % settings.eval_every == 0 or generation == generations:
                     record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
                     score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
