@@ -68,19 +68,19 @@ class Report:
 
     def figure(self, name: str, command: str, alt: str) -> str:
         """The figure embedded as an <img>, or a missing box."""
-        path = self.paths.figure(name)
-        if not path.is_file():
-            return missing_box(path, command)
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+        return _embedded(self.paths.figure(name), "image/png", command, alt)
 
     def video(self, name: str, command: str, alt: str) -> str:
         """The animated GIF ``figures/<name>.gif`` embedded as an <img>, or a missing box."""
-        path = self.paths.video(name)
-        if not path.is_file():
-            return missing_box(path, command)
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img src="data:image/gif;base64,{encoded}" alt="{html.escape(alt)}">'
+        return _embedded(self.paths.video(name), "image/gif", command, alt)
+
+
+def _embedded(path: Path, media_type: str, command: str, alt: str) -> str:
+    """``path`` inlined as a data URL in an <img> (the page needs no other file), or a missing box."""
+    if not path.is_file():
+        return missing_box(path, command)
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:{media_type};base64,{encoded}" alt="{html.escape(alt)}">'
 
 
 @functools.lru_cache(maxsize=16)
