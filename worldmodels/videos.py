@@ -28,9 +28,9 @@ from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
 from worldmodels.simulator import decode
 
-MAX_GIF_FRAMES = 200
+MAX_GIF_FRAMES = 150
 FRAME_MILLISECONDS = 60
-SCALE = 3
+SCALE = 2
 LABEL_HEIGHT = 14
 
 
@@ -42,10 +42,10 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 def write_gif(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> int:
     """Panels side by side, as one looping GIF; returns the number of GIF frames.
 
-    ``panels``: (name, uint8 frames ``(T_i, H, W, 3)``, cumulative return ``(T_i,)``); the name is
-    written above each panel, the step and the return so far below it. A panel that ends before the
-    others keeps its last frame, darkened. Every ``k``-th step is shown, ``k`` the smallest that keeps
-    the GIF within ``MAX_GIF_FRAMES`` frames.
+    ``panels``: (name, uint8 frames ``(T_i, H, W, 3)``, cumulative return ``(T_i,)``); the name (at
+    most ~20 characters fit) is written above each panel, the step and the return so far below it.
+    A panel that ends before the others keeps its last frame, darkened, labelled "end". Every
+    ``k``-th step is shown, ``k`` the smallest that keeps the GIF within ``MAX_GIF_FRAMES`` frames.
     """
     longest = max(len(frames) for _, frames, _ in panels)
     stride = max(1, -(-longest // MAX_GIF_FRAMES))
@@ -61,10 +61,9 @@ def write_gif(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> i
             left = index * width * SCALE
             canvas.paste(Image.fromarray(frame).resize((width * SCALE, height * SCALE), Image.NEAREST),
                          (left, LABEL_HEIGHT))
-            status = f"ended at step {shown}" if ended else f"step {shown}"
+            status = f"{'end' if ended else 'step'} {shown}, return {returns[shown]:.0f}"
             draw.text((left + 2, 1), name, fill="white")
-            draw.text((left + 2, height * SCALE + LABEL_HEIGHT + 1), f"{status}, return {returns[shown]:.0f}",
-                      fill="white")
+            draw.text((left + 2, height * SCALE + LABEL_HEIGHT + 1), status, fill="white")
         images.append(canvas.quantize(colors=255, method=Image.Quantize.MEDIANCUT))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".gif.tmp")

@@ -195,7 +195,7 @@ class Evolution:
         frames, returns = controller_dream(self.model, self.vae, checkpoint["parameters"], settings.inputs,
                                            self.start_mu[0], self.start_logvar[0], temperature, self.steps,
                                            seed=settings.seed, reward=settings.dream_reward, start_state=start_state)
-        write_gif([(f"C in M's dream, tau {temperature:g}", frames, returns)], path)
+        write_gif([(f"C, dream at tau {temperature:g}", frames, returns)], path)
 
     def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:
         """The CMA mean scored on many dream rollouts and on a few real episodes."""

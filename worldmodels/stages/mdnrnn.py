@@ -311,7 +311,7 @@ def dream_video(model: MDNRNN, vae, latents: LatentReader, rollouts: RolloutRead
                                                 temperature, seed=episode, reward=reward)
     real = rollouts.frames(episode, 0, len(steps["actions"]) + 1)
     real_returns = np.concatenate([[0.0], np.cumsum(steps["rewards"])])
-    write_gif([(f"real (held-out episode {episode})", real, real_returns),
+    write_gif([(f"real, episode {episode}", real, real_returns),
                (f"M's dream, tau {temperature:g}", dreamed, dream_returns)], path)
 
 
