@@ -182,8 +182,8 @@ def prediction_errors(curves: dict[str, dict[str, list[float]]], threshold: floa
     axes[0].set_ylabel("image MSE per pixel (all pixels)")
     axes[1].set_ylabel("foreground error / background-only error")
     axes[2].set_ylabel("|predicted - real| reward per step")
-    axes[0].set_title("plain MSE: a blank background scores well")
-    axes[1].set_title("on the task's objects (cart and pole)")
+    axes[0].set_title("plain MSE: not drawing small objects scores well")
+    axes[1].set_title("on the task's objects (foreground pixels)")
     for axis in axes:
         axis.set_xlabel("open-loop horizon (steps after the context)")
         axis.grid(alpha=0.3)

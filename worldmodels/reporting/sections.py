@@ -428,7 +428,7 @@ def section_side_by_side(report: Report) -> str:
                                                         f"beyond the {len(curve['foreground_ratio'])} steps measured"))
     threshold = prediction.get("foreground_threshold")
     horizon_note = ("" if not horizons else
-                    f'<p class="note">Where each model loses the cart and pole (foreground ratio past {threshold:g}: '
+                    f'<p class="note">Where each model loses the objects (foreground ratio past {threshold:g}: '
                     f"its error on them over half that of not drawing them): {'; '.join(horizons)}.</p>")
     strips = (f'<div class="side"><div><h3>V+M</h3>'
               f'{report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")}</div>'
