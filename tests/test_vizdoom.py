@@ -137,6 +137,14 @@ def test_takecover_runs_through_collect_v_m_c_evaluate_and_dreamer(tmp_path):
     assert "1092 +- 556" in page  # the paper's TakeCover table, row for row with ours
 
 
+def test_the_engine_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = make_env(TAKE_COVER)
+    env.reset(0)
+    env.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_doom_engine_does_not_inherit_an_open_hdf5_files_lock(tmp_path):
     import h5py
 

@@ -73,7 +73,8 @@ class VizDoomEnv(PixelEnv):
 
         self._game = vizdoom.DoomGame()
         self._game.load_config(scenario_config(scenario))
-        # ViZDoom writes its engine settings (_vizdoom.ini) to the working directory unless told where.
+        # The engine writes its settings (_vizdoom.ini) and a _vizdoom/ folder to the working directory:
+        # both go to a folder of this env's own, removed by close().
         self._settings_dir = tempfile.TemporaryDirectory(prefix="worldmodels-vizdoom-")
         self._game.set_doom_config_path(os.path.join(self._settings_dir.name, "_vizdoom.ini"))
         self._game.set_window_visible(False)
@@ -92,7 +93,12 @@ class VizDoomEnv(PixelEnv):
                          NEGATIVE_BUTTON: [int(name == pair[0]) for name in buttons],
                          POSITIVE_BUTTON: [int(name == pair[1]) for name in buttons]}
         keep_open_files_from_children()
-        self._game.init()
+        working_directory = os.getcwd()
+        os.chdir(self._settings_dir.name)  # the engine process starts here
+        try:
+            self._game.init()
+        finally:
+            os.chdir(working_directory)
         self._scenario, self._buttons, self._difficulty = scenario, buttons, difficulty
         self._action_repeat, self._size, self._crop = action_repeat, size, crop
         self.max_episode_steps = max_episode_steps
