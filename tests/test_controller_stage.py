@@ -85,7 +85,7 @@ def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, 
     for row in table["rows"]:
         assert 0 <= row["real_mean"] <= 20 * 8 and row["real_std"] >= 0
     markdown = paths.temperature_table.read_text()
-    assert "| 0.5 |" in markdown and "| random policy | n/a |" in markdown
+    assert "| 0.5 |" in markdown and "| random policy | - |" in markdown
 
 
 def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(trained_m, tmp_path):

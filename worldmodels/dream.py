@@ -145,10 +145,11 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     z = dream.reset(len(rows), starts=starts, noise=start_noise)
     h, c = dream.h, dream.c
     total = torch.zeros(len(rows), device=dream.device)
-    # The dream's rows are the still-running ones; `active` holds their indices among all rows.
-    active = torch.arange(len(rows), device=dream.device)
+    # The dream's rows are the still-running ones: `active` holds their indices among all rows, and
+    # `running_rows` their controllers (gathered again only when the batch shrinks).
+    active, running_rows = torch.arange(len(rows), device=dream.device), rows
     for t in range(dream.max_steps):
-        actions = population_actions(rows[active], z, h, action_size, inputs, c)
+        actions = population_actions(running_rows, z, h, action_size, inputs, c)
         noise = None if step_noise is None else tuple(part.to(dream.device)[active] for part in step_noise(t))
         result = dream.step(actions, noise)
         total[active] += result.reward
@@ -157,6 +158,6 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
             break
         if not bool(running.all()):  # long dreams are mostly a few survivors: step only those
             dream.keep(running)
-            active = active[running]
+            active, running_rows = active[running], running_rows[running]
         z, h, c = dream.z, dream.h, dream.c
     return total.view(len(parameters), rollouts).mean(dim=1).cpu()

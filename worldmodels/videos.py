@@ -16,6 +16,7 @@ frames.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,43 +83,47 @@ def write_gif(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> i
 
 
 @torch.no_grad()
-def dream_with_actions(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, logvar: torch.Tensor, actions: torch.Tensor,
-                       temperature: float, seed: int, reward: str = "model") -> tuple[np.ndarray, np.ndarray]:
-    """M's dream from one start latent (``mu``, ``logvar`` ``(Z,)``) fed ``actions`` ``(T, A)``.
+def _decoded_dream(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, logvar: torch.Tensor,
+                   act: Callable[[int, DreamEnv, torch.Tensor], torch.Tensor], steps: int, temperature: float,
+                   seed: int, reward: str, start_state: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One dream from a start latent (``mu``, ``logvar`` ``(Z,)``; M's (h, c) ``(H,)`` each on reaching
+    it, default an episode's start), ``act(t, dream, z)`` giving each step's action ``(1, A)``, until
+    M's done head ends it or ``steps`` steps.
 
-    Returns V's decoded frames uint8 ``(L + 1, H, W, 3)`` (the start, then one per step until M's done
-    head ends the dream, ``L <= T``) and the cumulative dream return ``(L + 1,)``."""
-    dream = DreamEnv(model, mu[None], logvar[None], temperature=temperature, max_steps=len(actions),
-                     generator=torch.Generator().manual_seed(seed), reward=reward)
-    zs, returns = [dream.reset(1, starts=torch.zeros(1, dtype=torch.long))], [0.0]
-    for t in range(len(actions)):
-        result = dream.step(actions[t:t + 1])
-        zs.append(result.z)
-        returns.append(returns[-1] + float(result.reward))
-        if bool(result.done[0]):
-            break
-    return to_uint8(decode(vae, torch.cat(zs))), np.array(returns)
-
-
-@torch.no_grad()
-def controller_dream(model: MDNRNN, vae: ConvVAE, parameters: torch.Tensor, inputs: str, mu: torch.Tensor,
-                     logvar: torch.Tensor, temperature: float, steps: int, seed: int, reward: str = "model",
-                     start_state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """C (flat ``parameters`` ``(D,)``) acting in M's dream from one start latent, up to ``steps`` steps;
-    ``start_state``: M's (h, c) ``(H,)`` each on reaching the start (default: an episode's start).
-
-    Returns decoded frames uint8 ``(L + 1, H, W, 3)`` and the cumulative dream return ``(L + 1,)``."""
+    Returns V's decoded frames uint8 ``(L + 1, H, W, 3)`` (the start, then one per step) and the
+    cumulative dream return ``(L + 1,)``."""
     dream = DreamEnv(model, mu[None], logvar[None], temperature=temperature, max_steps=steps,
                      generator=torch.Generator().manual_seed(seed), reward=reward,
                      start_states=None if start_state is None else tuple(s[None] for s in start_state))
     z = dream.reset(1, starts=torch.zeros(1, dtype=torch.long))
-    flat = parameters.to(dream.device, z.dtype)[None]
     zs, returns = [z], [0.0]
-    for _ in range(steps):
-        result = dream.step(population_actions(flat, z, dream.h, model.action_size, inputs, dream.c))
+    for t in range(steps):
+        result = dream.step(act(t, dream, z))
         z = result.z
         zs.append(z)
         returns.append(returns[-1] + float(result.reward))
         if bool(result.done[0]):
             break
     return to_uint8(decode(vae, torch.cat(zs))), np.array(returns)
+
+
+def dream_with_actions(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, logvar: torch.Tensor, actions: torch.Tensor,
+                       temperature: float, seed: int, reward: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """M's dream from one start latent fed ``actions`` ``(T, A)`` (a real episode's), as
+    :func:`_decoded_dream` returns it."""
+    return _decoded_dream(model, vae, mu, logvar, lambda t, dream, z: actions[t:t + 1], len(actions),
+                          temperature, seed, reward)
+
+
+def controller_dream(model: MDNRNN, vae: ConvVAE, parameters: torch.Tensor, inputs: str, mu: torch.Tensor,
+                     logvar: torch.Tensor, temperature: float, steps: int, seed: int, reward: str = "model",
+                     start_state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """C (flat ``parameters`` ``(D,)``) acting in M's dream from one start latent for up to ``steps``
+    steps, as :func:`_decoded_dream` returns it."""
+    flat = parameters[None].float()
+
+    def act(t: int, dream: DreamEnv, z: torch.Tensor) -> torch.Tensor:
+        return population_actions(flat.to(z.device), z, dream.h, model.action_size, inputs, dream.c)
+
+    return _decoded_dream(model, vae, mu, logvar, act, steps, temperature, seed, reward, start_state)

@@ -33,6 +33,12 @@ def make_env(config: EnvConfig) -> PixelEnv:
     raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym, vizdoom)")
 
 
+def has_true_state(config: EnvConfig) -> bool:
+    """Whether the env exposes its true state (``state()``, ``step_state()``) beside its frames, as the
+    oracle needs: dm_control tasks do; gymnasium pixel envs and ViZDoom do not."""
+    return config.id.partition(":")[0] == "dmc"
+
+
 def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, int], int]:
     """Build the env once to learn (describe(), frame shape, action size)."""
     env = make_env(env_config)
@@ -42,4 +48,4 @@ def probe_env(env_config: EnvConfig) -> tuple[dict[str, Any], tuple[int, int, in
         env.close()
 
 
-__all__ = ["PixelEnv", "Policy", "StepResult", "make_env", "make_exploration_policy", "probe_env"]
+__all__ = ["PixelEnv", "Policy", "StepResult", "has_true_state", "make_env", "make_exploration_policy", "probe_env"]

@@ -39,19 +39,24 @@ def paper_temperature_rows() -> dict[float | None, tuple[str, str]]:
     return rows
 
 
+def sweep_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """A temperature sweep's rows (``temperature``, ``dream_mean``/``dream_std``, ``real_mean``/``real_std``;
+    a ``None`` temperature is the random policy) as text: (tau, dream score, real score)."""
+    return [["random policy" if row["temperature"] is None else f"{row['temperature']:g}",
+             "-" if row.get("dream_mean") is None else _spread(row["dream_mean"], row.get("dream_std")),
+             _spread(row["real_mean"], row["real_std"])] for row in rows]
+
+
 def beside_the_paper(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Our sweep's rows (``temperature``, ``dream_mean``/``dream_std``, ``real_mean``/``real_std``; a
-    ``None`` temperature is the random policy) beside the paper's, row for row: (tau, our dream, our
-    real, the paper's dream, the paper's real). The paper's rows we did not run come last."""
+    """Our sweep's rows (as :func:`sweep_rows`) beside the paper's, row for row: (tau, our dream, our real,
+    the paper's dream, the paper's real). The paper's rows we did not run come last."""
     paper = paper_temperature_rows()
     lines, seen = [], set()
-    for row in rows:
+    for row, text in zip(rows, sweep_rows(rows), strict=True):
         tau = row["temperature"]
         key = next((t for t in paper if t is not None and tau is not None and abs(t - tau) < 1e-9), tau)
         seen.add(key)
-        dream = "-" if row.get("dream_mean") is None else _spread(row["dream_mean"], row.get("dream_std"))
-        lines.append(["random policy" if tau is None else f"{tau:g}", dream, _spread(row["real_mean"], row["real_std"]),
-                      *paper.get(key, ("", ""))])
+        lines.append([*text, *paper.get(key, ("", ""))])
     for tau, (dream, real) in paper.items():
         if tau not in seen:
             lines.append(["random policy" if tau is None else f"{tau:g}", "not run", "not run", dream, real])

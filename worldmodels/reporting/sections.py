@@ -19,15 +19,21 @@ import yaml
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import RolloutReader
+from worldmodels.envs import has_true_state
 from worldmodels.evaluation import Score
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.reference import dreamer_v1_curve
-from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, paper_temperature_table, published_anchors
+from worldmodels.reporting.anchors import (
+    PAPER_TASK,
+    beside_the_paper,
+    paper_temperature_table,
+    published_anchors,
+    sweep_rows,
+)
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
 from worldmodels.runtime import cpu_description
 from worldmodels.stage_times import read_stage_times
-from worldmodels.stages.oracle import has_true_state
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
             "matplotlib")
@@ -368,10 +374,7 @@ def section_c(report: Report) -> str:
                  + (note or missing_box(path, command)))
     else:
         if sweep is not None:
-            ours = [["random policy" if r["temperature"] is None else f"{r['temperature']:g}",
-                     "-" if r["dream_mean"] is None else f"{r['dream_mean']:.0f}",
-                     f"{r['real_mean']:.0f} +- {r['real_std']:.0f}"] for r in sweep["rows"]]
-            temperature = table(["tau", "dream score", "real score"], ours) + note
+            temperature = table(["tau", "dream score", "real score"], sweep_rows(sweep["rows"])) + note
         else:
             temperature = missing_box(path, command)
         paper = table(["tau", "dream score", "real score"], [list(r) for r in paper_temperature_table()])

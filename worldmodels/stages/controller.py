@@ -45,7 +45,7 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
-from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper
+from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, sweep_rows
 from worldmodels.runtime import resolve
 from worldmodels.training import TrainingRun
 from worldmodels.videos import controller_dream, write_gif
@@ -246,16 +246,12 @@ def format_temperature_table(table: dict[str, Any], beside_paper: bool = False) 
     """The paper's table form: temperature, dream score, real score (mean +- std); with
     ``beside_paper``, the paper's TakeCover numbers in two more columns, row for row."""
     if beside_paper:
-        lines = ["| Temperature tau | Dream | Real | Paper: dream | Paper: real |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(row) + " |" for row in beside_the_paper(table["rows"])]
+        header = ["Temperature tau", "Dream", "Real", "Paper: dream", "Paper: real"]
+        rows = beside_the_paper(table["rows"])
     else:
-        lines = ["| Temperature tau | Score in the dream | Score in the real env |", "|---|---|---|"]
-        for row in table["rows"]:
-            tau = "random policy" if row["temperature"] is None else f"{row['temperature']:g}"
-            dream = "n/a" if row["dream_mean"] is None else f"{row['dream_mean'] + 0.0:.0f}"
-            if row.get("dream_std") is not None:
-                dream += f" +- {row['dream_std']:.0f}"
-            lines.append(f"| {tau} | {dream} | {row['real_mean']:.0f} +- {row['real_std']:.0f} |")
+        header, rows = ["Temperature tau", "Score in the dream", "Score in the real env"], sweep_rows(table["rows"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append(f"\nReal scores over {table['episodes']} evaluation episodes; dream scores over "
                  f"{table['dream_rollouts']} dreams at the controller's own temperature.")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.config import EnvConfig, PipelineConfig
-from worldmodels.envs import make_env
+from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import ORACLE_STREAM, Score, evaluation_seeds
 from worldmodels.metrics import MetricsLog
@@ -58,12 +58,6 @@ def _returns(task: tuple[np.ndarray, tuple[int, ...]]) -> list[tuple[float, int]
     return [state_policy_return(_worker["env"], parameters, seed) for seed in seeds]
 
 
-def has_true_state(env_config: EnvConfig) -> bool:
-    """Whether the env exposes a true state to the oracle (dm_control tasks do; ViZDoom and gymnasium
-    pixel envs do not)."""
-    return env_config.id.startswith("dmc:")
-
-
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path | None:
     """Tune the true-state controller and score it; returns ``scores/oracle.json`` (None, having said
     why, for an env without a true state: there is no oracle to tune, so `make all` goes on).
@@ -77,8 +71,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         return None
     env = make_env(config.env)
     try:
-        if not hasattr(env, "step_state"):
-            raise ValueError(f"env.id: {config.env.id} exposes no true state; the oracle needs a dm_control task")
         env.reset(0)
         dimension = env.action_size * (len(env.state()) + 1)
     finally:
