@@ -87,7 +87,7 @@ def test_a_collect_killed_mid_run_resumes_to_the_same_file(tmp_path):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_an_env_that_raises_names_the_episode_and_its_seed(tmp_path, workers):
     with pytest.raises(WorkerError) as error:
-        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Raising-v0", "env.frame_size=8",
+        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Raising-v0",
                  "collect.episodes=3", f"collect.workers={workers}")
     env_seed, _ = episode_seeds(0, 0)
     assert f"episode 0 (env seed {env_seed}" in str(error.value)
@@ -97,7 +97,7 @@ def test_an_env_that_raises_names_the_episode_and_its_seed(tmp_path, workers):
 def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path):
     started = time.monotonic()
     with pytest.raises(WorkerError, match="worker process died.*episode 0"):
-        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8",
+        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Dying-v0",
                  "collect.episodes=4", "collect.workers=2")
     assert time.monotonic() - started < 60
 

@@ -52,6 +52,8 @@ def test_overrides_are_typed_and_applied():
     ("vae.foreground_weight=-1", "vae.foreground_weight"),
     ("vae.z_size=0", "vae.z_size"),
     ("vae.learning_rate=0", "vae.learning_rate"),
+    ("env.frame_size=63", "env.frame_size"),           # a size V and Dreamer cannot take
+    ("dreamer.env_steps=2.5e0", "dreamer.env_steps"),  # not a whole number of steps
 ])
 def test_bad_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as error:
@@ -95,3 +97,26 @@ def test_cli_config_prints_the_resolved_settings(tmp_path: Path):
     result = CliRunner().invoke(main, ["config", "-p", "smoke", "--set", "collect.seed=7"])
     assert result.exit_code == 0, result.output
     assert "seed: 7" in result.output
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("1E+6", 1e6), ("-2.5e-3", -2.5e-3), ("1.0e-4", 1e-4),
+                                         ("3", 3), (".5", 0.5)])
+def test_numbers_in_any_yaml_notation_are_numbers(tmp_path: Path, text, value):
+    assert parse_override(f"vae.learning_rate={text}") == ("vae.learning_rate", value)
+    path = tmp_path / "paper.yaml"
+    path.write_text(f"extends: smoke\nmdnrnn:\n  grad_clip: {text}\n")
+    if value > 0:  # a learning rate must be positive
+        assert load_pipeline("smoke", [f"vae.learning_rate={text}"]).vae.learning_rate == value
+        assert load_pipeline(str(path)).mdnrnn.grad_clip == value
+
+
+def test_a_whole_number_in_float_notation_counts_as_an_integer():
+    config = load_pipeline("cartpole_balance_dreamer", ["dreamer.env_steps=1e5"])
+    assert config.dreamer.env_steps == 100_000 and isinstance(config.dreamer.env_steps, int)
+
+
+def test_the_configs_frame_size_is_the_models():
+    from worldmodels.config import MODEL_FRAME_SIZE
+    from worldmodels.models.vae import FRAME_SIZE
+
+    assert MODEL_FRAME_SIZE == FRAME_SIZE == 64

@@ -121,7 +121,7 @@ def test_evaluation_in_workers_matches_evaluation_in_process_and_a_dead_worker_i
     seeds = evaluation_seeds(0, 5)
     np.testing.assert_array_equal(evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=2),
                                   evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=0))
-    dying = load_pipeline("smoke", ["env.id=gym:tests.faulty_envs:Dying-v0", "env.frame_size=8"])
+    dying = load_pipeline("smoke", ["env.id=gym:tests.faulty_envs:Dying-v0"])
     with pytest.raises(WorkerError, match="env seeds"):
         evaluate_policy(dying.env, ZeroPolicy(1), seeds[:2], workers=1)
 

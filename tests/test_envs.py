@@ -76,12 +76,12 @@ def test_carracing_is_cropped_and_resized_and_deterministic():
 
 
 def test_any_gym_env_that_renders_rgb_arrays_gives_frames():
-    env = make_env(EnvConfig(id="gym:Pendulum-v1", frame_size=32, action_repeat=2))
+    env = make_env(EnvConfig(id="gym:Pendulum-v1", action_repeat=2))
     frame = env.reset(0)
     result = env.step(np.array([1.0]))
     env.close()
-    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
-    assert result.frame.shape == (32, 32, 3)
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    assert result.frame.shape == (64, 64, 3)
     assert result.reward < 0
 
 

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
+from worldmodels.checkpoint import atomic_write
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
 from worldmodels.data.store import StoreError
 from worldmodels.logs import configure as configure_logging
 from worldmodels.parallel import WorkerError
 from worldmodels.paths import PipelinePaths
 from worldmodels.stage_times import timed_stage
+from worldmodels.training import TrainingDiverged, TrainingOutputError
 
-# Errors a user can act on: shown as one clear message, not a traceback.
-USER_ERRORS = (ConfigError, StoreError, WorkerError, ValueError, FileNotFoundError)
+# Errors a user can act on: shown as one clear message, not a traceback. OSError covers the
+# machine's refusals (disk full, read-only filesystem, a folder where a file should be).
+USER_ERRORS = (ConfigError, StoreError, WorkerError, TrainingDiverged, TrainingOutputError, ValueError, OSError)
+
+
+def user_message(error: BaseException) -> str:
+    """One line for a user error; an OS error names its path and the system's reason."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) if isinstance(error, OSError) else str(error)
 
 
 def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +42,7 @@ def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         except USER_ERRORS as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(user_message(error)) from error
     return wrapper
 
 
@@ -65,13 +77,25 @@ def resolved_settings(config: PipelineConfig) -> dict[str, Any]:
     return {**config.to_dict(), "resolved_runtime": runtime.record()}
 
 
-def save_resolved_config(config: PipelineConfig, paths: PipelinePaths) -> None:
-    """Write the settings a stage runs with, and the resolved runtime, to ``config.yaml`` (atomically)."""
+@contextlib.contextmanager
+def recorded_settings(config: PipelineConfig, paths: PipelinePaths) -> Iterator[None]:
+    """Say what the runtime resolved to, run the stage, then write its settings to ``config.yaml``
+    (atomically), unless the stage refused them: a refused command leaves the record of the run as it was.
+    A stage stopped by a signal or a crash after it accepted its settings has run with them: recorded."""
     settings = resolved_settings(config)
+    try:
+        yield
+    except USER_ERRORS:
+        raise
+    except BaseException:
+        _write_settings(settings, paths)
+        raise
+    _write_settings(settings, paths)
+
+
+def _write_settings(settings: dict[str, Any], paths: PipelinePaths) -> None:
     paths.ensure()
-    temporary = paths.config.with_suffix(".yaml.tmp")
-    temporary.write_text(yaml.safe_dump(settings, sort_keys=False))
-    temporary.replace(paths.config)
+    atomic_write(paths.config, lambda temporary: temporary.write_text(yaml.safe_dump(settings, sort_keys=False)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -80,7 +104,18 @@ def save_resolved_config(config: PipelineConfig, paths: PipelinePaths) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Say everything, debugging details included.")
 def main(quiet: bool, verbose: bool) -> None:
     """World Models (V-M-C) and Dreamer, stage by stage, on the same data."""
+    stop_on_sigterm()
     configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a batch scheduler's stop) unwind like Ctrl-C: files are closed, worker pools
+    shut down and the stage's time recorded, where Python's default would end the process on the spot."""
+    signal.signal(signal.SIGTERM, _raise_system_exit)
 
 
 def stage_command(name: str, module: str, artifact: str, help_text: str) -> None:
@@ -92,8 +127,7 @@ def stage_command(name: str, module: str, artifact: str, help_text: str) -> None
     @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
     def command(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
         stage = importlib.import_module(f"worldmodels.stages.{module}")
-        save_resolved_config(config, paths)
-        with timed_stage(paths, name):
+        with recorded_settings(config, paths), timed_stage(paths, name):
             path = stage.run(config, paths, progress=not no_progress)
         if path is not None:  # None: the stage does not apply to this pipeline, and said why
             click.echo(f"{artifact}: {path}")
@@ -135,13 +169,13 @@ def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures:
         changes["fitness_in"] = fitness_in
     if changes:
         config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
-    save_resolved_config(config, paths)
-    with timed_stage(paths, "train-controller"):
-        evolution, path = controller.evolve_main(config, paths, progress=not no_progress)
-    if config.controller.temperatures:
-        # Work beyond the pipeline's C, timed apart so that it does not count as C's time.
-        with timed_stage(paths, "temperature-sweep"):
-            controller.sweep(config, paths, evolution, path, progress=not no_progress)
+    with recorded_settings(config, paths):
+        with timed_stage(paths, "train-controller"):
+            evolution, path = controller.evolve_main(config, paths, progress=not no_progress)
+        if config.controller.temperatures:
+            # Work beyond the pipeline's C, timed apart so that it does not count as C's time.
+            with timed_stage(paths, "temperature-sweep"):
+                controller.sweep(config, paths, evolution, path, progress=not no_progress)
     click.echo(f"controller: {path}")
 
 stage_command("iterate", "iterate", "agent",

@@ -13,6 +13,7 @@ impossible value raises :class:`ConfigError` naming the dotted key (``collect.wo
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,28 @@ from typing import Any, Literal
 import yaml
 
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+
+
+class SettingsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-4`` and ``1E+6`` are floats.
+
+    PyYAML follows YAML 1.1, whose float needs a dot (``1.0e-4``), so the papers' own notation for a
+    learning rate was read as the string ``'1e-4'``."""
+
+
+SettingsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` as YAML with :class:`SettingsLoader` (numbers in any YAML 1.1 or 1.2 notation)."""
+    return yaml.load(text, Loader=SettingsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+MODEL_FRAME_SIZE = 64
+"""The frame size V's and Dreamer's convolution stacks are built for (``models/vae.py``, ``models/rssm.py``)."""
 
 
 class ConfigError(ValueError):
@@ -70,7 +93,8 @@ class EnvConfig:
     """Each agent action is applied this many env steps; only the last frame is rendered and
     the rewards are summed."""
     frame_size: int = 64
-    """Frames are square ``frame_size x frame_size x 3`` uint8."""
+    """Frames are square ``frame_size x frame_size x 3`` uint8. V's and Dreamer's convolutions take 64
+    (the papers' size), so a pipeline's frames are 64 x 64; the setting names the size in the files."""
     camera: int = 0
     """dm_control camera id."""
     shadows: bool = False
@@ -96,7 +120,8 @@ class EnvConfig:
         _require(kind in ("dmc", "gym", "vizdoom") and bool(name), "env.id",
                  f"expected 'dmc:<domain>-<task>', 'gym:<EnvId>' or 'vizdoom:<scenario>', got {self.id!r}")
         _require(self.action_repeat >= 1, "env.action_repeat", f"must be >= 1, got {self.action_repeat}")
-        _require(8 <= self.frame_size <= 512, "env.frame_size", f"must be in 8..512, got {self.frame_size}")
+        _require(self.frame_size == MODEL_FRAME_SIZE, "env.frame_size",
+                 f"V's and Dreamer's convolutions take {MODEL_FRAME_SIZE} x {MODEL_FRAME_SIZE} frames; got {self.frame_size}")
         _require(self.camera >= 0, "env.camera", f"must be >= 0, got {self.camera}")
         if self.crop is not None:
             top, bottom = self.crop
@@ -515,6 +540,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if annotation is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e5 env steps: a float in YAML's notation, a whole number of steps
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
@@ -576,7 +603,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"{text!r}: an override must look like 'section.key=value'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise ConfigError(f"{key.strip()}: cannot read value {raw!r}: {error}") from None
     return key.strip(), value
@@ -599,7 +626,7 @@ def resolve_pipeline_path(pipeline: str) -> Path:
 
 def _read_tree(path: Path) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(tree, dict):

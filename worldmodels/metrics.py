@@ -1,17 +1,36 @@
 """Per-epoch metrics as JSON lines (``metrics/<stage>.jsonl``), consistent with checkpoints.
 
 A run killed after logging an epoch but before checkpointing it re-trains that epoch; the log
-is first cut back to the checkpoint's epoch so that no epoch appears twice.
+is first cut back to the checkpoint's epoch so that no epoch appears twice. Every line is strict
+JSON: a NaN or an infinity is written as ``null`` (the training runs stop before logging one; other
+measures, such as a score of no episodes, may still be undefined).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from worldmodels import tensorboard
 from worldmodels.checkpoint import atomic_write
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, so that ``json.dumps`` writes strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line (no NaN tokens) with its newline."""
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
 
 
 class MetricsLog:
@@ -41,12 +60,12 @@ class MetricsLog:
         records = [r for r in existing if r[self.step_key] <= step]
         if self.path.is_file() and len(records) == len(existing):
             return  # nothing to drop: leave the file (and its time stamp) alone
-        text = "".join(json.dumps(r) + "\n" for r in records)
+        text = "".join(json_line(r) for r in records)
         atomic_write(self.path, lambda temporary: temporary.write_text(text))
 
     def append(self, record: dict[str, Any]) -> None:
         """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json_line(record))
         tensorboard.log_scalars(self.path.parent.parent / "tensorboard" / self.path.stem, record, self.step_key)

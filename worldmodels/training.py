@@ -5,26 +5,66 @@ run to be the same run (its settings, the fingerprints of its inputs). It keeps 
 both written atomically:
 
 - the *last* one (``checkpoints/<name>_last.pt``), every step: the identity, the step, the
-  models' and optimizers' state, torch's RNG states (CPU, and CUDA where the models run);
+  models' and optimizers' state, torch's RNG states (CPU, and CUDA where the models run), and a
+  copy of the best one;
 - the *best* one (``<name>.pt``), when the run's own measure improves: what the later stages load.
 
 :meth:`TrainingRun.resume` restores the last checkpoint when it continues this very run, cuts the
 metrics log back to its step (a step logged but not checkpointed is redone, never logged twice),
-and says why when it starts over. Every checkpoint records the resolved runtime (device,
-precision, threads) it was written under; checkpoints load on any device.
+and says why when it starts over. It also checks the best file: missing, unreadable or of another
+run, it is written again from the copy in the last checkpoint, so a stage never counts itself done
+while its output is gone. Every checkpoint records the resolved runtime (device, precision,
+threads) it was written under; checkpoints load on any device.
+
+Nothing non-finite is saved: :meth:`TrainingRun.check` stops a run whose losses or weights are NaN
+or infinite, or whose held-out loss has exploded, before it is logged or checkpointed, so the last
+good checkpoint, the best model and the metrics log stay as they were.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.metrics import MetricsLog
 from worldmodels.runtime import Runtime, restore_rng_state, rng_state
 
 logger = logging.getLogger(__name__)
+
+EXPLOSION_FACTOR = 100.0
+"""A held-out loss above ``best + EXPLOSION_FACTOR * max(|best|, 1)`` counts as diverged."""
+BEST_COPY = "best_checkpoint"
+"""The key of the last checkpoint that holds a copy of the best one."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, a weight or a fitness became NaN or infinite, or a held-out loss exploded; the
+    message names the model, the step and the value."""
+
+
+def non_finite(values: Mapping[str, Any]) -> dict[str, float]:
+    """The entries of ``values`` that are numbers but not finite (lists are looked into)."""
+    bad = {}
+    for key, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not math.isfinite(item):
+                bad[key] = float(item)
+                break
+    return bad
+
+
+def non_finite_parameters(modules: Iterable[torch.nn.Module]) -> list[str]:
+    """Names of the parameters of ``modules`` holding a NaN or an infinity."""
+    return [name for module in modules for name, parameter in module.named_parameters()
+            if not bool(torch.isfinite(parameter.detach()).all())]
 
 
 class TrainingRun:
@@ -39,6 +79,7 @@ class TrainingRun:
                  runtime: Runtime, label: str) -> None:
         self.kind, self.identity, self.last, self.best = kind, identity, Path(last), Path(best)
         self.log, self.runtime, self.label = log, runtime, label
+        self._best_copy: dict[str, Any] | None = None
 
     @property
     def step_key(self) -> str:
@@ -57,6 +98,8 @@ class TrainingRun:
             self.log.keep_up_to(0)
             return None
         step = state[self.step_key] if step_of is None else step_of(state)
+        self._best_copy = state.get(BEST_COPY)
+        self._check_best_file()
         if "torch_rng" in state:
             restore_rng_state(state, self.runtime)
         self.log.keep_up_to(step)
@@ -81,10 +124,76 @@ class TrainingRun:
                     f"training {self.label} from scratch")
         return None
 
+    def _check_best_file(self) -> None:
+        """Write the best file again from the last checkpoint's copy when it is missing, unreadable, or
+        not this run's (another pipeline's, other settings', a folder in its place)."""
+        if self._best_copy is None:
+            return
+        problem = self.best_file_problem()
+        if problem is None:
+            return
+        if self.best.is_dir():
+            raise TrainingOutputError(f"{self.best} is a folder where {self.label}'s model should be; "
+                                      "remove it and run the command again")
+        logger.warning(f"{problem}: writing it again from {self.last}")
+        save_checkpoint(self._best_copy, self.best)
+
+    def best_file_problem(self) -> str | None:
+        """What is wrong with the best file as this run's output (None: it is this run's)."""
+        if not self.best.exists():
+            return f"{self.best} is missing"
+        try:
+            state = load_checkpoint(self.best, self.kind)
+        except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+            return str(error)
+        changed = sorted(key for key in self.identity if state.get(key) != self.identity[key])
+        if changed:
+            return f"{self.best} was made by another run ({', '.join(changed)} differ)"
+        return None
+
+    def check(self, step: int, metrics: Mapping[str, Any], modules: Iterable[torch.nn.Module] = (),
+              heldout_key: str | None = None, best: float | None = None) -> None:
+        """Raise :class:`TrainingDiverged` when a metric of ``step`` or a weight of ``modules`` is not
+        finite, or when ``metrics[heldout_key]`` exploded past ``best`` (see ``EXPLOSION_FACTOR``).
+        Called before the step is logged or saved."""
+        where = f"{self.label} diverged at {self.step_key} {step}"
+        keep = (f"{self.last.name} and {self.best.name} still hold the last good {self.step_key}"
+                if self.last.is_file() else "nothing was saved")
+        bad = non_finite(metrics)
+        if bad:
+            shown = ", ".join(f"{key} = {value}" for key, value in sorted(bad.items())[:4])
+            raise TrainingDiverged(f"{where}: {shown}; {keep}. Lower the learning rate or check the data.")
+        broken = non_finite_parameters(modules)
+        if broken:
+            raise TrainingDiverged(f"{where}: non-finite weights in {', '.join(broken[:4])}; {keep}. "
+                                   "Lower the learning rate or check the data.")
+        if heldout_key is not None and best is not None and math.isfinite(best):
+            value = float(metrics[heldout_key])
+            if value > best + EXPLOSION_FACTOR * max(abs(best), 1.0):
+                raise TrainingDiverged(f"{where}: {heldout_key} = {value:.4g}, more than {EXPLOSION_FACTOR:g} x "
+                                       f"max(|best|, 1) above its best {best:.4g}; {keep}. Lower the learning rate.")
+
     def save_last(self, state: dict[str, Any], with_rng: bool = True) -> None:
-        """The resume state: ``state`` (step, models, optimizers...) plus the run's fields and RNG."""
-        save_checkpoint({**self.common(), **state, **(rng_state(self.runtime) if with_rng else {})}, self.last)
+        """The resume state: ``state`` (step, models, optimizers...) plus the run's fields, RNG and a copy
+        of the best checkpoint."""
+        extra = {BEST_COPY: self._best_copy} if self._best_copy is not None else {}
+        save_checkpoint({**self.common(), **state, **(rng_state(self.runtime) if with_rng else {}), **extra},
+                        self.last)
 
     def save_best(self, state: dict[str, Any]) -> None:
-        """The model the later stages load: ``state`` plus the run's fields."""
-        save_checkpoint({**self.common(), **state}, self.best)
+        """The model the later stages load: ``state`` plus the run's fields (kept for the last checkpoint too)."""
+        # A copy, not the live tensors: a state_dict shares its tensors with the model, which trains on.
+        self._best_copy = copy.deepcopy({**self.common(), **state})
+        save_checkpoint(self._best_copy, self.best)
+
+    def require_best(self) -> None:
+        """For a run that is complete: raise :class:`TrainingOutputError` naming what to remove when the
+        best file is not this run's and the last checkpoint holds no copy to write it again from."""
+        problem = self.best_file_problem()
+        if problem is not None:
+            raise TrainingOutputError(f"{problem}, and {self.last} holds no copy of it: remove {self.last} "
+                                      f"to train {self.label} again")
+
+
+class TrainingOutputError(RuntimeError):
+    """A stage's output cannot be used or written again; the message names the file and what to do."""

@@ -41,7 +41,7 @@ from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
 from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
-from worldmodels.metrics import MetricsLog
+from worldmodels.metrics import MetricsLog, strict_json
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import real_population_fitness
@@ -150,6 +150,7 @@ class Evolution:
             dimension = LinearController(**self.model_args).num_parameters
             strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
         if strategy.generation >= generations:
+            run.require_best()
             logger.info(f"{output}: already evolved for {strategy.generation} generations")
             return output
         check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
@@ -161,6 +162,7 @@ class Evolution:
                 started = time.perf_counter()
                 population = strategy.ask()
                 fitness, steps = self.fitness(population, temperature, generation)
+                run.check(generation, {"fitness": fitness.tolist()})  # CMA-ES cannot rank a NaN
                 strategy.tell(population, fitness)
                 seconds = time.perf_counter() - started
                 record = {"generation": generation, "best": float(fitness.max()), "mean": float(fitness.mean()),
@@ -235,7 +237,7 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     table = {"episodes": len(seeds), "seeds": seeds, "dream_rollouts": settings.eval_dream_rollouts, "rows": rows}
     paths.ensure()
     atomic_write(paths.score("temperature_table"),
-                 lambda temporary: temporary.write_text(json.dumps(table, indent=1)))
+                 lambda temporary: temporary.write_text(json.dumps(strict_json(table), indent=1, allow_nan=False)))
     markdown = format_temperature_table(table, beside_paper=config.env.id == PAPER_TASK)
     atomic_write(paths.temperature_table, lambda temporary: temporary.write_text(markdown))
     logger.info(markdown)

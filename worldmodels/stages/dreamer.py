@@ -48,7 +48,7 @@ from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.dreamer import Dreamer, update, updates_due
 from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.figures import dreamer_returns, openloop_strip, prediction_errors
-from worldmodels.metrics import MetricsLog
+from worldmodels.metrics import MetricsLog, strict_json
 from worldmodels.paths import PipelinePaths
 from worldmodels.reference import dreamer_v1_curve
 from worldmodels.runtime import Runtime, resolve
@@ -68,11 +68,13 @@ def _env_steps(path: Path) -> int:
         return reader.num_steps * reader.action_repeat
 
 
-def _identity(settings: DreamerConfig, rollouts: RolloutReader, runtime: Runtime) -> dict[str, Any]:
+def _identity(config: PipelineConfig, rollouts: RolloutReader, runtime: Runtime) -> dict[str, Any]:
+    settings = config.dreamer
     kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
     # The precision shapes the trajectory of the updates; the device alone does not (up to rounding).
+    # The held-out split decides which episodes the replay trains on.
     return {"settings": kept, "rollouts_fingerprint": rollouts.fingerprint, "precision": runtime.precision,
-            "online": settings.env_steps > 0}
+            "online": settings.env_steps > 0, "heldout_fraction": config.data.heldout_fraction}
 
 
 def _online_episodes(path: Path) -> int:
@@ -144,6 +146,7 @@ class _Training:
             batch = {name: self.runtime.to_device(value)
                      for name, value in self.replay.batch(settings.batch_size, self.generator).items()}
             metrics = update(self.dreamer, batch, settings, self.runtime)
+            self.run.check(self.done_updates + 1, metrics)
             self.done_updates += 1
             self.timed += 1
             for key, value in metrics.items():
@@ -171,6 +174,7 @@ class _Training:
 
     def save(self, metrics: dict[str, Any] | None = None, best: bool = False) -> None:
         """The resume state; with ``best``, also ``dreamer.pt`` (the model the later stages load)."""
+        self.run.check(self.done_updates, metrics or {}, self.dreamer.modules().values())
         state = {**self.common, **{name: m.state_dict() for name, m in self.dreamer.modules().items()},
                  "update": self.done_updates, "metrics": metrics or {}}
         if best:
@@ -196,7 +200,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
     paths.ensure()
-    run = TrainingRun(CHECKPOINT_KIND, {"identity": _identity(settings, rollouts, runtime)},
+    run = TrainingRun(CHECKPOINT_KIND, {"identity": _identity(config, rollouts, runtime)},
                       paths.last_checkpoint(CHECKPOINT_KIND), paths.dreamer,
                       MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update"), runtime, "Dreamer")
     data_path = paths.dreamer_rollouts if settings.env_steps else paths.rollouts
@@ -211,6 +215,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         training = _Training(config, paths, runtime, rollouts, data_path, run, bar)
         bar.update(training.done_updates)
         if _finished(paths, training.done_updates, final_updates, settings, data_path):
+            run.require_best()
             logger.info(f"{paths.score('dreamer')}: Dreamer already trained for {training.done_updates} updates "
                         "and scored")
             return paths.score("dreamer")
@@ -307,5 +312,5 @@ def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dr
         logger.info(f"{name}: the objects' open-loop error passes {prediction.FOREGROUND_THRESHOLD:g} of drawing "
                     + (f"none at step {horizon}" if horizon else f"none within {len(curve['foreground_ratio'])} steps"))
     atomic_write(paths.dreamer_prediction,
-                 lambda temporary: temporary.write_text(json.dumps(summary, indent=1)))
+                 lambda temporary: temporary.write_text(json.dumps(strict_json(summary), indent=1, allow_nan=False)))
     return summary

@@ -34,7 +34,7 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
 from worldmodels.figures import frame_rows, openloop_strip
-from worldmodels.metrics import MetricsLog
+from worldmodels.metrics import MetricsLog, strict_json
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
@@ -61,14 +61,15 @@ def heldout_losses(model: MDNRNN, sequences: LatentSequences, settings: MDNRNNCo
 
 
 def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
-                 settings: MDNRNNConfig, runtime: Runtime) -> dict[str, float]:
-    """One pass over the training windows (held on the CPU: each batch's z is drawn there, then moved)."""
+                 settings: MDNRNNConfig, runtime: Runtime, run: TrainingRun) -> dict[str, float]:
+    """One pass over the training windows (held on the CPU: each batch's z is drawn there, then moved).
+    A non-finite loss stops the run at once (``run.check``)."""
     model.train()
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
     order = torch.randperm(len(sequences), generator=generator)
     sums: dict[str, float] = {}
     steps = 0.0
-    for start in range(0, len(order), settings.batch_size):
+    for batch_number, start in enumerate(range(0, len(order), settings.batch_size), 1):
         batch = sequences.select(order[start:start + settings.batch_size])
         z = runtime.to_device(batch.sample_z())
         batch = batch.to(runtime.device)
@@ -87,6 +88,8 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
         weight = float(batch.mask.sum())
         steps += weight
         values = torch.stack([value.detach() for value in losses.values()]).tolist()  # one device sync
+        run.check(epoch, {f"train/loss/{name} (batch {batch_number})": value
+                          for name, value in zip(losses, values, strict=True)})
         for name, value in zip(losses, values, strict=True):
             sums[name] = sums.get(name, 0.0) + value * weight
     return {f"train/loss/{name}": value / steps for name, value in sums.items()} | {"timesteps": steps}
@@ -132,18 +135,23 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                              "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
                              "mixture": settings.mixture}}
     state = run.resume()
-    start_epoch, best = 0, float("inf")
+    start_epoch, best, untrained = 0, float("inf"), float("inf")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state["best_heldout"]
+        untrained = state.get("untrained_heldout", float("inf"))
     if start_epoch == 0 and start_from is not None:
         previous, checkpoint = load_mdnrnn(start_from)
         if checkpoint["model_args"] != common["model_args"]:
             raise ValueError(f"{start_from}: an M of another shape ({checkpoint['model_args']}) cannot start "
                              f"this one ({common['model_args']})")
         model.load_state_dict(previous.state_dict())
+    if state is None:
+        # The starting M's held-out loss: what a diverging run is measured against before its first best.
+        untrained = heldout_losses(model, heldout, settings)["heldout/loss/total"]
     if start_epoch >= settings.epochs:
+        run.require_best()
         logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         if not paths.simulator_metrics.is_file():
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
@@ -154,19 +162,20 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
               dynamic_ncols=True) as epochs:
         for epoch in epochs:
             epoch_start = time.perf_counter()
-            metrics = _train_epoch(model, optimizer, train, epoch, settings, runtime)
+            metrics = _train_epoch(model, optimizer, train, epoch, settings, runtime, run)
             metrics["timesteps_per_s"] = metrics.pop("timesteps") / (time.perf_counter() - epoch_start)
             epochs.set_postfix(z_nll=f"{metrics['train/loss/z_nll']:.3f}", steps_s=f"{metrics['timesteps_per_s']:.0f}")
             if epoch % settings.eval_every and epoch != settings.epochs:
                 continue
             metrics = {"epoch": epoch, **metrics, **heldout_losses(model, heldout, settings)}
+            run.check(epoch, metrics, [model], "heldout/loss/total", min(best, untrained))
             log.append(metrics)
             improved = metrics["heldout/loss/total"] < best
             best = min(best, metrics["heldout/loss/total"])
             if improved:
                 run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                           "best_heldout": best})
+                           "best_heldout": best, "untrained_heldout": untrained})
     logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
@@ -199,7 +208,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
         **gap, "zero_action": calibration,
     }
     atomic_write(paths.simulator_metrics,
-                 lambda temporary: temporary.write_text(json.dumps(summary, indent=1)))
+                 lambda temporary: temporary.write_text(json.dumps(strict_json(summary), indent=1, allow_nan=False)))
     record = {"epoch": checkpoint["epoch"], "simulator": True,
               **{f"openloop/latent_error@{h}": errors["latent_error"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
               **{f"openloop/pixel_mse@{h}": errors["pixel_mse"][h - 1] for h in REPORTED_HORIZONS if h <= steps},

@@ -166,11 +166,15 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     if state is None:
         background = median_frame(reader, train_rows, settings.median_frames)
         start_epoch, best = 0, float("inf")
+        # The untrained V's held-out loss: what a diverging run is measured against before its first best.
+        untrained = evaluate(model, reader, eval_rows, runtime.to_device(background), settings)["heldout/loss/total"]
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         background, start_epoch, best = state["background"], state["epoch"], state["best_heldout"]
+        untrained = state.get("untrained_heldout", float("inf"))
         if start_epoch >= settings.epochs:
+            run.require_best()
             logger.info(f"{paths.vae}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
             return paths.vae
     batches = ShuffledFrameBatches(reader, train_rows, settings.batch_size, settings.seed)
@@ -180,10 +184,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         train_metrics, seconds = _train_epoch(model, optimizer, batches, epoch, device_background, settings,
-                                              runtime, progress)
+                                              runtime, progress, run)
         metrics = {"epoch": epoch, **train_metrics,
                    **evaluate(model, reader, eval_rows, device_background, settings),
                    "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
+        run.check(epoch, metrics, [model], "heldout/loss/total", min(best, untrained))
         run.log.append(metrics)
         improved = metrics["heldout/loss/total"] < best
         best = min(best, metrics["heldout/loss/total"])
@@ -192,7 +197,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"),
                                    runtime)
         run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                       "best_heldout": best, "metrics": metrics})
+                       "best_heldout": best, "untrained_heldout": untrained, "metrics": metrics})
         logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
                     f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
                     f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}")
@@ -202,16 +207,17 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
 def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: ShuffledFrameBatches, epoch: int,
                  background: torch.Tensor, settings: VAEConfig, runtime: Runtime,
-                 progress: bool) -> tuple[dict[str, float], float]:
+                 progress: bool, run: TrainingRun) -> tuple[dict[str, float], float]:
     """One pass over the training frames; returns (mean losses, seconds). ``background`` on the model's device;
-    the uint8 frames move there before they become floats (4x fewer bytes to copy)."""
+    the uint8 frames move there before they become floats (4x fewer bytes to copy). A non-finite loss stops
+    the run at once (``run.check``), not at the end of the epoch."""
     model.train()
     sums = {"recon": 0.0, "kl": 0.0, "total": 0.0}
     frames_seen = 0
     started = time.perf_counter()
     with tqdm(total=len(batches.rows), unit="img", desc=f"V epoch {epoch}", disable=not progress,
               dynamic_ncols=True, leave=False) as bar:
-        for frames in batches.epoch(epoch):
+        for batch_number, frames in enumerate(batches.epoch(epoch), 1):
             x = _memory_format(frames_to_input(runtime.to_device(frames)), settings)
             reconstruction, mu, logvar = model(x)
             losses = vae_loss(reconstruction, x, mu, logvar, settings.kl_tolerance,
@@ -222,6 +228,8 @@ def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: Shuf
             count = len(frames)
             frames_seen += count
             values = {key: float(losses[key].detach()) for key in sums}  # one device sync per batch
+            run.check(epoch, {f"train/loss/{key} (batch {batch_number})": value
+                              for key, value in values.items()})
             for key in sums:
                 sums[key] += values[key] * count
             bar.update(count)
