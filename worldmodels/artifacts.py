@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from worldmodels.checkpoint import load_checkpoint
+from worldmodels.checkpoint import file_sha256, load_checkpoint
 from worldmodels.config import DreamerConfig
 from worldmodels.dreamer import Dreamer
 from worldmodels.models.controller import LinearController
@@ -63,3 +63,24 @@ def load_dreamer(path: Path, device: torch.device | str = "cpu") -> tuple[Dreame
         module.load_state_dict(checkpoint[name])
         module.eval()
     return dreamer, checkpoint
+
+
+def refuse_m_of_another_v(m_checkpoint: dict[str, Any], mdnrnn_path: Path, vae_path: Path) -> None:
+    """Raise ``TrainingOutputError`` when the M in ``mdnrnn_path`` was not trained on ``vae_path``'s latents
+    (another pipeline's M, or one trained before V changed)."""
+    from worldmodels.training import TrainingOutputError
+
+    if m_checkpoint.get("inputs", {}).get("vae_sha256") != file_sha256(vae_path):
+        raise TrainingOutputError(f"{mdnrnn_path} was trained on the latents of another V than {vae_path} (another "
+                                  "pipeline's M, or one trained before V changed); run `wm encode` and "
+                                  "`wm train-mdnrnn` to make this pipeline's")
+
+
+def refuse_c_of_another_m(c_checkpoint: dict[str, Any], controller_path: Path, mdnrnn_path: Path) -> None:
+    """Raise ``TrainingOutputError`` when the C in ``controller_path`` was not evolved with ``mdnrnn_path``'s M."""
+    from worldmodels.training import TrainingOutputError
+
+    if c_checkpoint.get("inputs", {}).get("mdnrnn_sha256") != file_sha256(mdnrnn_path):
+        raise TrainingOutputError(f"{controller_path} was evolved with another M than {mdnrnn_path} (another "
+                                  "pipeline's C, or one evolved before M changed); run `wm train-controller` to "
+                                  "make this pipeline's")

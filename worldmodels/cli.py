@@ -207,11 +207,18 @@ def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> N
 @main.command()
 @_user_errors
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def info(file: Path) -> None:
+@click.option("--check", is_flag=True,
+              help="Also read every committed episode's data and check it all reached the disk (exit 1 if not).")
+def info(file: Path, check: bool) -> None:
     """Describe an HDF5 file written by worldmodels (rollouts or latents): episodes, steps, returns, shapes."""
-    from worldmodels.data.info import describe_file
+    from worldmodels.data.info import check_file, describe_file
 
     click.echo(describe_file(file))
+    if check:
+        problems = check_file(file)
+        if problems:
+            raise click.ClickException("\n".join(problems))
+        click.echo("check           every committed episode's data is on disk and readable")
 
 
 @main.command("config")

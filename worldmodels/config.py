@@ -121,7 +121,8 @@ class EnvConfig:
                  f"expected 'dmc:<domain>-<task>', 'gym:<EnvId>' or 'vizdoom:<scenario>', got {self.id!r}")
         _require(self.action_repeat >= 1, "env.action_repeat", f"must be >= 1, got {self.action_repeat}")
         _require(self.frame_size == MODEL_FRAME_SIZE, "env.frame_size",
-                 f"V's and Dreamer's convolutions take {MODEL_FRAME_SIZE} x {MODEL_FRAME_SIZE} frames; got {self.frame_size}")
+                 f"V's and Dreamer's convolutions take {MODEL_FRAME_SIZE} x {MODEL_FRAME_SIZE} frames; "
+                 f"got {self.frame_size}")
         _require(self.camera >= 0, "env.camera", f"must be >= 0, got {self.camera}")
         if self.crop is not None:
             top, bottom = self.crop

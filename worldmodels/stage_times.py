@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -19,6 +20,8 @@ from typing import Any
 
 from worldmodels.checkpoint import atomic_write
 from worldmodels.paths import PipelinePaths
+
+logger = logging.getLogger(__name__)
 
 # Written by every command, whether or not it had work to do.
 _ALWAYS_WRITTEN = ("config.yaml", "stage_times.json")
@@ -54,16 +57,26 @@ def timed_stage(paths: PipelinePaths, stage: str) -> Iterator[None]:
         completed = True
     finally:
         seconds = time.perf_counter() - started
-        # 50 ms of slack: file times come from a coarser clock than time.time().
-        if _wrote_since(paths.root, started_at - 0.05):
-            times = read_stage_times(paths)
-            entry = times.get(stage, {})
-            pending = float(entry.get("pending_seconds", 0.0))
+        try:
+            _record(paths, stage, started_at, seconds, completed)
+        except OSError as error:
             if completed:
-                entry = {"seconds": pending + seconds, "pending_seconds": 0.0,
-                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            else:
-                entry = {**entry, "pending_seconds": pending + seconds}
-            times[stage] = entry
-            paths.ensure()
-            atomic_write(paths.stage_times, lambda temporary: temporary.write_text(json.dumps(times, indent=1)))
+                raise
+            # The stage's own error says more (the same full disk, most often): keep it, not this one.
+            logger.warning(f"{paths.stage_times}: the stage's time was not recorded ({error.strerror or error})")
+
+
+def _record(paths: PipelinePaths, stage: str, started_at: float, seconds: float, completed: bool) -> None:
+    # 50 ms of slack: file times come from a coarser clock than time.time().
+    if _wrote_since(paths.root, started_at - 0.05):
+        times = read_stage_times(paths)
+        entry = times.get(stage, {})
+        pending = float(entry.get("pending_seconds", 0.0))
+        if completed:
+            entry = {"seconds": pending + seconds, "pending_seconds": 0.0,
+                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        else:
+            entry = {**entry, "pending_seconds": pending + seconds}
+        times[stage] = entry
+        paths.ensure()
+        atomic_write(paths.stage_times, lambda temporary: temporary.write_text(json.dumps(times, indent=1)))

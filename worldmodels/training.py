@@ -195,5 +195,17 @@ class TrainingRun:
                                       f"to train {self.label} again")
 
 
+def refuse_if_made_by_another_run(checkpoint: Mapping[str, Any], path: Path, identity: Mapping[str, Any],
+                                  command: str) -> None:
+    """Raise :class:`TrainingOutputError` naming ``path`` and the fields that differ when ``checkpoint`` (read
+    from ``path``) was not made with ``identity`` (another pipeline's model, or one made before the inputs or
+    settings changed); ``command`` makes this run's."""
+    changed = sorted(key for key in identity if checkpoint.get(key) != identity[key])
+    if changed:
+        raise TrainingOutputError(f"{path} was made by another run ({', '.join(changed)} differ: another "
+                                  f"pipeline's, or made before its inputs or settings changed); run `{command}` "
+                                  "to make this pipeline's")
+
+
 class TrainingOutputError(RuntimeError):
     """A stage's output cannot be used or written again; the message names the file and what to do."""

@@ -26,6 +26,18 @@ def describe_file(path: str | Path) -> str:
     return describe_latents(path) if kind == LATENTS_KIND else describe_rollouts(path)
 
 
+def check_file(path: str | Path) -> list[str]:
+    """Problems with a rollouts file's committed data (see ``RolloutReader.verify``); a latents file is
+    read whole when opened, so opening it is its check."""
+    with h5py.File(path, "r") as handle:
+        kind = handle.attrs.get("kind")
+    if kind == LATENTS_KIND:
+        LatentReader(Path(path))
+        return []
+    with RolloutReader(path) as reader:
+        return reader.verify()
+
+
 def describe_latents(path: str | Path) -> str:
     """A multi-line summary of a latents file."""
     latents = LatentReader(Path(path))

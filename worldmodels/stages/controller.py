@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
-from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae
+from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae, refuse_m_of_another_v
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader
@@ -75,7 +75,8 @@ class Evolution:
         self.runtime = resolve(config.runtime).apply()
         rollouts = RolloutReader(paths.rollouts)
         latents = LatentReader(paths.latents, paths.vae, rollouts)
-        self.model, _ = load_mdnrnn(paths.mdnrnn, self.runtime.device)
+        self.model, m_checkpoint = load_mdnrnn(paths.mdnrnn, self.runtime.device)
+        refuse_m_of_another_v(m_checkpoint, paths.mdnrnn, paths.vae)
         train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
         if config.controller.dream_starts == "first":
             self.start_mu, self.start_logvar = first_latents(latents, train_episodes)

@@ -23,6 +23,8 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
+from worldmodels.stages.vae import vae_identity
+from worldmodels.training import refuse_if_made_by_another_run
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +55,23 @@ def encode_frames(model: torch.nn.Module, reader: RolloutReader, batch_size: int
     return mu, logvar, frames_total / max(time.perf_counter() - started, 1e-9)
 
 
-def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Write ``latents.h5`` for the current ``vae.pt`` and ``rollouts.h5``; returns its path."""
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, v_of_other_rollouts: bool = False) -> Path:
+    """Write ``latents.h5`` for the current ``vae.pt`` and ``rollouts.h5``; returns its path.
+
+    ``vae.pt`` must be this pipeline's V: trained with its settings on this ``rollouts.h5`` (or, with
+    ``v_of_other_rollouts``, on any rollouts: the iterative procedure's rounds keep the first round's V)."""
     runtime = resolve(config.runtime).apply()
     reader = RolloutReader(paths.rollouts)
     if not paths.vae.is_file():
         raise FileNotFoundError(f"{paths.vae}: no VAE checkpoint; run `wm train-vae` first")
+    model, checkpoint = load_vae(paths.vae, runtime.device)
+    identity = vae_identity(config, reader)
+    if v_of_other_rollouts:
+        identity.pop("rollouts_fingerprint")
+    refuse_if_made_by_another_run(checkpoint, paths.vae, identity, "wm train-vae")
     if latents_match(paths.latents, paths.vae, reader):
         logger.info(f"{paths.latents}: up to date with {paths.vae.name} and {paths.rollouts.name}")
         return paths.latents
-    model, _ = load_vae(paths.vae, runtime.device)
     mu, logvar, rate = encode_frames(model, reader, config.vae.encode_batch_size, progress,
                                      config.vae.channels_last)
     vae_hash, fingerprint = file_sha256(paths.vae), reader.fingerprint

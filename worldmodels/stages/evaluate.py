@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
-from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae
+from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae, refuse_c_of_another_m, refuse_m_of_another_v
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader
@@ -50,8 +50,10 @@ def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModel
     """V + M + C of one pipeline folder on ``device``, and the env steps of data they were trained on."""
     rollouts = RolloutReader(paths.rollouts)
     vae, _ = load_vae(paths.vae, device)
-    mdnrnn, _ = load_mdnrnn(paths.mdnrnn, device)
-    controller, _ = load_controller(paths.controller)
+    mdnrnn, m_checkpoint = load_mdnrnn(paths.mdnrnn, device)
+    controller, c_checkpoint = load_controller(paths.controller)
+    refuse_m_of_another_v(m_checkpoint, paths.mdnrnn, paths.vae)
+    refuse_c_of_another_m(c_checkpoint, paths.controller, paths.mdnrnn)
     return WorldModelAgent(vae, mdnrnn, controller), rollouts.num_steps * rollouts.action_repeat
 
 
@@ -61,8 +63,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     final = paths.round(config.iterate.iterations)  # the last round's agent
     if not final.controller.is_file():
-        raise FileNotFoundError(f"{final.controller}: no final controller; run `wm iterate` "
-                                f"(iterate.iterations={config.iterate.iterations})")
+        command = ("wm train-controller" if final == paths
+                   else f"wm iterate (iterate.iterations={config.iterate.iterations})")
+        raise FileNotFoundError(f"{final.controller}: no final controller; run `{command}`")
     agents = {"worldmodel": _world_model(final, runtime.device)}
     if final != paths:
         agents["worldmodel_round0"] = _world_model(paths, runtime.device)

@@ -143,7 +143,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
         vae_stage.run(config, current, progress)
     elif not current.vae.is_file() or file_sha256(current.vae) != file_sha256(previous.vae):
         _copy_atomically(previous.vae, current.vae)
-    encode.run(config, current, progress)
+    encode.run(config, current, progress, v_of_other_rollouts=not settings.retrain_vae)
     if settings.mdnrnn_epochs:
         m_config = dataclasses.replace(config, mdnrnn=dataclasses.replace(config.mdnrnn, epochs=settings.mdnrnn_epochs))
         mdnrnn_stage.run(m_config, current, progress, start_from=previous.mdnrnn)

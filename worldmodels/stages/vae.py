@@ -107,6 +107,11 @@ def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     return settings
 
 
+def vae_identity(config: PipelineConfig, reader: RolloutReader) -> dict[str, Any]:
+    """What makes a V this pipeline's: the settings that shape it and the rollouts it was trained on."""
+    return {"settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint}
+
+
 def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
     ratio = metrics["heldout/foreground_ratio"]
     if epoch >= 2 and ratio > COLLAPSE_RATIO:
@@ -152,7 +157,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     paths.ensure()
     train_rows, heldout_rows = split_frame_rows(reader, config)
     eval_rows = evenly_spaced(heldout_rows, settings.eval_frames)
-    identity = {"settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint}
+    identity = vae_identity(config, reader)
     run = TrainingRun(CHECKPOINT_KIND, identity, paths.last_checkpoint(CHECKPOINT_KIND), paths.vae,
                       MetricsLog(paths.metrics(CHECKPOINT_KIND)), runtime, "V")
 
