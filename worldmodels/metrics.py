@@ -39,8 +39,14 @@ class MetricsLog:
     def __init__(self, path: Path, step_key: str = "epoch") -> None:
         self.path = Path(path)
         self.step_key = step_key
+        self._cut_at: int | None = None
 
     def read(self) -> list[dict[str, Any]]:
+        """The records, as they will be once a pending :meth:`keep_up_to_when_appending` is done."""
+        records = self._read_file()
+        return records if self._cut_at is None else [r for r in records if r[self.step_key] <= self._cut_at]
+
+    def _read_file(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
@@ -56,15 +62,24 @@ class MetricsLog:
 
     def keep_up_to(self, step: int) -> None:
         """Drop records whose step is past ``step`` (0 drops everything); no write when none is."""
-        existing = self.read()
+        existing = self._read_file()
         records = [r for r in existing if r[self.step_key] <= step]
         if self.path.is_file() and len(records) == len(existing):
             return  # nothing to drop: leave the file (and its time stamp) alone
         text = "".join(json_line(r) for r in records)
         atomic_write(self.path, lambda temporary: temporary.write_text(text))
 
+    def keep_up_to_when_appending(self, step: int) -> None:
+        """:meth:`keep_up_to` ``step``, done at the next :meth:`append`: a run that starts over, or goes on,
+        leaves the log of the previous one as it is until it has a step of its own to log (a run that fails
+        before its first step leaves it intact)."""
+        self._cut_at = step
+
     def append(self, record: dict[str, Any]) -> None:
         """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
+        if self._cut_at is not None:
+            self.keep_up_to(self._cut_at)
+            self._cut_at = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(json_line(record))

@@ -3,10 +3,18 @@
 Built on :class:`concurrent.futures.ProcessPoolExecutor`, which notices a dead worker (a crash,
 a kill, a segfault in native code) and fails the pending futures instead of hanging; we turn
 that into an error naming the items in flight.
+
+Workers die with their parent: each asks the kernel for SIGKILL when the parent dies (so even a
+``kill -9`` of the driver leaves no orphan, and multiprocessing's resource tracker, whose pipe the
+workers hold, ends too), and a pool left by an exception (Ctrl-C, SIGTERM, an error) kills its
+workers instead of letting them finish their tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import signal
@@ -56,7 +64,22 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies, however the parent dies (SIGKILL
+    included, where no Python code of the parent runs). Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int,
+                  parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     # The parent handles Ctrl-C and stops the pool; workers must not print their own tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool spawns its processes on demand, after ordered_map's environment block has ended,
@@ -91,18 +114,25 @@ class WorkerPool:
             with environment(thread_limits(threads_per_worker)):
                 self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_start_worker,
-                                                 initargs=(initializer, initargs, threads_per_worker))
+                                                 initargs=(initializer, initargs, threads_per_worker,
+                                                           os.getpid()))
 
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(kill=exc_type is not None)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers; with ``kill`` (an error, Ctrl-C, SIGTERM) at once, not after their current task."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if kill:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(OSError, ValueError):
+                    process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def map(self, function: Callable[[Item], Result], items: Iterable[Item],
             describe: Callable[[Item], str] = repr) -> Iterator[Result]:

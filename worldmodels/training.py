@@ -10,7 +10,8 @@ both written atomically:
 - the *best* one (``<name>.pt``), when the run's own measure improves: what the later stages load.
 
 :meth:`TrainingRun.resume` restores the last checkpoint when it continues this very run, cuts the
-metrics log back to its step (a step logged but not checkpointed is redone, never logged twice),
+metrics log back to its step when the next step is logged (a step logged but not checkpointed is
+redone, never logged twice; a run that fails before that leaves the log as it was),
 and says why when it starts over. It also checks the best file: missing, unreadable or of another
 run, it is written again from the copy in the last checkpoint, so a stage never counts itself done
 while its output is gone. Every checkpoint records the resolved runtime (device, precision,
@@ -95,14 +96,14 @@ class TrainingRun:
         a checkpoint that does not store it under ``step_key``."""
         state = self._continuing()
         if state is None:
-            self.log.keep_up_to(0)
+            self.log.keep_up_to_when_appending(0)
             return None
         step = state[self.step_key] if step_of is None else step_of(state)
         self._best_copy = state.get(BEST_COPY)
         self._check_best_file()
         if "torch_rng" in state:
             restore_rng_state(state, self.runtime)
-        self.log.keep_up_to(step)
+        self.log.keep_up_to_when_appending(step)
         logger.info(f"resuming {self.label} after {self.step_key} {step}")
         return state
 
