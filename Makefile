@@ -97,8 +97,17 @@ report: | $(STAMP)
 $(OUT)/report.html: $(OUT)/scores/worldmodel.json $(OUT)/scores/oracle.json $(OUT)/scores/dreamer.json FORCE
 	$(WM) report $(WM_ARGS)
 
+# The report's test opens it in headless Chromium (Debian's package), installed here when missing.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Chromium, which the report's test renders the page with"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "The report's test needs Chromium. Run:" >&2; echo "  sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; \
+	fi
+	WM_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/collect.py

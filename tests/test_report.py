@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import os
 import re
 from html.parser import HTMLParser
 
@@ -88,6 +89,40 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     assert "2086 +- 140" in page  # the paper's table beside ours
     for stage in ("collect", "train-vae", "train-mdnrnn", "dreamer"):
         assert f"<td>{stage}</td>" in page  # wall clock per stage
+
+
+def _browser():
+    """Chromium, or a skip where it is missing; ``make test`` installs it and sets WM_REQUIRE_BROWSER=1, so
+    that there its absence fails instead."""
+    from worldmodels.reporting.browser import find_browser
+
+    browser = find_browser()
+    if browser is None:
+        if os.environ.get("WM_REQUIRE_BROWSER") == "1":
+            pytest.fail("no Chromium on this machine, and make test needs one (Debian: apt-get install chromium)")
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; make test installs it)")
+    return browser
+
+
+def test_the_report_renders_in_a_real_browser_without_an_error_or_a_broken_image(full_run, tmp_path):
+    from worldmodels.reporting.browser import check_in_browser
+
+    config, paths = full_run
+    page = report.run(config, paths)
+    screenshot = paths.figure("report_screenshot")
+    assert check_in_browser(page, screenshot, _browser()) == []
+    shot = Image.open(screenshot)
+    assert shot.width == 1280 and shot.height > 3000  # the whole page, not the first screen
+    darkest, lightest = shot.convert("L").getextrema()
+    assert lightest - darkest > 100  # drawn, not blank
+    # The same page with a broken image and a script error: both are found.
+    damaged = tmp_path / "damaged.html"
+    damaged.write_text(page.read_text().replace(
+        "</body>", '<img alt="broken one" src="data:image/png;base64,AAAA"><script>console.error("boom")</script>'
+                   "</body>"))
+    problems = check_in_browser(damaged, tmp_path / "damaged.png", _browser())
+    assert "image does not decode: broken one" in problems
+    assert any(problem.startswith("console error: boom") for problem in problems)
 
 
 def test_a_missing_stage_shows_as_missing_with_its_command(tmp_path):
