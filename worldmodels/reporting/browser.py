@@ -165,10 +165,12 @@ def _problems(events: list[dict[str, Any]]) -> list[str]:
             problems.append(f"console error: {text}")
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
-            problems.append(f"uncaught exception: {details.get('exception', {}).get('description') or details.get('text')}")
+            description = details.get("exception", {}).get("description") or details.get("text")
+            problems.append(f"uncaught exception: {description}")
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
-            problems.append(f"{entry.get('source', 'browser')} error: {entry.get('text')} {entry.get('url', '')}".strip())
+            where = entry.get("url", "")
+            problems.append(f"{entry.get('source', 'browser')} error: {entry.get('text')} {where}".strip())
         elif method == "Network.loadingFailed" and not params.get("canceled"):
             problems.append(f"failed to load: {params.get('errorText')} ({params.get('type', '')})")
     return problems
