@@ -432,3 +432,33 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and str(blocker) in lines[0]
+
+
+def test_a_dead_worker_of_real_env_fitness_is_an_error_naming_its_candidates(trained):
+    from worldmodels.artifacts import load_mdnrnn, load_vae
+    from worldmodels.models.controller import LinearController
+    from worldmodels.parallel import WorkerError
+    from worldmodels.real_fitness import real_population_fitness
+
+    dying = smoke_config("env.id=gym:tests.faulty_envs:Dying-v0")
+    vae, _ = load_vae(trained.vae)
+    model, _ = load_mdnrnn(trained.mdnrnn)
+    model_args = {"z_size": model.z_size, "hidden_size": model.hidden_size, "action_size": model.action_size}
+    population = np.zeros((3, LinearController(**model_args).num_parameters))
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match="worker process died"):
+        real_population_fitness(dying.env, vae, model, model_args, population, [1, 2], workers=2)
+    assert time.monotonic() - started < 60
+
+
+def test_a_finished_dreamer_whose_model_is_gone_writes_it_again_without_training(trained, tmp_path):
+    paths = copy_trained_m(trained, tmp_path)
+    dreamer_stage.run(smoke_config(), paths, progress=False)
+    expected, log_before = load_checkpoint(paths.dreamer, "dreamer"), paths.metrics("dreamer").read_text()
+    paths.dreamer.unlink()
+    dreamer_stage.run(smoke_config(), paths, progress=False)
+    rebuilt = load_checkpoint(paths.dreamer, "dreamer")
+    assert rebuilt["update"] == expected["update"]
+    for name, tensor in expected["world_model"].items():
+        torch.testing.assert_close(rebuilt["world_model"][name], tensor, rtol=0, atol=0)
+    assert paths.metrics("dreamer").read_text() == log_before
