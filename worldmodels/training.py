@@ -68,6 +68,11 @@ def non_finite_parameters(modules: Iterable[torch.nn.Module]) -> list[str]:
             if not bool(torch.isfinite(parameter.detach()).all())]
 
 
+def differing_fields(checkpoint: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
+    """The keys of ``identity`` whose value ``checkpoint`` does not hold, sorted."""
+    return sorted(key for key in identity if checkpoint.get(key) != identity[key])
+
+
 class TrainingRun:
     """One resumable run of one model.
 
@@ -111,7 +116,7 @@ class TrainingRun:
         if not self.last.is_file():
             return None
         state = load_checkpoint(self.last, self.kind)
-        changed = sorted(key for key in self.identity if state.get(key) != self.identity[key])
+        changed = differing_fields(state, self.identity)
         if not changed:
             return state
         details = []
@@ -147,7 +152,7 @@ class TrainingRun:
             state = load_checkpoint(self.best, self.kind)
         except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
             return str(error)
-        changed = sorted(key for key in self.identity if state.get(key) != self.identity[key])
+        changed = differing_fields(state, self.identity)
         if changed:
             return f"{self.best} was made by another run ({', '.join(changed)} differ)"
         return None
@@ -201,7 +206,7 @@ def refuse_if_made_by_another_run(checkpoint: Mapping[str, Any], path: Path, ide
     """Raise :class:`TrainingOutputError` naming ``path`` and the fields that differ when ``checkpoint`` (read
     from ``path``) was not made with ``identity`` (another pipeline's model, or one made before the inputs or
     settings changed); ``command`` makes this run's."""
-    changed = sorted(key for key in identity if checkpoint.get(key) != identity[key])
+    changed = differing_fields(checkpoint, identity)
     if changed:
         raise TrainingOutputError(f"{path} was made by another run ({', '.join(changed)} differ: another "
                                   f"pipeline's, or made before its inputs or settings changed); run `{command}` "
