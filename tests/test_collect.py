@@ -130,3 +130,15 @@ def test_collect_source_names_a_missing_file_and_other_env_settings(tmp_path):
     _source_file(other, smoke_config("env.action_repeat=2"), range(2))
     with pytest.raises(StoreError, match="env.action_repeat: file has 2, config has 8"):
         collect.run(smoke_config(f"collect.source={other}"), PipelinePaths(tmp_path / "smoke"), progress=False)
+
+
+def test_a_complete_file_is_not_even_opened_for_writing_again(reference, tmp_path):
+    """A re-run with nothing to do leaves the file's bytes and time stamp alone (make and the stage times
+    read a rewritten file as new work)."""
+    copy = tmp_path / "smoke" / "rollouts.h5"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(reference.read_bytes())
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    _collect(tmp_path, "collect.episodes=5", "collect.workers=0")
+    assert copy.stat().st_mtime == 1_000_000_000
+    assert copy.read_bytes() == reference.read_bytes()

@@ -278,12 +278,12 @@ class RolloutWriter:
             last = episodes[-1]
             steps_end = int(last["step_offset"] + last["length"])
             frames_end = int(last["frame_offset"] + last["length"] + 1)
-        if self._file["frames"].shape[0] != frames_end:
-            self._file["frames"].resize(frames_end, axis=0)
-        for name in ("actions", "rewards", "terminated", "truncated"):
-            if self._file[name].shape[0] != steps_end:
-                self._file[name].resize(steps_end, axis=0)
-        self._file.flush()
+        ends = {"frames": frames_end} | {name: steps_end for name in ("actions", "rewards", "terminated", "truncated")}
+        cut = [name for name, end in ends.items() if self._file[name].shape[0] != end]
+        for name in cut:
+            self._file[name].resize(ends[name], axis=0)
+        if cut:  # nothing written when there is nothing to cut: a complete file keeps its time stamp
+            self._file.flush()
 
     @property
     def num_episodes(self) -> int:
@@ -415,6 +415,11 @@ class RolloutReader:
         return state
 
     @property
+    def handle(self) -> h5py.File:
+        """The open HDF5 file (this process's)."""
+        return self._file
+
+    @property
     def num_episodes(self) -> int:
         return len(self.episodes)
 
@@ -511,7 +516,7 @@ class RolloutReader:
         Checks that every chunk under a committed episode exists in the file (one that does not reads
         as zeros: black frames) and reads every committed row of every dataset."""
         problems = []
-        first = first_unwritten_episode(self._file)
+        first = first_unwritten_episode(self.handle)
         if first is not None:
             problems.append(f"{self.path}: episodes {first}..{self.num_episodes - 1} were committed but part of "
                             "their data never reached the disk (a full disk?); `wm collect` drops and collects "

@@ -19,7 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
-from worldmodels.data.store import Episode, RolloutReader, RolloutWriter, StoreError, env_differences
+from worldmodels.data.store import (
+    Episode,
+    RolloutReader,
+    RolloutWriter,
+    StoreError,
+    env_differences,
+    first_unwritten_episode,
+)
 from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
 from worldmodels.paths import PipelinePaths
@@ -67,9 +74,9 @@ def _collect_episode(index: int) -> Episode:
     return episode
 
 
-def _episodes_done(writer: RolloutWriter, config: CollectConfig) -> int:
+def _episodes_done(writer: RolloutWriter | RolloutReader, config: CollectConfig) -> int:
     """How many of this config's collect episodes the file already holds (checked to be 0..n-1)."""
-    rows = writer.episode_rows()
+    rows = writer.episode_rows() if isinstance(writer, RolloutWriter) else writer.episodes
     sources = np.char.decode(rows["source"]) if len(rows) else np.zeros(0, str)
     mine = rows[np.char.startswith(sources, SOURCE_PREFIX)] if len(rows) else rows
     wanted = collect_source(config)
@@ -119,12 +126,30 @@ def copy_episodes(config: PipelineConfig, paths: PipelinePaths, progress: bool =
     return paths.rollouts
 
 
+def _already_complete(config: PipelineConfig, paths: PipelinePaths) -> bool:
+    """Whether ``rollouts.h5`` holds every episode asked for, whole and of this env, read without opening it
+    for writing (HDF5 touches a file it opens to write, and a re-run with nothing to do must not count as work)."""
+    if not paths.rollouts.is_file():
+        return False
+    with RolloutReader(paths.rollouts) as reader:
+        if env_differences(reader.env_config, dataclasses.asdict(config.env)) or \
+                first_unwritten_episode(reader.handle) is not None:
+            return False  # the writer says what is wrong, or mends it
+        done = _episodes_done(reader, config.collect)
+    if done < config.collect.episodes:
+        return False
+    logger.info(f"{paths.rollouts}: already holds {done} collect episodes (asked for {config.collect.episodes})")
+    return True
+
+
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Fill ``paths.rollouts`` up to ``config.collect.episodes`` collect episodes (or copy them from
     ``collect.source``); return its path."""
     collect = config.collect
     if collect.source is not None:
         return copy_episodes(config, paths, progress)
+    if _already_complete(config, paths):
+        return paths.rollouts
     env_info, frame_shape, action_size = probe_env(config.env)
     paths.ensure()
     with RolloutWriter(paths.rollouts, dataclasses.asdict(config.env), env_info, frame_shape,
