@@ -462,3 +462,13 @@ def test_a_finished_dreamer_whose_model_is_gone_writes_it_again_without_training
     for name, tensor in expected["world_model"].items():
         torch.testing.assert_close(rebuilt["world_model"][name], tensor, rtol=0, atol=0)
     assert paths.metrics("dreamer").read_text() == log_before
+
+
+def test_dreamer_does_not_resume_a_run_made_with_another_heldout_split(trained, tmp_path, caplog):
+    paths = copy_trained_m(trained, tmp_path)
+    dreamer_stage.run(smoke_config("dreamer.updates=2"), paths, progress=False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="worldmodels"):
+        dreamer_stage.run(smoke_config("dreamer.updates=4", "data.heldout_fraction=0.5"), paths, progress=False)
+    assert "identity.heldout_fraction" in caplog.text and "training Dreamer from scratch" in caplog.text
+    assert load_checkpoint(paths.last_checkpoint("dreamer"), "dreamer")["identity"]["heldout_fraction"] == 0.5
