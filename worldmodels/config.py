@@ -71,6 +71,13 @@ class RuntimeConfig:
     compile: bool = False
     """``torch.compile`` V and Dreamer's convolution stacks (a minute or more to start; for long runs,
     mostly on GPUs: benchmarks/dreamer.py --compile measures it)."""
+    backend: Literal["local", "ray"] = "local"
+    """Where the work that scales with env steps runs (collect, evaluate, real-env fitness, the oracle,
+    the iterative rounds' episodes): ``local`` worker processes of this machine, or ``ray`` actors of a
+    Ray cluster (``pip install 'worldmodels[ray]'``). The results do not depend on it."""
+    ray_address: str | None = None
+    """The Ray cluster to join (``auto``: the one this machine belongs to; ``host:port``); null: the
+    ``RAY_ADDRESS`` environment variable when set, else a Ray started for the command on this machine."""
 
     SECTION: typing.ClassVar[str] = "runtime"
 

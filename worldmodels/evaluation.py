@@ -87,6 +87,28 @@ def _returns_of_group(seeds: tuple[int, ...]) -> list[float]:
     return [float(episode.rewards.sum()) for episode in episodes]
 
 
+def _episodes_of_group(group: tuple[tuple[int, ...], tuple[int, ...]]) -> list[Episode]:
+    env_seeds, policy_seeds = group
+    return list(play_episodes(_worker["env_config"], _worker["policy"], env_seeds, policy_seeds,
+                              batch=_worker["batch"]))
+
+
+def play_in_workers(env_config: EnvConfig, policy: Policy, env_seeds: Sequence[int], policy_seeds: Sequence[int],
+                    batch: int = 8, workers: int = 0) -> Iterator[Episode]:
+    """:func:`play_episodes` with the groups of ``batch`` episodes played by ``workers`` workers (local
+    processes or Ray actors, ``worldmodels.parallel.open_pool``); the same episodes in the same order
+    whatever the number of workers, since each group is played as this process would play it."""
+    if workers == 0:
+        yield from play_episodes(env_config, policy, env_seeds, policy_seeds, batch=batch)
+        return
+    groups = [(tuple(env_seeds[first:first + batch]), tuple(policy_seeds[first:first + batch]))
+              for first in range(0, len(env_seeds), batch)]
+    for episodes in ordered_map(_episodes_of_group, groups, workers, _init_worker,
+                                (env_config, policy.on_device("cpu"), batch),
+                                describe=lambda group: f"episodes with env seeds {list(group[0])}"):
+        yield from episodes
+
+
 def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int], batch: int = 8,
                     workers: int = 0) -> np.ndarray:
     """Real returns ``(len(seeds),)`` of ``policy``, ``batch`` envs at a time in lockstep.

@@ -78,8 +78,9 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int,
-                  parent_pid: int) -> None:
-    die_with_parent(parent_pid)
+                  parent_pid: int | None) -> None:
+    if parent_pid is not None:  # None: a Ray actor, whose life Ray manages
+        die_with_parent(parent_pid)
     # The parent handles Ctrl-C and stops the pool; workers must not print their own tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool spawns its processes on demand, after ordered_map's environment block has ended,
@@ -163,12 +164,41 @@ class WorkerPool:
             yield result
 
 
+_backend: dict[str, Any] = {"name": "local", "address": None}
+
+
+def use_backend(name: str, address: str | None = None) -> None:
+    """Where :func:`open_pool` runs its workers from now on in this process: ``local`` (processes of this
+    machine) or ``ray`` (actors of a Ray cluster at ``address``; None: ``RAY_ADDRESS``, else a local Ray).
+    Set from the pipeline's ``runtime:`` section by ``Runtime.apply``."""
+    if name not in ("local", "ray"):
+        raise ValueError(f"runtime.backend: expected local or ray, got {name!r}")
+    _backend.update(name=name, address=address)
+
+
+def backend() -> str:
+    """The backend :func:`open_pool` uses now."""
+    return _backend["name"]
+
+
+def open_pool(workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+              threads_per_worker: int = 1, max_in_flight: int | None = None) -> Any:
+    """A :class:`WorkerPool`, or with the ``ray`` backend a :class:`~worldmodels.ray_pool.RayWorkerPool`:
+    the same ``map`` and the same results. ``workers == 0`` always runs in this process."""
+    if _backend["name"] == "ray" and workers > 0:
+        from worldmodels.ray_pool import RayWorkerPool
+
+        return RayWorkerPool(workers, initializer, initargs, threads_per_worker, max_in_flight,
+                             address=_backend["address"])
+    return WorkerPool(workers, initializer, initargs, threads_per_worker, max_in_flight)
+
+
 def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], workers: int,
                 initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
                 describe: Callable[[Item], str] = repr, threads_per_worker: int = 1,
                 max_in_flight: int | None = None) -> Iterator[Result]:
-    """Yield ``function(item)`` for each item, in order, from a :class:`WorkerPool` made for this one map."""
-    with WorkerPool(workers, initializer, initargs, threads_per_worker, max_in_flight) as pool:
+    """Yield ``function(item)`` for each item, in order, from a pool (:func:`open_pool`) made for this one map."""
+    with open_pool(workers, initializer, initargs, threads_per_worker, max_in_flight) as pool:
         yield from pool.map(function, items, describe)
 
 

@@ -84,6 +84,9 @@ class Runtime:
     compile: bool = False
     why: str = ""
     """Why ``precision`` resolved as it did (printed with the choice)."""
+    backend: str = "local"
+    """Where worker pools run (``local`` or ``ray``; ``worldmodels.parallel.open_pool``)."""
+    ray_address: str | None = None
 
     @property
     def is_cuda(self) -> bool:
@@ -112,14 +115,17 @@ class Runtime:
                 module.compile()
 
     def apply(self) -> Runtime:
-        """Set torch's CPU threads for this process; returns ``self``."""
+        """Set torch's CPU threads and the worker pools' backend for this process; returns ``self``."""
+        from worldmodels.parallel import use_backend
+
         torch.set_num_threads(self.threads)
+        use_backend(self.backend, self.ray_address)
         return self
 
     def record(self) -> dict[str, Any]:
         """What checkpoints and ``config.yaml`` keep of the choice."""
         return {"device": str(self.device), "device_name": self.device_name(), "precision": self.precision,
-                "threads": self.threads, "compile": self.compile}
+                "threads": self.threads, "compile": self.compile, "backend": self.backend}
 
     def device_name(self) -> str:
         if self.is_cuda:
@@ -130,7 +136,9 @@ class Runtime:
         """One line for the log: ``runtime: cpu (AMD EPYC ...), fp32 (...), 2 threads``."""
         threads = f"{self.threads} CPU thread{'' if self.threads == 1 else 's'}"
         compiled = ", torch.compile" if self.compile else ""
-        return f"runtime: {self.device} ({self.device_name()}), {self.precision} ({self.why}), {threads}{compiled}"
+        pools = ", workers on Ray" if self.backend == "ray" else ""
+        return (f"runtime: {self.device} ({self.device_name()}), {self.precision} ({self.why}), "
+                f"{threads}{compiled}{pools}")
 
 
 def resolve_device(spec: str, cuda_available: bool | None = None, cuda_count: int | None = None) -> torch.device:
@@ -185,7 +193,7 @@ def resolve(settings: RuntimeConfig, cuda_available: bool | None = None,
     device = resolve_device(settings.device, cuda_available)
     precision, why = resolve_precision(settings.precision, device, native_bf16)
     return Runtime(device=device, precision=precision, threads=resolve_threads(settings.threads),
-                   compile=settings.compile, why=why)
+                   compile=settings.compile, why=why, backend=settings.backend, ray_address=settings.ray_address)
 
 
 def rng_state(runtime: Runtime) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
 from worldmodels.paths import PipelinePaths
 from worldmodels.rollout import episode_seeds, run_episode
+from worldmodels.runtime import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     collect = config.collect
     if collect.source is not None:
         return copy_episodes(config, paths, progress)
+    resolve(config.runtime).apply()  # the workers' backend
     if _already_complete(config, paths):
         return paths.rollouts
     env_info, frame_shape, action_size = probe_env(config.env)

@@ -36,7 +36,7 @@ from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
-from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_episodes
+from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
@@ -94,7 +94,8 @@ def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: Pipe
         controller, _ = load_controller(previous.controller)
         agent = WorldModelAgent(vae, model, controller, noise_std=settings.noise_std)
         seeds = [round_episode_seeds(config.collect.seed, round_index, i) for i in todo]
-        episodes = play_episodes(config.env, agent, [env for env, _ in seeds], [noise for _, noise in seeds])
+        episodes = play_in_workers(config.env, agent, [env for env, _ in seeds], [noise for _, noise in seeds],
+                                   workers=config.collect.workers)
         with tqdm(total=settings.episodes, initial=done, unit="ep", desc=f"round {round_index}: collect",
                   disable=not progress, dynamic_ncols=True) as bar:
             for index, episode in zip(todo, episodes, strict=True):

@@ -24,8 +24,9 @@ from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import ORACLE_STREAM, Score, evaluation_seeds
 from worldmodels.metrics import MetricsLog
-from worldmodels.parallel import WorkerPool
+from worldmodels.parallel import open_pool
 from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     Candidates (and the final evaluation's episodes) are played in ``evaluate.workers`` processes
     that stay up for the whole run; the results do not depend on their number."""
     settings = config.oracle
+    resolve(config.runtime).apply()  # the workers' backend
     if not has_true_state(config.env):
         logger.warning(f"oracle: {config.env.id} exposes no true state (only dm_control tasks do); "
                        "no oracle row for this pipeline")
@@ -81,7 +83,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     started = time.perf_counter()
     strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
     env_steps = 0
-    with WorkerPool(config.evaluate.workers, _init_worker, (config.env,)) as pool:
+    with open_pool(config.evaluate.workers, _init_worker, (config.env,)) as pool:
         try:
             for generation in tqdm(range(1, settings.generations + 1), desc="oracle", unit="gen",
                                    disable=not progress):

@@ -1,0 +1,153 @@
+"""The Ray backend: the same files and scores as the local pool with any number of workers, and a dead
+worker retried, then named. A local Ray of 2 CPUs is started once for this module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import assert_same_rollouts, smoke_config
+from worldmodels.agents import ZeroPolicy
+from worldmodels.data.store import RolloutReader
+from worldmodels.envs import make_exploration_policy
+from worldmodels.evaluation import evaluate_policy, evaluation_seeds, play_in_workers
+from worldmodels.parallel import WorkerError, open_pool, use_backend
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages import collect
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    from worldmodels.ray_pool import connect
+
+    connect(None, num_cpus=2)
+    yield
+    use_backend("local")
+    ray.shutdown()
+
+
+def _collect(data_dir, *overrides):
+    config = smoke_config("collect.episodes=5", *overrides)
+    return collect.run(config, PipelinePaths.for_pipeline(data_dir, config.name), progress=False)
+
+
+@pytest.fixture(scope="module")
+def local_file(tmp_path_factory):
+    return _collect(tmp_path_factory.mktemp("local"), "collect.workers=0", "runtime.backend=local")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_collect_on_ray_writes_the_same_file_as_the_local_pool(local_file, tmp_path, workers):
+    on_ray = _collect(tmp_path, f"collect.workers={workers}", "runtime.backend=ray")
+    with RolloutReader(local_file) as a, RolloutReader(on_ray) as b:
+        assert a.fingerprint == b.fingerprint
+    assert_same_rollouts(local_file, on_ray)
+
+
+def test_scores_on_ray_are_the_local_scores():
+    config = smoke_config()
+    seeds = evaluation_seeds(0, 5)
+    policy = make_exploration_policy("random", 1)
+    use_backend("local")
+    local = evaluate_policy(config.env, policy, seeds, batch=2, workers=2)
+    use_backend("ray")
+    try:
+        on_ray = evaluate_policy(config.env, policy, seeds, batch=2, workers=2)
+        zero = evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=1)
+    finally:
+        use_backend("local")
+    np.testing.assert_array_equal(local, on_ray)
+    np.testing.assert_array_equal(zero, evaluate_policy(config.env, ZeroPolicy(1), seeds, batch=2, workers=0))
+
+
+def test_episodes_played_by_ray_workers_are_those_played_here():
+    config = smoke_config()
+    seeds = evaluation_seeds(3, 5)
+    policy = make_exploration_policy("held_random", 1)
+    here = list(play_in_workers(config.env, policy, seeds, seeds, batch=2, workers=0))
+    use_backend("ray")
+    try:
+        there = list(play_in_workers(config.env, policy, seeds, seeds, batch=2, workers=2))
+    finally:
+        use_backend("local")
+    assert len(here) == len(there) == 5
+    for a, b in zip(here, there, strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_real_env_fitness_on_ray_is_the_local_fitness():
+    from worldmodels.models.controller import LinearController
+    from worldmodels.models.mdnrnn import MDNRNN
+    from worldmodels.models.vae import ConvVAE
+    from worldmodels.real_fitness import real_population_fitness
+
+    torch.manual_seed(0)
+    vae, model = ConvVAE(8).eval(), MDNRNN(8, 1, 16, 2).eval()
+    args = {"z_size": 8, "hidden_size": 16, "action_size": 1}
+    population = np.random.default_rng(0).normal(0, 1, (3, LinearController(**args).num_parameters))
+    env = smoke_config().env
+    use_backend("local")
+    local = real_population_fitness(env, vae, model, args, population, [5, 6], workers=2)
+    use_backend("ray")
+    try:
+        on_ray = real_population_fitness(env, vae, model, args, population, [5, 6], workers=2)
+    finally:
+        use_backend("local")
+    np.testing.assert_array_equal(local[0], on_ray[0])
+    assert local[1] == on_ray[1]
+
+
+def _remember_nothing() -> None:
+    pass
+
+
+def _slow_square(item: int) -> int:
+    time.sleep(0.3)
+    return item * item
+
+
+def _die_on_three(item: int) -> int:
+    if item == 3:
+        os._exit(1)  # the worker process dies, as a segfault or the OOM killer would end it
+    return item
+
+
+def test_a_killed_ray_worker_is_replaced_and_its_items_played_again(caplog):
+    use_backend("ray")
+    try:
+        with open_pool(2, _remember_nothing) as pool:
+            results = []
+            for result in pool.map(_slow_square, range(12)):
+                if len(results) == 1:
+                    os.kill(pool.worker_pids()[0], signal.SIGKILL)
+                results.append(result)
+    finally:
+        use_backend("local")
+    assert results == [i * i for i in range(12)]
+    assert "a worker died while running" in caplog.text
+
+
+def test_an_item_that_kills_every_worker_is_named_after_the_retries():
+    use_backend("ray")
+    started = time.monotonic()
+    try:
+        with pytest.raises(WorkerError, match=r"died 4 times while running item 3"):
+            with open_pool(2, _remember_nothing) as pool:
+                list(pool.map(_die_on_three, range(6), describe=lambda item: f"item {item}"))
+    finally:
+        use_backend("local")
+    assert time.monotonic() - started < 120
+
+
+def test_an_error_raised_by_the_work_is_raised_as_it_was_not_retried(tmp_path):
+    with pytest.raises(WorkerError, match="simulated env failure"):
+        _collect(tmp_path, "env.id=gym:tests.faulty_envs:Raising-v0", "collect.workers=2", "runtime.backend=ray")
+    use_backend("local")
