@@ -171,8 +171,8 @@ class Evolution:
                           "sigma": strategy.sigma}
                 if settings.fitness_in == "dream":
                     record |= {"dream_steps": steps, "dream_steps_per_s": steps / seconds}
-                else:
-                    record["env_steps"] = steps
+                else:  # across every worker, on this machine or a cluster
+                    record |= {"env_steps": steps, "env_steps_per_s": steps / seconds}
                 if generation % settings.eval_every == 0 or generation == generations:
                     record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
                     score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
@@ -185,7 +185,7 @@ class Evolution:
                 run.save_last({**common, "strategy": strategy.state(), "best": best}, with_rng=False)
                 bar.update(1)
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
-                                steps_s=f"{record.get('dream_steps_per_s', 0):.0f}")
+                                steps_s=f"{record.get('dream_steps_per_s', record.get('env_steps_per_s', 0)):.0f}")
         cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
         self.video(output, temperature, paths.video(f"controller_in_dream{name[len(CHECKPOINT_KIND):]}"))
         return output
