@@ -17,10 +17,12 @@ The temperature sweep (``controller.temperatures``) evolves one C per dream temp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from worldmodels.figures import cmaes_curve
 from worldmodels.metrics import MetricsLog, strict_json
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
-from worldmodels.real_fitness import real_population_fitness
+from worldmodels.real_fitness import RealFitnessWorkers
 from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, sweep_rows
 from worldmodels.runtime import resolve
 from worldmodels.training import TrainingRun
@@ -90,6 +92,7 @@ class Evolution:
                            "bias": config.controller.bias}
         self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
         self._vae = None
+        self._real_workers: RealFitnessWorkers | None = None  # with fitness_in real: kept for one evolution
 
     @property
     def vae(self):
@@ -122,8 +125,10 @@ class Evolution:
         if settings.fitness_in == "real":
             seeds = evaluation_seeds(settings.seed, settings.rollouts, REAL_FITNESS_STREAM,
                                      offset=(generation - 1) * settings.rollouts)
-            fitness, agent_steps = real_population_fitness(self.config.env, self.vae, self.model, self.model_args,
-                                                           population, seeds, settings.workers)
+            if self._real_workers is None:
+                self._real_workers = RealFitnessWorkers(self.config.env, self.vae, self.model, self.model_args,
+                                                        settings.workers)
+            fitness, agent_steps = self._real_workers.fitness(population, seeds)
             return fitness, agent_steps * self.config.env.action_repeat
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps,
                        settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward)
@@ -157,7 +162,7 @@ class Evolution:
         check_seeds = evaluation_seeds(settings.seed, settings.eval_real_episodes, CHECK_STREAM)
         common = {"model_args": self.model_args}
         with tqdm(total=generations, initial=strategy.generation, desc=f"C (tau {temperature:g})", unit="gen",
-                  disable=not progress, dynamic_ncols=True) as bar:
+                  disable=not progress, dynamic_ncols=True) as bar, self._workers_closed_after():
             while strategy.generation < generations:
                 generation = strategy.generation + 1
                 started = time.perf_counter()
@@ -189,6 +194,20 @@ class Evolution:
         cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
         self.video(output, temperature, paths.video(f"controller_in_dream{name[len(CHECKPOINT_KIND):]}"))
         return output
+
+    @contextlib.contextmanager
+    def _workers_closed_after(self) -> Iterator[None]:
+        """Close the real-fitness workers when the evolution ends (at once, killing them, on an error)."""
+        try:
+            yield
+        except BaseException:
+            if self._real_workers is not None:
+                self._real_workers.close(kill=True)
+            raise
+        finally:
+            if self._real_workers is not None:
+                self._real_workers.close()
+                self._real_workers = None
 
     def video(self, controller: Path, temperature: float, path: Path) -> None:
         """C of ``controller`` playing in M's dream at ``temperature`` from the first dream start, as a GIF."""

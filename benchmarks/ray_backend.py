@@ -1,6 +1,6 @@
 """Ray against the local pool, and the throughput model for CarRacing at the paper's scale; prints and saves JSON.
 
-    .venv/bin/python benchmarks/ray.py [--episodes N] [--out benchmarks/results/ray.json]
+    .venv/bin/python benchmarks/ray_backend.py [--episodes N] [--out benchmarks/results/ray.json]
 
 Measures, with the machine otherwise idle (ratios within one run):
 - collect throughput (agent steps/s of the whole stage: play, ship back, commit to HDF5) on the default
@@ -40,7 +40,7 @@ from worldmodels.models.mdnrnn import MDNRNN  # noqa: E402
 from worldmodels.models.vae import ConvVAE  # noqa: E402
 from worldmodels.parallel import use_backend  # noqa: E402
 from worldmodels.paths import PipelinePaths  # noqa: E402
-from worldmodels.real_fitness import real_population_fitness  # noqa: E402
+from worldmodels.real_fitness import RealFitnessWorkers  # noqa: E402
 from worldmodels.runtime import cpu_description  # noqa: E402
 from worldmodels.stages import collect  # noqa: E402
 
@@ -71,14 +71,17 @@ def world_model(z_size: int = 32, hidden: int = 256) -> tuple[ConvVAE, MDNRNN, d
 
 
 def fitness_rate(workers: int, population: int, rollouts: int) -> dict[str, float]:
-    """One generation of real-env fitness on CarRacing (episodes cut at 200 steps) with ``workers`` Ray actors."""
+    """One generation of real-env fitness on CarRacing (episodes cut at 200 steps) with ``workers`` Ray actors,
+    timed after a first generation (the actors' start-up and V and M's shipping happen once per evolution)."""
     env = load_pipeline("carracing_small", ["env.max_episode_steps=200"]).env
     vae, model, args = world_model()
     candidates = np.random.default_rng(0).normal(0, 0.1, (population, LinearController(**args).num_parameters))
     seeds = evaluation_seeds(0, rollouts)
-    started = time.perf_counter()
-    _, steps = real_population_fitness(env, vae, model, args, candidates, seeds, workers)
-    seconds = time.perf_counter() - started
+    with RealFitnessWorkers(env, vae, model, args, workers) as pool:
+        pool.fitness(candidates, seeds)
+        started = time.perf_counter()
+        _, steps = pool.fitness(candidates, evaluation_seeds(0, rollouts, offset=rollouts))
+        seconds = time.perf_counter() - started
     return {"agent_steps": steps, "seconds": seconds, "agent_steps_per_s": steps / seconds}
 
 
