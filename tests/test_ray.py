@@ -151,3 +151,25 @@ def test_an_error_raised_by_the_work_is_raised_as_it_was_not_retried(tmp_path):
     with pytest.raises(WorkerError, match="simulated env failure"):
         _collect(tmp_path, "env.id=gym:tests.faulty_envs:Raising-v0", "collect.workers=2", "runtime.backend=ray")
     use_backend("local")
+
+
+def test_two_pools_of_one_command_at_once_do_not_wait_for_each_other():
+    """C's periodic real-env check opens a pool while the fitness workers live: on a cluster the first pool
+    fills, the second must still run (actors hold no CPU while they live)."""
+    import threading
+
+    outcome = {}
+
+    def both() -> None:
+        with open_pool(2, _remember_nothing) as first, open_pool(2, _remember_nothing) as second:
+            outcome["second"] = list(second.map(_slow_square, range(4)))
+            outcome["first"] = list(first.map(_slow_square, range(4)))
+
+    use_backend("ray")
+    try:
+        worker = threading.Thread(target=both, daemon=True)
+        worker.start()
+        worker.join(timeout=180)
+    finally:
+        use_backend("local")
+    assert outcome == {"second": [0, 1, 4, 9], "first": [0, 1, 4, 9]}, "the second pool waited for the first"

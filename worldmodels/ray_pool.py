@@ -2,7 +2,7 @@
 
 ``RayWorkerPool(workers, initializer, initargs, threads_per_worker).map(function, items)`` yields
 ``function(item)`` in item order, as the local pool does; what changes is where the work runs. Each
-worker is a Ray actor (one process, ``threads_per_worker`` CPUs reserved) that runs
+worker is a Ray actor (one process holding its native libraries to ``threads_per_worker`` threads) that runs
 ``initializer(*initargs)`` once and then serves items, so the state it builds (an env; V and M for
 the real-env fitness) is made once per worker, not once per item. Large arguments (V, M) go to the
 object store once and every actor reads them from there.
@@ -82,16 +82,19 @@ class RayWorkerPool:
                  max_retries: int = MAX_RETRIES) -> None:
         self.ray = connect(address)
         self.workers = max(workers, 1)
-        available = int(self.ray.cluster_resources().get("CPU", 0))
-        if self.workers * threads_per_worker > available > 0:
-            # An actor waits for its CPUs; more than the cluster holds would wait forever.
-            capped = max(available // threads_per_worker, 1)
+        cpus = int(self.ray.cluster_resources().get("CPU", 0))
+        if self.workers * threads_per_worker > cpus > 0:
+            capped = max(cpus // threads_per_worker, 1)
             logger.warning(f"ray: {self.workers} workers x {threads_per_worker} CPUs asked, the cluster has "
-                           f"{available} CPUs: {capped} workers")
+                           f"{cpus} CPUs: {capped} workers")
             self.workers = capped
         self.threads, self.max_retries = threads_per_worker, max_retries
         self.limit = max_in_flight or 2 * self.workers
-        self._actor_class = self.ray.remote(num_cpus=threads_per_worker, max_restarts=0,
+        # Ray's default for an actor: a CPU to be placed, none held while it lives. Holding its CPUs would
+        # deadlock a second pool of the same command (C's periodic real check while the fitness workers
+        # live) on a cluster that the first one fills; the workers' number is the cap on CPU use instead.
+        # SPREAD puts them on as many nodes as it can.
+        self._actor_class = self.ray.remote(max_restarts=0, scheduling_strategy="SPREAD",
                                             runtime_env={"env_vars": thread_limits(threads_per_worker)})(_Worker)
         # Put once: every actor reads the same object instead of a copy sent with each one.
         self._initargs = self.ray.put(initargs)
