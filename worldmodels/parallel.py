@@ -77,8 +77,10 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int,
-                  parent_pid: int | None) -> None:
+def start_worker(initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int,
+                 parent_pid: int | None) -> None:
+    """What every worker (a pool process or a Ray actor) runs first: die with ``parent_pid``, leave Ctrl-C
+    to the parent, hold native libraries to ``threads``, then ``initializer(*initargs)``."""
     if parent_pid is not None:  # None: a Ray actor, whose life Ray manages
         die_with_parent(parent_pid)
     # The parent handles Ctrl-C and stops the pool; workers must not print their own tracebacks.
@@ -114,7 +116,7 @@ class WorkerPool:
         else:
             with environment(thread_limits(threads_per_worker)):
                 self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker,
+                                                 initializer=start_worker,
                                                  initargs=(initializer, initargs, threads_per_worker,
                                                            os.getpid()))
 

@@ -63,9 +63,9 @@ class _Worker:
     """The actor's body: the initializer once, then ``function(item)`` per call."""
 
     def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int) -> None:
-        from worldmodels.parallel import _start_worker
+        from worldmodels.parallel import start_worker
 
-        _start_worker(initializer, initargs, threads, parent_pid=None)
+        start_worker(initializer, initargs, threads, parent_pid=None)
 
     def run(self, function: Callable[[Any], Any], item: Any) -> Any:
         return function(item)
@@ -111,7 +111,8 @@ class RayWorkerPool:
         self.close()
 
     def close(self, kill: bool = True) -> None:
-        """End the actors (their processes go back to Ray)."""
+        """End the actors at once (their processes go back to Ray); ``kill`` is accepted for the local pool's
+        signature: an actor is always ended, never left to finish its item."""
         for actor in self.actors:
             try:
                 self.ray.kill(actor)
