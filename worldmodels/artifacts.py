@@ -14,16 +14,28 @@ from typing import Any
 import torch
 
 from worldmodels.checkpoint import file_sha256, load_checkpoint
-from worldmodels.config import DreamerConfig
+from worldmodels.config import DreamerConfig, PipelineConfig
+from worldmodels.data.store import RolloutReader
 from worldmodels.dreamer import Dreamer
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
+from worldmodels.training import TrainingOutputError
 
 VAE_KIND = "vae"
 MDNRNN_KIND = "mdnrnn"
 CONTROLLER_KIND = "controller"
 DREAMER_KIND = "dreamer"
+
+
+def vae_identity(config: PipelineConfig, reader: RolloutReader) -> dict[str, Any]:
+    """What makes a V this pipeline's (the training run's identity, checked again by whoever loads it): every
+    setting that shapes the model but the epochs (which may grow), the held-out split, and the rollouts."""
+    settings = dataclasses.asdict(config.vae)
+    for key in ("epochs", "eval_frames", "encode_batch_size"):
+        settings.pop(key)
+    settings["heldout_fraction"] = config.data.heldout_fraction
+    return {"settings": settings, "rollouts_fingerprint": reader.fingerprint}
 
 
 def load_vae(path: Path, device: torch.device | str = "cpu") -> tuple[ConvVAE, dict[str, Any]]:
@@ -65,22 +77,21 @@ def load_dreamer(path: Path, device: torch.device | str = "cpu") -> tuple[Dreame
     return dreamer, checkpoint
 
 
-def refuse_m_of_another_v(m_checkpoint: dict[str, Any], mdnrnn_path: Path, vae_path: Path) -> None:
-    """Raise ``TrainingOutputError`` when the M in ``mdnrnn_path`` was not trained on ``vae_path``'s latents
-    (another pipeline's M, or one trained before V changed)."""
-    from worldmodels.training import TrainingOutputError
+def refuse_made_from_another(checkpoint: dict[str, Any], path: Path, source_key: str, source: Path, made: str,
+                             command: str) -> None:
+    """Raise ``TrainingOutputError`` when the model in ``path`` was not made from the file ``source`` (its
+    checkpoint's ``inputs[source_key]`` is not ``source``'s SHA-256): another pipeline's model, or one made
+    before ``source`` changed. ``made`` says how it came from its source (``"evolved with another M"``)."""
+    if checkpoint.get("inputs", {}).get(source_key) != file_sha256(source):
+        raise TrainingOutputError(f"{path} was {made} than {source} (another pipeline's, or made before "
+                                  f"{source.name} changed); run {command} to make this pipeline's")
 
-    if m_checkpoint.get("inputs", {}).get("vae_sha256") != file_sha256(vae_path):
-        raise TrainingOutputError(f"{mdnrnn_path} was trained on the latents of another V than {vae_path} (another "
-                                  "pipeline's M, or one trained before V changed); run `wm encode` and "
-                                  "`wm train-mdnrnn` to make this pipeline's")
 
-
-def refuse_c_of_another_m(c_checkpoint: dict[str, Any], controller_path: Path, mdnrnn_path: Path) -> None:
-    """Raise ``TrainingOutputError`` when the C in ``controller_path`` was not evolved with ``mdnrnn_path``'s M."""
-    from worldmodels.training import TrainingOutputError
-
-    if c_checkpoint.get("inputs", {}).get("mdnrnn_sha256") != file_sha256(mdnrnn_path):
-        raise TrainingOutputError(f"{controller_path} was evolved with another M than {mdnrnn_path} (another "
-                                  "pipeline's C, or one evolved before M changed); run `wm train-controller` to "
-                                  "make this pipeline's")
+def refuse_parts_of_other_runs(vae: Path, mdnrnn: Path, m_checkpoint: dict[str, Any], controller: Path | None = None,
+                               c_checkpoint: dict[str, Any] | None = None) -> None:
+    """One pipeline folder's V, M (and C) must be one chain: M trained on this V's latents, C evolved in this M."""
+    refuse_made_from_another(m_checkpoint, mdnrnn, "vae_sha256", vae, "trained on the latents of another V",
+                             "`wm encode` and `wm train-mdnrnn`")
+    if controller is not None and c_checkpoint is not None:
+        refuse_made_from_another(c_checkpoint, controller, "mdnrnn_sha256", mdnrnn, "evolved with another M",
+                                 "`wm train-controller`")

@@ -33,6 +33,11 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(strict_json(record), allow_nan=False) + "\n"
 
 
+def json_text(value: Any) -> str:
+    """``value`` as indented strict JSON (a summary or score file; non-finite numbers as null)."""
+    return json.dumps(strict_json(value), indent=1, allow_nan=False)
+
+
 class MetricsLog:
     """Append-only JSON-lines log keyed by a step field (``epoch`` by default)."""
 

@@ -158,26 +158,30 @@ class TrainingRun:
         return None
 
     def check(self, step: int, metrics: Mapping[str, Any], modules: Iterable[torch.nn.Module] = (),
-              heldout_key: str | None = None, best: float | None = None) -> None:
-        """Raise :class:`TrainingDiverged` when a metric of ``step`` or a weight of ``modules`` is not
-        finite, or when ``metrics[heldout_key]`` exploded past ``best`` (see ``EXPLOSION_FACTOR``).
-        Called before the step is logged or saved."""
-        where = f"{self.label} diverged at {self.step_key} {step}"
-        keep = (f"{self.last.name} and {self.best.name} still hold the last good {self.step_key}"
-                if self.last.is_file() else "nothing was saved")
+              heldout_key: str | None = None, best: float | None = None, batch: int | None = None) -> None:
+        """Raise :class:`TrainingDiverged` when a metric of ``step`` (of its ``batch``, when given) or a weight of
+        ``modules`` is not finite, or when ``metrics[heldout_key]`` exploded past ``best`` (see
+        ``EXPLOSION_FACTOR``). Called before the step is logged or saved; cheap when all is well (it runs
+        after every batch)."""
         bad = non_finite(metrics)
         if bad:
-            shown = ", ".join(f"{key} = {value}" for key, value in sorted(bad.items())[:4])
-            raise TrainingDiverged(f"{where}: {shown}; {keep}. Lower the learning rate or check the data.")
+            shown = ", ".join(f"{key}{'' if batch is None else f' (batch {batch})'} = {value}"
+                              for key, value in sorted(bad.items())[:4])
+            self._diverged(step, shown, "Lower the learning rate or check the data.")
         broken = non_finite_parameters(modules)
         if broken:
-            raise TrainingDiverged(f"{where}: non-finite weights in {', '.join(broken[:4])}; {keep}. "
-                                   "Lower the learning rate or check the data.")
+            self._diverged(step, f"non-finite weights in {', '.join(broken[:4])}",
+                           "Lower the learning rate or check the data.")
         if heldout_key is not None and best is not None and math.isfinite(best):
             value = float(metrics[heldout_key])
             if value > best + EXPLOSION_FACTOR * max(abs(best), 1.0):
-                raise TrainingDiverged(f"{where}: {heldout_key} = {value:.4g}, more than {EXPLOSION_FACTOR:g} x "
-                                       f"max(|best|, 1) above its best {best:.4g}; {keep}. Lower the learning rate.")
+                self._diverged(step, f"{heldout_key} = {value:.4g}, more than {EXPLOSION_FACTOR:g} x max(|best|, 1) "
+                               f"above its best {best:.4g}", "Lower the learning rate.")
+
+    def _diverged(self, step: int, what: str, advice: str) -> None:
+        kept = (f"{self.last.name} and {self.best.name} still hold the last good {self.step_key}"
+                if self.last.is_file() else "nothing was saved")
+        raise TrainingDiverged(f"{self.label} diverged at {self.step_key} {step}: {what}; {kept}. {advice}")
 
     def save_last(self, state: dict[str, Any], with_rng: bool = True) -> None:
         """The resume state: ``state`` (step, models, optimizers...) plus the run's fields, RNG and a copy

@@ -117,7 +117,8 @@ def open_h5(path: Path, mode: str) -> h5py.File:
                          f"process, or not an HDF5 file): {error}") from None
 
 
-ROLLOUT_DATASETS = ("frames", "actions", "rewards", "terminated", "truncated", "episodes")
+STEP_DATASETS = ("actions", "rewards", "terminated", "truncated")
+ROLLOUT_DATASETS = ("frames", *STEP_DATASETS, "episodes")
 
 
 def check_schema(handle: h5py.File, path: Path, kind: str, datasets: tuple[str, ...] = ROLLOUT_DATASETS) -> None:
@@ -163,6 +164,16 @@ def _first_missing_row(dataset: h5py.Dataset, end: int) -> int | None:
     return int(missing[0]) if len(missing) else None
 
 
+def committed_ends(episodes: np.ndarray) -> dict[str, int]:
+    """Rows of each data set that the committed ``episodes`` (index rows) cover: ``{"frames": F, "actions": S,
+    ...}``; 0 for every one when there is no episode."""
+    if len(episodes) == 0:
+        return {name: 0 for name in ("frames", *STEP_DATASETS)}
+    last = episodes[-1]
+    steps = int(last["step_offset"] + last["length"])
+    return {"frames": int(last["frame_offset"] + last["length"] + 1)} | {name: steps for name in STEP_DATASETS}
+
+
 def first_unwritten_episode(handle: h5py.File) -> int | None:
     """The first committed episode part of whose data is in no chunk of the file (None: every one is whole).
 
@@ -174,12 +185,12 @@ def first_unwritten_episode(handle: h5py.File) -> int | None:
     frame_ends = episodes["frame_offset"] + episodes["length"] + 1
     step_ends = episodes["step_offset"] + episodes["length"]
     first = None
-    for names, ends in ((("frames",), frame_ends), (("actions", "rewards", "terminated", "truncated"), step_ends)):
-        for name in names:
-            row = _first_missing_row(handle[name], int(ends[-1]))
-            if row is not None:
-                episode = int(np.searchsorted(ends, row, side="right"))
-                first = episode if first is None else min(first, episode)
+    for name, end in committed_ends(episodes).items():
+        row = _first_missing_row(handle[name], end)
+        if row is not None:
+            ends = frame_ends if name == "frames" else step_ends
+            episode = int(np.searchsorted(ends, row, side="right"))
+            first = episode if first is None else min(first, episode)
     return first
 
 
@@ -272,13 +283,7 @@ class RolloutWriter:
         self._file.flush()
 
     def _cut_uncommitted(self) -> None:
-        episodes = self._file["episodes"]
-        steps_end, frames_end = 0, 0
-        if len(episodes):
-            last = episodes[-1]
-            steps_end = int(last["step_offset"] + last["length"])
-            frames_end = int(last["frame_offset"] + last["length"] + 1)
-        ends = {"frames": frames_end} | {name: steps_end for name in ("actions", "rewards", "terminated", "truncated")}
+        ends = committed_ends(self._file["episodes"][:])
         cut = [name for name, end in ends.items() if self._file[name].shape[0] != end]
         for name in cut:
             self._file[name].resize(ends[name], axis=0)
@@ -387,11 +392,7 @@ class RolloutReader:
         self.schema_version = int(handle.attrs["schema_version"])
 
     def _check_consistent(self, handle: h5py.File) -> None:
-        if len(self.episodes) == 0:
-            return
-        last = self.episodes[-1]
-        if handle["actions"].shape[0] < last["step_offset"] + last["length"] or \
-                handle["frames"].shape[0] < last["frame_offset"] + last["length"] + 1:
+        if any(handle[name].shape[0] < end for name, end in committed_ends(self.episodes).items()):
             raise StoreError(f"{self.path}: the episode index points past the stored data (a damaged file)")
 
     @property
@@ -521,13 +522,7 @@ class RolloutReader:
             problems.append(f"{self.path}: episodes {first}..{self.num_episodes - 1} were committed but part of "
                             "their data never reached the disk (a full disk?); `wm collect` drops and collects "
                             "them again")
-        if self.num_episodes == 0:
-            return problems
-        last = self.episodes[-1]
-        ends = {"frames": int(last["frame_offset"] + last["length"] + 1)}
-        ends |= {name: int(last["step_offset"] + last["length"])
-                 for name in ("actions", "rewards", "terminated", "truncated")}
-        for name, end in ends.items():
+        for name, end in committed_ends(self.episodes).items():
             dataset = self._dataset(name)
             for start in range(0, end, block):
                 try:

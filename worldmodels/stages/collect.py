@@ -75,9 +75,8 @@ def _collect_episode(index: int) -> Episode:
     return episode
 
 
-def _episodes_done(writer: RolloutWriter | RolloutReader, config: CollectConfig) -> int:
-    """How many of this config's collect episodes the file already holds (checked to be 0..n-1)."""
-    rows = writer.episode_rows() if isinstance(writer, RolloutWriter) else writer.episodes
+def _episodes_done(rows: np.ndarray, path: Path, config: CollectConfig) -> int:
+    """How many of this config's collect episodes the index ``rows`` of ``path`` hold (checked to be 0..n-1)."""
     sources = np.char.decode(rows["source"]) if len(rows) else np.zeros(0, str)
     mine = rows[np.char.startswith(sources, SOURCE_PREFIX)] if len(rows) else rows
     wanted = collect_source(config)
@@ -85,11 +84,11 @@ def _episodes_done(writer: RolloutWriter | RolloutReader, config: CollectConfig)
         source = row["source"].decode()
         if source != wanted or int(row["base_seed"]) != config.seed:
             raise StoreError(
-                f"{writer.path} holds episodes collected with policy {source[len(SOURCE_PREFIX):]} and "
+                f"{path} holds episodes collected with policy {source[len(SOURCE_PREFIX):]} and "
                 f"seed {int(row['base_seed'])}; this config asks for {wanted[len(SOURCE_PREFIX):]} and "
                 f"collect.seed={config.seed}. Use another --data-dir, or delete the file to start over.")
     if not np.array_equal(mine["index"], np.arange(len(mine))):
-        raise StoreError(f"{writer.path}: collect episodes are not numbered 0..{len(mine) - 1} (a damaged file)")
+        raise StoreError(f"{path}: collect episodes are not numbered 0..{len(mine) - 1} (a damaged file)")
     return len(mine)
 
 
@@ -136,7 +135,7 @@ def _already_complete(config: PipelineConfig, paths: PipelinePaths) -> bool:
         if env_differences(reader.env_config, dataclasses.asdict(config.env)) or \
                 first_unwritten_episode(reader.handle) is not None:
             return False  # the writer says what is wrong, or mends it
-        done = _episodes_done(reader, config.collect)
+        done = _episodes_done(reader.episodes, reader.path, config.collect)
     if done < config.collect.episodes:
         return False
     logger.info(f"{paths.rollouts}: already holds {done} collect episodes (asked for {config.collect.episodes})")
@@ -156,7 +155,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     paths.ensure()
     with RolloutWriter(paths.rollouts, dataclasses.asdict(config.env), env_info, frame_shape,
                        action_size, collect.compression) as writer:
-        done = _episodes_done(writer, collect)
+        done = _episodes_done(writer.episode_rows(), writer.path, collect)
         if done >= collect.episodes:
             logger.info(f"{paths.rollouts}: already holds {done} collect episodes (asked for {collect.episodes})")
             return paths.rollouts

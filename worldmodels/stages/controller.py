@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
-from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae, refuse_m_of_another_v
+from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae, refuse_parts_of_other_runs
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import LatentReader
@@ -43,7 +42,7 @@ from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
 from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
-from worldmodels.metrics import MetricsLog, strict_json
+from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import RealFitnessWorkers
@@ -78,7 +77,7 @@ class Evolution:
         rollouts = RolloutReader(paths.rollouts)
         latents = LatentReader(paths.latents, paths.vae, rollouts)
         self.model, m_checkpoint = load_mdnrnn(paths.mdnrnn, self.runtime.device)
-        refuse_m_of_another_v(m_checkpoint, paths.mdnrnn, paths.vae)
+        refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint)
         train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
         if config.controller.dream_starts == "first":
             self.start_mu, self.start_logvar = first_latents(latents, train_episodes)
@@ -257,7 +256,7 @@ def temperature_table(config: PipelineConfig, paths: PipelinePaths, evolution: E
     table = {"episodes": len(seeds), "seeds": seeds, "dream_rollouts": settings.eval_dream_rollouts, "rows": rows}
     paths.ensure()
     atomic_write(paths.score("temperature_table"),
-                 lambda temporary: temporary.write_text(json.dumps(strict_json(table), indent=1, allow_nan=False)))
+                 lambda temporary: temporary.write_text(json_text(table)))
     markdown = format_temperature_table(table, beside_paper=config.env.id == PAPER_TASK)
     atomic_write(paths.temperature_table, lambda temporary: temporary.write_text(markdown))
     logger.info(markdown)

@@ -48,7 +48,7 @@ from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.dreamer import Dreamer, update, updates_due
 from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.figures import dreamer_returns, openloop_strip, prediction_errors
-from worldmodels.metrics import MetricsLog, strict_json
+from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.paths import PipelinePaths
 from worldmodels.reference import dreamer_v1_curve
 from worldmodels.runtime import Runtime, resolve
@@ -312,5 +312,5 @@ def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dr
         logger.info(f"{name}: the objects' open-loop error passes {prediction.FOREGROUND_THRESHOLD:g} of drawing "
                     + (f"none at step {horizon}" if horizon else f"none within {len(curve['foreground_ratio'])} steps"))
     atomic_write(paths.dreamer_prediction,
-                 lambda temporary: temporary.write_text(json.dumps(strict_json(summary), indent=1, allow_nan=False)))
+                 lambda temporary: temporary.write_text(json_text(summary)))
     return summary

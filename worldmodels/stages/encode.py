@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.artifacts import load_vae
+from worldmodels.artifacts import load_vae, vae_identity
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.latents import latents_match, write_latents
@@ -23,7 +23,6 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
-from worldmodels.stages.vae import vae_identity
 from worldmodels.training import refuse_if_made_by_another_run
 
 logger = logging.getLogger(__name__)

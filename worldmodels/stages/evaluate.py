@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from worldmodels.agents import WorldModelAgent, ZeroPolicy
-from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae, refuse_c_of_another_m, refuse_m_of_another_v
+from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae, refuse_parts_of_other_runs
 from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
 from worldmodels.data.store import RolloutReader
@@ -52,8 +52,7 @@ def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModel
     vae, _ = load_vae(paths.vae, device)
     mdnrnn, m_checkpoint = load_mdnrnn(paths.mdnrnn, device)
     controller, c_checkpoint = load_controller(paths.controller)
-    refuse_m_of_another_v(m_checkpoint, paths.mdnrnn, paths.vae)
-    refuse_c_of_another_m(c_checkpoint, paths.controller, paths.mdnrnn)
+    refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint, paths.controller, c_checkpoint)
     return WorldModelAgent(vae, mdnrnn, controller), rollouts.num_steps * rollouts.action_repeat
 
 

@@ -14,7 +14,6 @@ the video ``dream_vs_real.gif`` (a held-out episode beside M's dream with its ac
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
 from worldmodels.figures import frame_rows, openloop_strip
-from worldmodels.metrics import MetricsLog, strict_json
+from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
@@ -88,9 +87,9 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
         weight = float(batch.mask.sum())
         steps += weight
         values = torch.stack([value.detach() for value in losses.values()]).tolist()  # one device sync
-        run.check(epoch, {f"train/loss/{name} (batch {batch_number})": value
-                          for name, value in zip(losses, values, strict=True)})
-        for name, value in zip(losses, values, strict=True):
+        named = dict(zip(losses, values, strict=True))
+        run.check(epoch, {f"train/loss/{name}": value for name, value in named.items()}, batch=batch_number)
+        for name, value in named.items():
             sums[name] = sums.get(name, 0.0) + value * weight
     return {f"train/loss/{name}": value / steps for name, value in sums.items()} | {"timesteps": steps}
 
@@ -208,7 +207,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
         **gap, "zero_action": calibration,
     }
     atomic_write(paths.simulator_metrics,
-                 lambda temporary: temporary.write_text(json.dumps(strict_json(summary), indent=1, allow_nan=False)))
+                 lambda temporary: temporary.write_text(json_text(summary)))
     record = {"epoch": checkpoint["epoch"], "simulator": True,
               **{f"openloop/latent_error@{h}": errors["latent_error"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
               **{f"openloop/pixel_mse@{h}": errors["pixel_mse"][h - 1] for h in REPORTED_HORIZONS if h <= steps},

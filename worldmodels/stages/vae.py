@@ -13,7 +13,6 @@ background scores ~0.9 even when its per-pixel MSE looks as good as a working on
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.artifacts import VAE_KIND
+from worldmodels.artifacts import VAE_KIND, vae_identity
 from worldmodels.config import PipelineConfig, VAEConfig
 from worldmodels.data.batches import ShuffledFrameBatches
 from worldmodels.data.frames import evenly_spaced, median_frame
@@ -96,20 +95,6 @@ def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background
 
 def _memory_format(x: torch.Tensor, config: VAEConfig) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
-
-
-def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
-    """Everything that shapes the trained model except the number of epochs (which may grow)."""
-    settings = dataclasses.asdict(config.vae)
-    for key in ("epochs", "eval_frames", "encode_batch_size"):
-        settings.pop(key)
-    settings["heldout_fraction"] = config.data.heldout_fraction
-    return settings
-
-
-def vae_identity(config: PipelineConfig, reader: RolloutReader) -> dict[str, Any]:
-    """What makes a V this pipeline's: the settings that shape it and the rollouts it was trained on."""
-    return {"settings": _settings_that_matter(config), "rollouts_fingerprint": reader.fingerprint}
 
 
 def _warn_if_collapsed(metrics: dict[str, Any], epoch: int) -> None:
@@ -233,8 +218,7 @@ def _train_epoch(model: ConvVAE, optimizer: torch.optim.Optimizer, batches: Shuf
             count = len(frames)
             frames_seen += count
             values = {key: float(losses[key].detach()) for key in sums}  # one device sync per batch
-            run.check(epoch, {f"train/loss/{key} (batch {batch_number})": value
-                              for key, value in values.items()})
+            run.check(epoch, {f"train/loss/{key}": value for key, value in values.items()}, batch=batch_number)
             for key in sums:
                 sums[key] += values[key] * count
             bar.update(count)
