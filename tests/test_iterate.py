@@ -87,3 +87,40 @@ def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
     assert len(rounds) == 2500
     assert not rounds & {episode_seeds(0, i)[0] for i in range(5000)}
     assert not rounds & set(evaluation_seeds(0, 1000))
+
+
+@pytest.fixture(scope="module")
+def round_from_zero(tmp_path_factory):
+    """One round from C = 0 without noise, M trained afresh as an ensemble, C in a penalised dream."""
+    paths = PipelinePaths(tmp_path_factory.mktemp("from_zero") / "smoke")
+    settings = ("iterate.iterations=1", "iterate.start_from=zero", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
+                "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0")
+    config = _config(*settings)
+    for stage in (collect, vae_stage, encode, mdnrnn_stage, controller_stage):
+        stage.run(config, paths, progress=False)
+    iterate.run(config, paths, progress=False)
+    return config, paths
+
+
+def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero(round_from_zero):
+    config, paths = round_from_zero
+    round1 = RolloutReader(paths.round(1).rollouts)
+    source = iterate.round_source(1, 0.0)
+    new = [i for i, row in enumerate(round1.episodes["source"]) if row.decode() == source]
+    assert len(new) == config.iterate.episodes
+    for episode in new:
+        assert np.all(round1.step_data(episode)["actions"] == 0.0), "C = 0 without noise is the zero action"
+    state = load_checkpoint(paths.round(1).last_checkpoint("controller"), "controller")
+    trained = load_checkpoint(paths.controller, "controller")["parameters"].numpy()
+    assert np.abs(trained).max() > 0, "round 0's C is not zero, so the start below is C = 0 by choice"
+    assert np.all(np.asarray(state["inputs"]["start"]) == 0.0)
+    m_state = load_checkpoint(paths.round(1).last_checkpoint("mdnrnn"), "mdnrnn")
+    assert m_state["epoch"] == config.mdnrnn.epochs and "start_from_sha256" not in m_state["inputs"]
+    assert m_state["model_args"]["members"] == 2
+
+
+def test_rounds_from_zero_are_other_rounds_than_the_papers(round_from_zero):
+    config, paths = round_from_zero
+    with pytest.raises(ValueError, match="other iterate settings"):
+        iterate.run(_config("iterate.iterations=1", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
+                            "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0"), paths, progress=False)

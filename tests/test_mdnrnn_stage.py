@@ -56,6 +56,10 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     assert zero["real_return_mean"] > 0, "cartpole pays for an upright pole at every step"
     assert len(zero["teacher_forced_returns"]) == len(zero["real_returns"])
     assert zero["teacher_forced_return_mean"] == pytest.approx(np.mean(zero["teacher_forced_returns"]))
+    sensitivity = simulator["action_sensitivity"]
+    assert len(sensitivity["real"]) == len(sensitivity["dream"]) == sensitivity["steps"] >= 1
+    assert sensitivity["real"][-1] > 0, "held at -1, 0 and +1 the real cart goes three ways"
+    assert sensitivity["ratio"] == pytest.approx(sum(sensitivity["dream"]) / sum(sensitivity["real"]))
     for name in ("openloop_vm", "dream_rollouts"):
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)
@@ -79,3 +83,22 @@ def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
     uninterrupted = load_checkpoint(whole.last_checkpoint("mdnrnn"), "mdnrnn")
     for name, value in uninterrupted["model"].items():
         torch.testing.assert_close(second["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
+    """The same M with the action's input weights zeroed: its futures cannot part by action (ratio 0),
+    while the real ones do."""
+    from worldmodels.artifacts import load_mdnrnn, load_vae
+    from worldmodels.data.store import RolloutReader
+
+    paths = _copy(encoded, tmp_path, "blind")
+    config = _config()
+    mdnrnn_stage.run(config, paths, progress=False)
+    model, _ = load_mdnrnn(paths.mdnrnn)
+    vae, _ = load_vae(paths.vae)
+    rollouts = RolloutReader(paths.rollouts)
+    seeing = mdnrnn_stage.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
+    with torch.no_grad():
+        model.lstm.weight_ih_l0[:, model.z_size:] = 0.0
+    blind = mdnrnn_stage.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
+    assert blind["real"] == seeing["real"] and blind["ratio"] == 0.0 < seeing["ratio"]

@@ -18,7 +18,7 @@ from worldmodels.config import DreamerConfig, PipelineConfig
 from worldmodels.data.store import RolloutReader
 from worldmodels.dreamer import Dreamer
 from worldmodels.models.controller import LinearController
-from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble
 from worldmodels.models.vae import ConvVAE
 from worldmodels.training import TrainingOutputError
 
@@ -46,11 +46,14 @@ def load_vae(path: Path, device: torch.device | str = "cpu") -> tuple[ConvVAE, d
     return model.to(device).eval(), checkpoint
 
 
-def load_mdnrnn(path: Path, device: torch.device | str = "cpu") -> tuple[MDNRNN, dict[str, Any]]:
+def load_mdnrnn(path: Path, device: torch.device | str = "cpu") -> tuple[MDNRNN | MDNRNNEnsemble, dict[str, Any]]:
     """The model in ``path`` (an ``mdnrnn.pt``, saved on any device) on ``device`` in eval mode, and the
-    checkpoint dict."""
+    checkpoint dict. An ensemble (``model_args`` with ``members``) loads as :class:`MDNRNNEnsemble`,
+    which acts as its first member wherever one M is used."""
     checkpoint = load_checkpoint(path, MDNRNN_KIND)
-    model = MDNRNN(**checkpoint["model_args"])
+    args = dict(checkpoint["model_args"])
+    members = args.pop("members", 1)
+    model = MDNRNN(**args) if members == 1 else MDNRNNEnsemble(members, **args)
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint
 

@@ -258,6 +258,11 @@ class MDNRNNConfig:
     grad_clip: float = 1.0
     """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
     done_pos_weight: float = 10.0
+    ensemble: int = 1
+    """How many Ms are trained side by side on the same batches from different initial weights
+    (1: one M, the paper). With more, the dream draws each step from one of them at random and can
+    subtract their disagreement from its reward (``controller.disagreement_penalty``); C reads the
+    first member's ``h``. Training and dreaming cost this many times more."""
     openloop_loss_steps: int = 0
     """0: the paper's one-step loss. k > 0 adds, for every batch, the z NLL of k steps predicted
     open loop (M fed its own mixture means with the real actions) from a random point of the
@@ -278,7 +283,7 @@ class MDNRNNConfig:
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "mixtures", "epochs", "batch_size", "sequence_length", "eval_every",
-                    "context_frames", "openloop_steps", "dream_samples"):
+                    "context_frames", "openloop_steps", "dream_samples", "ensemble"):
             _require(getattr(self, key) >= 1, f"mdnrnn.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.learning_rate > 0, "mdnrnn.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.grad_clip > 0, "mdnrnn.grad_clip", f"must be > 0, got {self.grad_clip}")
@@ -308,6 +313,10 @@ class ControllerConfig:
     """Dream rollouts per candidate; fitness is their mean return."""
     sigma0: float = 0.1
     temperature: float = 1.0
+    disagreement_penalty: float = 0.0
+    """Reward taken off each dream step per unit of M's ensemble disagreement (the standard deviation
+    over members of the predicted next z, averaged over z's dimensions); needs ``mdnrnn.ensemble > 1``.
+    0: the paper's dream."""
     dream_steps: int = 0
     """Length of a dream rollout in agent steps (0: the shortest episode of the rollouts)."""
     dream_starts: Literal["first", "any"] = "first"
@@ -335,6 +344,8 @@ class ControllerConfig:
             _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
+        _require(self.disagreement_penalty >= 0, "controller.disagreement_penalty",
+                 f"must be >= 0, got {self.disagreement_penalty}")
         _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")
         for key in ("dream_steps", "eval_real_episodes", "workers"):
             _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
@@ -349,6 +360,10 @@ class IterateConfig:
 
     iterations: int = 0
     """Rounds after the first controller (0: C is trained once, on the exploration data only)."""
+    start_from: Literal["controller", "zero"] = "controller"
+    """What the first round plays and evolves from: round 0's C (``controller``, the paper), or
+    C = 0, the zero action (``zero``): on a task where doing nothing is a good policy (cartpole
+    balance), the first new data then stays near the goal, and CMA-ES starts from it."""
     episodes: int = 50
     """On-policy episodes collected in each round."""
     noise_std: float = 0.3
@@ -498,6 +513,16 @@ class PipelineConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     iterate: IterateConfig = field(default_factory=IterateConfig)
     dreamer: DreamerConfig = field(default_factory=DreamerConfig)
+
+    def __post_init__(self) -> None:
+        if self.mdnrnn.ensemble > 1:
+            _require(self.controller.dream_starts == "first", "controller.dream_starts",
+                     f"an ensemble M (mdnrnn.ensemble={self.mdnrnn.ensemble}) dreams from first frames only, "
+                     f"got {self.controller.dream_starts!r}")
+        else:
+            _require(self.controller.disagreement_penalty == 0, "controller.disagreement_penalty",
+                     f"needs an ensemble M to measure disagreement (mdnrnn.ensemble > 1), got "
+                     f"{self.controller.disagreement_penalty} with mdnrnn.ensemble=1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written to ``config.yaml``."""

@@ -7,6 +7,12 @@ LSTM step and one mixture draw. Rewards come from M's reward head, or are 1 for 
 survived (``reward="survival"``, the paper's Doom dream); ``done`` comes from M's done head
 (``p > 0.5``) or the step limit; a finished rollout stays finished and earns nothing more.
 
+With an ensemble M (``mdnrnn.ensemble > 1``) every member steps; each rollout's next ``z``, reward
+and done come from a member drawn at random for that row and step (so C is scored under all of
+them), C reads the first member's ``h``, and ``penalty`` x the members' disagreement is taken off
+each step's reward: a conservative dream, which pays less where the data did not decide what
+happens (an offline model-based penalty in the manner of MOPO, Yu et al. 2020).
+
 Shapes: batch ``N``; ``z`` ``(N, Z)``; actions ``(N, A)``; rewards and dones ``(N,)``;
 ``h`` and ``c`` (M's LSTM hidden and cell) ``(N, H)``. Every tensor lives on M's device; the
 randomness is drawn by a CPU generator and moved there, so the same seed gives the same dream on
@@ -21,7 +27,15 @@ from dataclasses import dataclass
 import torch
 
 from worldmodels.models.controller import population_actions
-from worldmodels.models.mdnrnn import MDNRNN, mixture_noise, sample_mixture, select_step
+from worldmodels.models.mdnrnn import (
+    MDNRNN,
+    MDNRNNEnsemble,
+    disagreement,
+    member_rows,
+    mixture_noise,
+    sample_mixture,
+    select_step,
+)
 
 
 @dataclass
@@ -33,6 +47,8 @@ class DreamStep:
     done: torch.Tensor
     h: torch.Tensor
     c: torch.Tensor
+    disagreement: torch.Tensor
+    """``(N,)``: the ensemble's disagreement on this step (zeros for a single M)."""
 
 
 class DreamEnv:
@@ -40,12 +56,20 @@ class DreamEnv:
 
     ``start_mu`` / ``start_logvar`` ``(S, Z)``: latents of real frames; each reset draws ``batch``
     of them (with replacement) and samples ``z`` from them. ``start_states`` (h, c), each
-    ``(S, H)``: M's LSTM state on reaching each start (default zeros: the start of an episode).
+    ``(S, H)``: M's LSTM state on reaching each start (default zeros: the start of an episode; a single
+    M only). ``penalty``: reward taken off per unit of an ensemble's disagreement.
     """
 
-    def __init__(self, model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor,
+    def __init__(self, model: MDNRNN | MDNRNNEnsemble, start_mu: torch.Tensor, start_logvar: torch.Tensor,
                  temperature: float = 1.0, max_steps: int = 1000, generator: torch.Generator | None = None,
-                 start_states: tuple[torch.Tensor, torch.Tensor] | None = None, reward: str = "model") -> None:
+                 start_states: tuple[torch.Tensor, torch.Tensor] | None = None, reward: str = "model",
+                 penalty: float = 0.0) -> None:
+        self.members = len(model.members) if isinstance(model, MDNRNNEnsemble) else 1
+        if self.members > 1 and start_states is not None:
+            raise ValueError("an ensemble M dreams from first frames only (controller.dream_starts: first)")
+        if penalty < 0:
+            raise ValueError(f"the disagreement penalty must be >= 0, got {penalty}")
+        self.penalty = penalty
         if len(start_mu) == 0:
             raise ValueError("the dream needs at least one start latent")
         if start_states is not None and not all(len(s) == len(start_mu) for s in start_states):
@@ -80,7 +104,7 @@ class DreamEnv:
         self.z = mu + torch.exp(0.5 * logvar) * noise.to(self.device)
         hidden = self.model.hidden_size
         if self.start_states is None:
-            zeros = torch.zeros(1, batch, hidden, device=self.device)
+            zeros = torch.zeros(self.members, batch, hidden, device=self.device)
             self.state = (zeros, zeros.clone())
         else:
             h, c = self.start_states
@@ -109,15 +133,25 @@ class DreamEnv:
         assert actions.shape == (len(self.z), self.model.action_size), \
             f"actions must be ({len(self.z)}, {self.model.action_size}), got {tuple(actions.shape)}"
         actions = actions.to(self.device, self.z.dtype)
-        prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None], self.state)
-        prediction = select_step(prediction, 0)
+        if self.members > 1:
+            stacked, outputs, self.state = self.model.step(self.z, actions, self.state)
+            outputs = outputs[0]  # C reads the first member's h
+        else:
+            prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None], self.state)
+            prediction, outputs = select_step(prediction, 0), outputs[:, 0]
         if noise is None:
             noise = mixture_noise(self.z.shape, self.generator, self.device)
         else:
             noise = (noise[0].to(self.device), noise[1].to(self.device))
+        if self.members > 1:
+            member = torch.randint(self.members, (len(actions),), generator=self.generator).to(self.device)
+            prediction, spread = member_rows(stacked, member), disagreement(stacked)
+        else:
+            spread = torch.zeros(len(actions), device=self.device)
         next_z = sample_mixture(prediction, self.temperature, noise)
         was_done = self.done
         earned = prediction.reward if self.reward == "model" else torch.ones_like(prediction.reward)
+        earned = earned - self.penalty * spread
         reward = torch.where(was_done, torch.zeros_like(earned), earned)
         self.steps += 1
         self.rows_stepped += len(actions)
@@ -125,8 +159,9 @@ class DreamEnv:
         self.done = was_done | finished
         # A rollout that had already finished is out of the game: it keeps its last latent.
         self.z = torch.where(was_done[:, None], self.z, next_z)
-        self.h, self.c = outputs[:, 0], self.state[1][0]
-        return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h, c=self.c)
+        self.h, self.c = outputs, self.state[1][0]
+        return DreamStep(z=self.z, reward=reward, done=self.done.clone(), h=self.h, c=self.c,
+                         disagreement=torch.where(was_done, torch.zeros_like(spread), spread))
 
 
 @torch.no_grad()

@@ -75,6 +75,73 @@ class MDNRNN(nn.Module):
         return self.heads(outputs), outputs, state
 
 
+class MDNRNNEnsemble(nn.Module):
+    """``members`` MDN-RNNs of one shape, trained side by side on the same batches from different
+    initial weights (a deep ensemble).
+
+    Used as an M (``forward``, ``heads``, the sizes) it is its first member: the one whose ``h`` C
+    reads, in the dream and in the real env. :meth:`step` advances every member at once for the
+    dream, which draws each step from a member picked at random and measures where they disagree.
+    LSTM states of all members stack on the first axis: ``(K, N, H)`` each.
+    """
+
+    def __init__(self, members: int, z_size: int = 32, action_size: int = 1, hidden_size: int = 256,
+                 mixtures: int = 5, mixture: str = "per_dimension") -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {members}")
+        self.members = nn.ModuleList(MDNRNN(z_size, action_size, hidden_size, mixtures, mixture)
+                                     for _ in range(members))
+        self.z_size, self.action_size = z_size, action_size
+        self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
+
+    def heads(self, hidden: torch.Tensor) -> MixturePrediction:
+        return self.members[0].heads(hidden)
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[MixturePrediction, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The first member's :meth:`MDNRNN.forward`."""
+        return self.members[0](z, actions, state)
+
+    def step(self, z: torch.Tensor, actions: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[MixturePrediction, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One step of every member: ``z`` ``(N, Z)``, ``actions`` ``(N, A)``, ``state`` ``(K, N, H)`` x 2 ->
+        the members' predictions stacked on a first axis ``K`` (means ``(K, N, Z, M)``, reward ``(K, N)``, ...),
+        their outputs ``(K, N, H)`` and the new state."""
+        predictions, outputs, hs, cs = [], [], [], []
+        for index, member in enumerate(self.members):
+            prediction, output, (h, c) = member(z[:, None], actions[:, None],
+                                                (state[0][index:index + 1], state[1][index:index + 1]))
+            predictions.append(select_step(prediction, 0))
+            outputs.append(output[:, 0])
+            hs.append(h)
+            cs.append(c)
+        stacked = MixturePrediction(*(torch.stack([getattr(p, name) for p in predictions])
+                                      for name in ("logits", "means", "log_stds", "reward", "done_logit")))
+        return stacked, torch.stack(outputs), (torch.cat(hs), torch.cat(cs))
+
+
+def members_of(model: nn.Module) -> list[MDNRNN]:
+    """The MDN-RNNs a model is made of: an ensemble's members, or the model itself."""
+    return list(model.members) if isinstance(model, MDNRNNEnsemble) else [model]
+
+
+def member_rows(stacked: MixturePrediction, member: torch.Tensor) -> MixturePrediction:
+    """From predictions stacked over members (first axis ``K``), row ``n`` of member ``member[n]``:
+    ``member`` ``(N,)`` -> a prediction of ``N`` rows."""
+    rows = torch.arange(len(member), device=member.device)
+    return MixturePrediction(*(getattr(stacked, name)[member, rows]
+                               for name in ("logits", "means", "log_stds", "reward", "done_logit")))
+
+
+def disagreement(stacked: MixturePrediction) -> torch.Tensor:
+    """How far apart the members' expected next ``z`` are: the standard deviation over members of
+    :func:`mixture_mean`, averaged over the latent dimensions. ``(K, N, ...)`` -> ``(N,)``; 0 when
+    every member predicts the same."""
+    return mixture_mean(stacked).std(dim=0, unbiased=False).mean(dim=-1)
+
+
 def is_shared(prediction: MixturePrediction) -> bool:
     """True for one mixture over the whole ``z`` (log-weights ``(..., 1, K)``)."""
     return prediction.logits.shape[-2] == 1 and prediction.means.shape[-2] > 1

@@ -346,6 +346,10 @@ def section_m(report: Report) -> str:
                  ["zero action: dream return", zero["dream_return_mean"]]]
         if "teacher_forced_return_mean" in zero:
             rows.append(["zero action: M's reward head on the real frames", zero["teacher_forced_return_mean"]])
+    sensitivity = simulator.get("action_sensitivity")
+    if sensitivity:
+        rows.append([f"action sensitivity: spread of futures under held actions over {sensitivity['steps']} "
+                     "steps, dream / real (1: as reality)", sensitivity["ratio"]])
     dreams = "".join(report.figure(path.stem, report.wm("dream") + " --temperature T",
                                    f"dream at {path.stem}")
                      for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))

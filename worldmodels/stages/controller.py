@@ -58,9 +58,11 @@ CHECKPOINT_KIND = CONTROLLER_KIND
 _NOT_IDENTITY = ("generations", "workers", "temperatures")
 
 
-def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None, reward="model") -> DreamEnv:
+def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None, reward="model",
+           penalty=0.0) -> DreamEnv:
     return DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=steps,
-                    generator=torch.Generator().manual_seed(seed), start_states=start_states, reward=reward)
+                    generator=torch.Generator().manual_seed(seed), start_states=start_states, reward=reward,
+                    penalty=penalty)
 
 
 def sweep_name(temperature: float) -> str:
@@ -101,8 +103,9 @@ class Evolution:
 
     def dream_returns(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> np.ndarray:
         """The return of each of ``rollouts`` dreams ``(rollouts,)`` of ``parameters`` at ``temperature``."""
+        settings = self.config.controller
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states,
-                       self.config.controller.dream_reward)
+                       settings.dream_reward, settings.disagreement_penalty)
         flat = torch.from_numpy(np.asarray(parameters)).float()[None].expand(rollouts, -1)
         return population_returns(dream, flat, 1, self.model.action_size, self.config.controller.inputs).numpy()
 
@@ -130,7 +133,8 @@ class Evolution:
             fitness, agent_steps = self._real_workers.fitness(population, seeds)
             return fitness, agent_steps * self.config.env.action_repeat
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps,
-                       settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward)
+                       settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward,
+                       settings.disagreement_penalty)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
                                      self.model.action_size, settings.inputs).double().numpy()
         return fitness, dream.rows_stepped
@@ -142,6 +146,8 @@ class Evolution:
         generations = generations or settings.generations
         output = paths.root / f"{name}.pt"
         identity = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
+        if identity["disagreement_penalty"] == 0:  # the paper's dream, as before the penalty existed: runs resume
+            identity.pop("disagreement_penalty")
         inputs = {"mdnrnn_sha256": self.mdnrnn_sha256, "settings": identity | {"temperature": temperature}}
         if start is not None:
             inputs["start"] = [float(x) for x in start]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from worldmodels.agents import WorldModelAgent
@@ -38,6 +39,7 @@ from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
 from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.metrics import MetricsLog
+from worldmodels.models.controller import LinearController
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
 from worldmodels.stages import encode
@@ -65,6 +67,8 @@ def round_episode_seeds(base_seed: int, round_index: int, index: int) -> tuple[i
 def _identity(config: PipelineConfig, previous: PipelinePaths) -> dict[str, Any]:
     """What a round is made from: the iterate settings and the previous round's controller."""
     settings = {k: v for k, v in dataclasses.asdict(config.iterate).items() if k not in ("iterations", "eval_episodes")}
+    if settings["start_from"] == "controller":  # the paper's rounds, as before start_from existed: they resume
+        settings.pop("start_from")
     return {"settings": settings, "previous_controller_sha256": file_sha256(previous.controller)}
 
 
@@ -91,7 +95,7 @@ def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: Pipe
         device = resolve(config.runtime).device
         vae, _ = load_vae(previous.vae, device)
         model, _ = load_mdnrnn(previous.mdnrnn, device)
-        controller, _ = load_controller(previous.controller)
+        controller = played_controller(config, previous, round_index)
         agent = WorldModelAgent(vae, model, controller, noise_std=settings.noise_std)
         seeds = [round_episode_seeds(config.collect.seed, round_index, i) for i in todo]
         episodes = play_in_workers(config.env, agent, [env for env, _ in seeds], [noise for _, noise in seeds],
@@ -104,6 +108,15 @@ def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: Pipe
                 bar.update(1)
                 bar.set_postfix(ret=f"{episode.total_return:.0f}")
     return len(todo)
+
+
+def played_controller(config: PipelineConfig, previous: PipelinePaths, round_index: int) -> LinearController:
+    """The C that round ``round_index`` collects with (before noise): the previous round's, or C = 0
+    for the first round with ``iterate.start_from: zero``."""
+    controller, _ = load_controller(previous.controller)
+    if round_index == 1 and config.iterate.start_from == "zero":
+        controller.set_flat(torch.zeros(controller.num_parameters))
+    return controller
 
 
 def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int) -> dict[str, Any]:
@@ -123,8 +136,11 @@ def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int
     if current.simulator_metrics.is_file():
         simulator = json.loads(current.simulator_metrics.read_text())
         record |= {"m/replay_mean_abs_gap": simulator["mean_abs_gap"],
+                   "m/replay_correlation": simulator["correlation"],
                    "m/zero_action_dream": simulator["zero_action"]["dream_return_mean"],
                    "m/zero_action_real": simulator["zero_action"]["real_return_mean"]}
+        if "action_sensitivity" in simulator:
+            record["m/action_sensitivity"] = simulator["action_sensitivity"]["ratio"]
     return record
 
 
@@ -150,7 +166,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
         mdnrnn_stage.run(m_config, current, progress, start_from=previous.mdnrnn)
     else:
         mdnrnn_stage.run(config, current, progress)
-    start = load_controller(previous.controller)[1]["parameters"].numpy().astype(np.float64)
+    start = played_controller(config, previous, round_index).get_flat().numpy().astype(np.float64)
     Evolution(config, current).evolve(config.controller.temperature, generations=settings.controller_generations,
                                       start=start, progress=progress)
     record = score_round(config, current, round_index) | {"episodes_played": played,

@@ -34,11 +34,18 @@ from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
 from worldmodels.figures import frame_rows, openloop_strip
 from worldmodels.metrics import MetricsLog, json_text
-from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, openloop_nll
+from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble, mdn_loss, members_of, openloop_nll
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import Runtime, resolve
-from worldmodels.simulator import REPORTED_HORIZONS, decode, openloop_episodes, openloop_errors, replay_returns
+from worldmodels.simulator import (
+    REPORTED_HORIZONS,
+    decode,
+    openloop_episodes,
+    openloop_errors,
+    openloop_latents,
+    replay_returns,
+)
 from worldmodels.training import TrainingRun
 from worldmodels.videos import dream_with_actions, write_gif
 
@@ -52,11 +59,16 @@ DREAM_TEMPERATURES = (0.5, 1.0, 1.5)
 def heldout_losses(model: MDNRNN, sequences: LatentSequences, settings: MDNRNNConfig) -> dict[str, float]:
     """Losses on held-out windows with z = mu (deterministic, comparable across epochs)."""
     model.eval()
-    prediction = model(sequences.mu[:, :-1], sequences.actions)[0]
-    losses = mdn_loss(prediction, sequences.mu[:, 1:], sequences.rewards, sequences.dones, sequences.mask,
-                      settings.done_pos_weight)
+    losses = _mean_over_members([mdn_loss(member(sequences.mu[:, :-1], sequences.actions)[0], sequences.mu[:, 1:],
+                                          sequences.rewards, sequences.dones, sequences.mask, settings.done_pos_weight)
+                                 for member in members_of(model)])
     model.train()
     return {f"heldout/loss/{name}": value.item() for name, value in losses.items()}
+
+
+def _mean_over_members(losses: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each loss averaged over an ensemble's members (a single M's losses unchanged)."""
+    return {name: torch.stack([member[name] for member in losses]).mean() for name in losses[0]}
 
 
 def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
@@ -72,16 +84,22 @@ def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Lat
         batch = sequences.select(order[start:start + settings.batch_size])
         z = runtime.to_device(batch.sample_z())
         batch = batch.to(runtime.device)
-        losses = mdn_loss(model(z[:, :-1], batch.actions)[0], z[:, 1:], batch.rewards, batch.dones, batch.mask,
-                          settings.done_pos_weight)
         if settings.openloop_loss_steps:
             length = batch.actions.shape[1]
             start = int(torch.randint(length - settings.openloop_loss_steps + 1, (1,), generator=generator))
-            losses["openloop_z_nll"] = openloop_nll(model, z, batch.actions, batch.mask, start,
-                                                    settings.openloop_loss_steps)
-            losses["total"] = losses["total"] + settings.openloop_loss_weight * losses["openloop_z_nll"]
+        per_member = []
+        for member in members_of(model):  # every member on the same batch: they differ by their initial weights
+            losses = mdn_loss(member(z[:, :-1], batch.actions)[0], z[:, 1:], batch.rewards, batch.dones, batch.mask,
+                              settings.done_pos_weight)
+            if settings.openloop_loss_steps:
+                losses["openloop_z_nll"] = openloop_nll(member, z, batch.actions, batch.mask, start,
+                                                        settings.openloop_loss_steps)
+                losses["total"] = losses["total"] + settings.openloop_loss_weight * losses["openloop_z_nll"]
+            per_member.append(losses)
         optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
+        # The sum: each member's gradient is its own loss's, as if trained alone.
+        torch.stack([losses["total"] for losses in per_member]).sum().backward()
+        losses = _mean_over_members(per_member)
         torch.nn.utils.clip_grad_value_(model.parameters(), settings.grad_clip)
         optimizer.step()
         weight = float(batch.mask.sum())
@@ -99,6 +117,8 @@ def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     for key in ("epochs", "eval_every", "temperature", "context_frames", "openloop_steps",
                 "dream_samples"):
         settings.pop(key)
+    if settings["ensemble"] == 1:  # a single M is what it was before ensembles existed: its runs resume
+        settings.pop("ensemble")
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings
 
@@ -120,8 +140,10 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length).to(runtime.device)
     paths.ensure()
     torch.manual_seed(settings.seed)
-    model = MDNRNN(latents.z_size, rollouts.action_size, settings.hidden_size, settings.mixtures,
-                   settings.mixture).to(runtime.device)
+    shape = {"z_size": latents.z_size, "action_size": rollouts.action_size, "hidden_size": settings.hidden_size,
+             "mixtures": settings.mixtures, "mixture": settings.mixture}
+    model = (MDNRNN(**shape) if settings.ensemble == 1
+             else MDNRNNEnsemble(settings.ensemble, **shape)).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
     if start_from is not None:
@@ -130,9 +152,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                       paths.last_checkpoint(CHECKPOINT_KIND), paths.mdnrnn, MetricsLog(paths.metrics(CHECKPOINT_KIND)),
                       runtime, "M")
     log = run.log
-    common = {"model_args": {"z_size": latents.z_size, "action_size": rollouts.action_size,
-                             "hidden_size": settings.hidden_size, "mixtures": settings.mixtures,
-                             "mixture": settings.mixture}}
+    common = {"model_args": shape | ({"members": settings.ensemble} if settings.ensemble > 1 else {})}
     state = run.resume()
     start_epoch, best, untrained = 0, float("inf"), float("inf")
     if state is not None:
@@ -201,10 +221,11 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     errors = openloop_errors(model, vae, mu, actions, frames, variance, context, steps)
     gap = _replay_gap(model, rollouts, latents, heldout_episodes, settings)
     calibration = _zero_action_calibration(model, vae, config, rollouts, latents, heldout_episodes)
+    sensitivity = action_sensitivity(model, vae, config, rollouts, heldout_episodes)
     summary = {
         "epoch": checkpoint["epoch"], "context_frames": context, "heldout_episodes": usable,
         "openloop_latent_error": errors["latent_error"], "openloop_pixel_mse": errors["pixel_mse"],
-        **gap, "zero_action": calibration,
+        **gap, "zero_action": calibration, "action_sensitivity": sensitivity,
     }
     atomic_write(paths.simulator_metrics,
                  lambda temporary: temporary.write_text(json_text(summary)))
@@ -212,7 +233,8 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
               **{f"openloop/latent_error@{h}": errors["latent_error"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
               **{f"openloop/pixel_mse@{h}": errors["pixel_mse"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
               **{f"replay/{k}": v for k, v in gap.items() if not isinstance(v, list)},
-              **{f"zero_action/{k}": v for k, v in calibration.items() if not isinstance(v, list)}}
+              **{f"zero_action/{k}": v for k, v in calibration.items() if not isinstance(v, list)},
+              "action_sensitivity/ratio": sensitivity["ratio"]}
     log.append(record)
     shown = [usable.index(e) for e in openloop_episodes(np.array(usable))]
     truth = frames_to_input(torch.from_numpy(frames[shown].reshape(-1, *frames.shape[2:]))).view(
@@ -229,7 +251,8 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
                 + f"; replay gap {gap['mean_abs_gap']:.0f} (dream {gap['dream_return_mean']:.0f} vs real "
             f"{gap['real_return_mean']:.0f}); zero action: dream {calibration['dream_return_mean']:.0f} vs real "
             f"{calibration['real_return_mean']:.0f} (M's reward on the real frames: "
-            f"{calibration['teacher_forced_return_mean']:.0f})")
+            f"{calibration['teacher_forced_return_mean']:.0f}); action sensitivity (dream / real): "
+            f"{sensitivity['ratio']:.2f}")
     return summary
 
 
@@ -291,6 +314,58 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
             "mean_gap": float((dream - real).mean()), "mean_abs_gap": float(np.abs(dream - real).mean()),
             "teacher_forced_return_mean": float(np.mean(teacher_forced)),
             "real_returns": real.tolist(), "dream_returns": dream.tolist(), "teacher_forced_returns": teacher_forced}
+
+
+HELD_ACTIONS = (-1.0, 0.0, 1.0)
+SENSITIVITY_STEPS = 20
+
+
+@torch.no_grad()
+def action_sensitivity(model: MDNRNN, vae, config: PipelineConfig, rollouts: RolloutReader,
+                       episodes: np.ndarray, steps: int = SENSITIVITY_STEPS) -> dict[str, Any]:
+    """Does M's future depend on the action as the real one does? From the held-out episodes' start
+    states, every action dimension is held at -1, at 0 and at +1 for ``steps`` steps, in the real env
+    (its frames encoded by V: z = mu) and in M's deterministic dream (mixture means from the first
+    frame's mu). At each step the spread between the three futures is the mean pairwise distance of
+    their ``z``, averaged over episodes.
+
+    Returns the per-step spreads (``real``, ``dream``, lists of ``steps``) and ``ratio``: the dream's
+    summed spread over the real one (1: M's futures part by action as reality's do; 0: M ignores the
+    action; above 1: M exaggerates it).
+    """
+    from worldmodels.envs import make_env
+
+    steps = min(steps, int(rollouts.lengths[episodes].min()))
+    device = next(model.parameters()).device
+    env = make_env(config.env)
+    real = np.zeros((len(episodes), len(HELD_ACTIONS), steps + 1, model.z_size))
+    try:
+        for row, episode in enumerate(episodes):
+            for column, value in enumerate(HELD_ACTIONS):
+                frames = [env.reset(int(rollouts.episodes["seed"][episode]))]
+                for _ in range(steps):
+                    result = env.step(np.full(env.action_size, value))
+                    frames.append(result.frame)
+                    if result.terminated or result.truncated:
+                        break
+                frames += [frames[-1]] * (steps + 1 - len(frames))  # an ended episode stays where it ended
+                z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames)).to(device)))
+                real[row, column] = z.cpu().numpy()
+    finally:
+        env.close()
+    first = torch.from_numpy(real[:, :, :1]).float().flatten(0, 1)  # (E * 3, 1, Z)
+    held = torch.tensor(HELD_ACTIONS).repeat(len(episodes))[:, None, None].expand(-1, steps, model.action_size)
+    dream = openloop_latents(model, first, held.contiguous(), 1, steps).view(len(episodes), len(HELD_ACTIONS),
+                                                                             steps, -1).numpy()
+
+    def spread(futures: np.ndarray) -> np.ndarray:  # (E, 3, T, Z) -> (T,)
+        pairs = [(0, 1), (0, 2), (1, 2)]
+        return np.mean([np.linalg.norm(futures[:, i] - futures[:, j], axis=-1) for i, j in pairs], axis=0).mean(0)
+
+    real_spread, dream_spread = spread(real[:, :, 1:]), spread(dream)
+    ratio = float(dream_spread.sum() / real_spread.sum()) if real_spread.sum() > 0 else float("nan")
+    return {"steps": steps, "actions": list(HELD_ACTIONS), "real": real_spread.tolist(),
+            "dream": dream_spread.tolist(), "ratio": ratio}
 
 
 @torch.no_grad()
