@@ -22,7 +22,7 @@ OUT := $(DATA_DIR)/$(PIPELINE_NAME)
 WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install collect vae mdnrnn controller evaluate oracle dreamer report all test bench device-check clean distclean FORCE
+.PHONY: install collect vae mdnrnn controller evaluate oracle readout dreamer report all test bench device-check clean distclean FORCE
 
 all: $(OUT)/report.html
 
@@ -82,6 +82,12 @@ oracle: $(OUT)/scores/oracle.json
 
 $(OUT)/scores/oracle.json: | $(STAMP)
 	$(WM) oracle $(WM_ARGS)
+
+# Not part of `make all`: can what C reads carry the task (the oracle imitated from [z, h])?
+readout: $(OUT)/scores/readout.json
+
+$(OUT)/scores/readout.json: $(OUT)/mdnrnn.pt $(OUT)/scores/oracle.json
+	$(WM) readout $(WM_ARGS)
 
 dreamer: $(OUT)/scores/dreamer.json
 

@@ -13,7 +13,7 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.reporting import sections
 from worldmodels.stage_times import read_stage_times, timed_stage
-from worldmodels.stages import collect, controller, dreamer, encode, evaluate, mdnrnn, oracle, report, vae
+from worldmodels.stages import collect, controller, dreamer, encode, evaluate, mdnrnn, oracle, readout, report, vae
 
 SMOKE = ["controller.temperatures=[0.5, 1.0]", "oracle.generations=1"]  # beyond pipelines/smoke.yaml
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -62,7 +62,8 @@ def full_run(tmp_path_factory):
     config = load_pipeline("smoke", SMOKE)
     paths = PipelinePaths(tmp_path_factory.mktemp("report") / "smoke")
     stages = {"collect": collect, "train-vae": vae, "encode": encode, "train-mdnrnn": mdnrnn,
-              "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "dreamer": dreamer}
+              "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "readout": readout,
+              "dreamer": dreamer}
     for name, stage in stages.items():
         with timed_stage(paths, name):
             stage.run(config, paths, progress=False)
@@ -87,6 +88,8 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     table = json.loads(paths.score("temperature_table").read_text())
     assert f"{table['rows'][0]['real_mean']:.0f} +- {table['rows'][0]['real_std']:.0f}" in page
     assert "2086 +- 140" in page  # the paper's table beside ours
+    imitation = json.loads(paths.score("readout").read_text())["rows"][-1]
+    assert f"<td>{imitation['inputs']}</td><td>{imitation['readout']}</td><td>{imitation['real_mean']:.1f}" in page
     for stage in ("collect", "train-vae", "train-mdnrnn", "dreamer"):
         assert f"<td>{stage}</td>" in page  # wall clock per stage
 

@@ -191,6 +191,10 @@ stage_command("report", "report", "report",
               "(a stage that has not run shows as missing, with the command that makes it).")
 stage_command("oracle", "oracle", "oracle",
               "Tune C's linear form on the TRUE state in the real env (the controller class's ceiling).")
+stage_command("readout", "readout", "readout",
+              "Can what C reads carry the task? Imitate the true-state oracle (DAgger) from C's inputs [z, h] "
+              "and from mixes of them with the true state, and play the imitations in the real env "
+              "(scores/readout.json).")
 
 
 @main.command()

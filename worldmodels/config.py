@@ -428,6 +428,47 @@ class OracleConfig:
         _require(self.sigma0 > 0, "oracle.sigma0", f"must be > 0, got {self.sigma0}")
 
 
+READOUT_INPUTS = ("state", "zh", "z+velocity", "position+h")
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    """Can what C reads carry the task? The true-state oracle imitated (DAgger) from C's inputs, and
+    from mixes of them with parts of the true state, then played in the real env."""
+
+    inputs: tuple[str, ...] = READOUT_INPUTS
+    """What each imitation reads: ``state`` (the true state: the procedure's own ceiling), ``zh`` (C's
+    inputs, z and M's h), ``z+velocity`` (z and the true velocities: is z's picture of the positions
+    enough?), ``position+h`` (the true positions and M's h: is h's memory of the motion enough?)."""
+    oracle_episodes: int = 20
+    """Episodes played by the oracle (with action noise of ``noise_levels`` in turn) to start the data."""
+    noise_levels: tuple[float, ...] = (0.0, 0.3, 0.6)
+    dagger_rounds: int = 4
+    dagger_episodes: int = 8
+    """Episodes played by the imitation itself each round, labelled with the oracle's actions (DAgger)."""
+    hidden_size: int = 64
+    """The non-linear readout: one tanh layer of this many units (the linear one is C's own form)."""
+    fit_epochs: int = 300
+    learning_rate: float = 1e-3
+    eval_episodes: int = 10
+    seed: int = 0
+
+    SECTION: typing.ClassVar[str] = "readout"
+
+    def __post_init__(self) -> None:
+        _require(len(self.inputs) >= 1, "readout.inputs", "must name at least one input")
+        for index, name in enumerate(self.inputs):
+            _require(name in READOUT_INPUTS, f"readout.inputs[{index}]",
+                     f"must be one of {', '.join(READOUT_INPUTS)}; got {name!r}")
+        for key in ("oracle_episodes", "hidden_size", "fit_epochs", "eval_episodes"):
+            _require(getattr(self, key) >= 1, f"readout.{key}", f"must be >= 1, got {getattr(self, key)}")
+        for key in ("dagger_rounds", "dagger_episodes"):
+            _require(getattr(self, key) >= 0, f"readout.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _require(len(self.noise_levels) >= 1 and all(n >= 0 for n in self.noise_levels), "readout.noise_levels",
+                 f"must be one or more values >= 0, got {list(self.noise_levels)}")
+        _require(self.learning_rate > 0, "readout.learning_rate", f"must be > 0, got {self.learning_rate}")
+
+
 @dataclass(frozen=True)
 class DreamerConfig:
     """Dreamer v1 (Hafner et al. 2019) on the same rollouts: the RSSM world model and an
@@ -493,7 +534,8 @@ class DreamerConfig:
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (RuntimeConfig, EnvConfig, CollectConfig, DataConfig,
                                                           VAEConfig, MDNRNNConfig, ControllerConfig, EvaluateConfig,
-                                                          OracleConfig, IterateConfig, DreamerConfig)}
+                                                          OracleConfig, IterateConfig, ReadoutConfig,
+                                                          DreamerConfig)}
 
 
 @dataclass(frozen=True)
@@ -512,6 +554,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     iterate: IterateConfig = field(default_factory=IterateConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     dreamer: DreamerConfig = field(default_factory=DreamerConfig)
 
     def __post_init__(self) -> None:

@@ -89,6 +89,17 @@ class DMCEnv(PixelEnv):
         observation = self._task.get_observation(self._physics)
         return np.concatenate([np.asarray(value, dtype=np.float64).ravel() for value in observation.values()])
 
+    def state_parts(self) -> dict[str, np.ndarray]:
+        """Which entries of :meth:`state` are velocities (observations named ``*velocity*``) and which
+        the rest (positions, angles, orientations): ``{"position": indices, "velocity": indices}``."""
+        parts: dict[str, list[int]] = {"position": [], "velocity": []}
+        offset = 0
+        for name, value in self._task.get_observation(self._physics).items():
+            size = int(np.asarray(value).size)
+            parts["velocity" if "velocity" in name else "position"] += range(offset, offset + size)
+            offset += size
+        return {name: np.asarray(indices, dtype=np.int64) for name, indices in parts.items()}
+
     def step_state(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
         """Like :meth:`step` but returns the true state instead of rendering a frame (for oracles)."""
         reward, terminated, truncated = self._advance(action)

@@ -40,8 +40,8 @@ PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco"
 HORIZONS = (1, 5, 15, 45)
 
 STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "iterate", "evaluate", "oracle",
-          "dreamer", "report", "temperature-sweep")
-EXTRA_STAGES = ("temperature-sweep",)  # timed, but not part of `make all`
+          "dreamer", "report", "temperature-sweep", "readout")
+EXTRA_STAGES = ("temperature-sweep", "readout")  # timed, but not part of `make all`
 
 def _score_text(score: Score) -> str:
     return f"{score.mean:.1f} +- {score.std:.1f} ({score.episodes} episodes)"
@@ -387,9 +387,28 @@ def section_c(report: Report) -> str:
     rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
     if rounds:
         keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",
-                            "m/zero_action_dream") if k in rounds[0]]
+                            "m/zero_action_dream", "m/replay_correlation", "m/action_sensitivity") if k in rounds[0]]
         body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
-    return body
+    return body + readout_table(report)
+
+
+def readout_table(report: Report) -> str:
+    """What C's inputs can carry: the oracle imitated from them (`wm readout`), or how to measure it."""
+    path = report.paths.score("readout")
+    if not has_true_state(report.config.env):
+        return ""
+    heading = "<h3>Can C's inputs carry the task? The true-state oracle imitated from them</h3>"
+    if not path.is_file():
+        return heading + missing_box(path, report.wm("readout"))
+    result = json.loads(path.read_text())
+    rows = [[row["inputs"], row["readout"], f"{row['real_mean']:.1f} +- {row['real_std']:.1f}", row["fit_mse"]]
+            for row in result["rows"]]
+    return (heading + table(["reads", "readout", f"real score ({result['episodes']} episodes)", "fit error (mse)"],
+                            rows)
+            + '<p class="note">DAgger on the oracle\'s actions; <code>linear</code> is C\'s own form, <code>mlp</code> '
+              "one hidden tanh layer. <code>zh</code> is what C reads; <code>z+velocity</code> and "
+              "<code>position+h</code> swap half of it for the truth, to show which half falls short. "
+              f"The oracle itself: {result['oracle_real_mean']:.1f}.</p>")
 
 
 def section_dreamer(report: Report) -> str:

@@ -1,0 +1,99 @@
+"""`wm readout`: the true-state oracle imitated from what C reads."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import smoke_config
+from worldmodels.config import ConfigError
+from worldmodels.envs import make_env
+from worldmodels.metrics import MetricsLog
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages import collect, encode, oracle, readout
+from worldmodels.stages import mdnrnn as mdnrnn_stage
+from worldmodels.stages import vae as vae_stage
+
+
+def test_cartpoles_state_splits_into_positions_and_velocities():
+    env = make_env(smoke_config().env)
+    try:
+        env.reset(0)
+        parts = env.state_parts()
+        assert parts["position"].tolist() == [0, 1, 2] and parts["velocity"].tolist() == [3, 4]
+        assert len(env.state()) == 5
+    finally:
+        env.close()
+
+
+def test_each_input_set_reads_its_pieces():
+    z, h, state = np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0]), np.array([6.0, 7.0, 8.0, 9.0])
+    parts = {"position": np.array([0, 1]), "velocity": np.array([2, 3])}
+    expected = {"state": [6, 7, 8, 9], "zh": [1, 2, 3, 4, 5], "z+velocity": [1, 2, 8, 9], "position+h": [6, 7, 3, 4, 5]}
+    for name, values in expected.items():
+        np.testing.assert_array_equal(readout.input_features(name, z, h, state, parts), values)
+
+
+def test_the_linear_readout_recovers_a_linear_tanh_policy():
+    generator = np.random.default_rng(0)
+    inputs = generator.normal(size=(2000, 3)).astype(np.float32) * np.array([1.0, 10.0, 0.1], dtype=np.float32)
+    weights, bias = np.array([[0.5, -0.08, 4.0]]), np.array([0.2])
+    actions = np.tanh(inputs @ weights.T + bias)
+    settings = smoke_config("readout.fit_epochs=150", "readout.learning_rate=0.01").readout
+    fitted, error = readout.fit_readout(inputs, actions, 0, settings, seed=0)
+    assert error < 1e-4
+    with torch.no_grad():
+        np.testing.assert_allclose(fitted(torch.from_numpy(inputs[:10])).numpy(), actions[:10], atol=0.02)
+
+
+def test_the_oracle_is_refused_with_the_wrong_number_of_parameters():
+    with pytest.raises(ValueError, match="the oracle has 4 parameters"):
+        readout.OraclePolicy([0.0] * 4, 5, 1)
+    with pytest.raises(ConfigError, match=r"readout.inputs\[0\]"):
+        smoke_config("readout.inputs=[pixels]")
+
+
+@pytest.fixture(scope="module")
+def imitated(tmp_path_factory):
+    paths = PipelinePaths(tmp_path_factory.mktemp("readout") / "smoke")
+    config = smoke_config("oracle.generations=2", "readout.oracle_episodes=2", "readout.dagger_rounds=1",
+                          "readout.dagger_episodes=1", "readout.fit_epochs=5", "readout.eval_episodes=2",
+                          "readout.inputs=[state, zh]")
+    for stage in (collect, vae_stage, encode, mdnrnn_stage, oracle):
+        stage.run(config, paths, progress=False)
+    readout.run(config, paths, progress=False)
+    return config, paths
+
+
+def test_the_oracles_episodes_are_the_oracle_stages_own(imitated):
+    """Played through V and M, the oracle acting on the true state scores what the oracle stage's
+    own loop does on the same seed."""
+    config, paths = imitated
+    parameters = json.loads(paths.score("oracle").read_text())["parameters"]
+    imitation = readout.Imitation(config, paths, parameters)
+    try:
+        inputs, targets, total = imitation.play("zh", 123, 0.0)
+        expected, steps = oracle.state_policy_return(imitation.env, np.asarray(parameters), 123)
+    finally:
+        imitation.close()
+    assert total == pytest.approx(expected) and len(inputs) == len(targets) == steps
+    assert inputs.shape[1] == 32 + config.mdnrnn.hidden_size  # z and h
+
+
+def test_readout_scores_every_input_set_with_both_readouts(imitated):
+    config, paths = imitated
+    result = json.loads(paths.score("readout").read_text())
+    assert [(r["inputs"], r["readout"]) for r in result["rows"]] == [
+        ("state", "linear"), ("state", "mlp"), ("zh", "linear"), ("zh", "mlp")]
+    for row in result["rows"]:
+        assert len(row["real_returns"]) == 2 and row["real_mean"] == pytest.approx(np.mean(row["real_returns"]))
+        assert row["steps_of_data"] == 3 * 20, "2 oracle episodes and 1 DAgger episode of 20 steps"
+    rounds = MetricsLog(paths.metrics("readout"), step_key="step").read()
+    assert [(r["inputs"], r["round"]) for r in rounds] == [("state", 0), ("state", 1), ("zh", 0), ("zh", 1)]
+
+
+def test_readout_needs_the_oracle(tmp_path):
+    paths = PipelinePaths(tmp_path / "smoke")
+    with pytest.raises(FileNotFoundError, match="wm oracle"):
+        readout.run(smoke_config(), paths, progress=False)

@@ -1,0 +1,249 @@
+"""Stage `readout`: can what C reads carry the task? The true-state oracle imitated from C's inputs.
+
+A C trained in the dream can only be as good as the best policy of its inputs. This stage asks
+that directly, with no dream in the way: the oracle (``scores/oracle.json``, a linear tanh policy on
+the true state that balances) is imitated by a policy reading ``[z, h]`` (V's z of the frame, M's h
+after the frames and actions before), by DAgger (Ross et al. 2011):
+
+1. ``oracle_episodes`` episodes played by the oracle, with Gaussian action noise cycling through
+   ``noise_levels`` so that the data also holds the states its mistakes lead to; every step's
+   inputs are stored with the oracle's action for the true state there;
+2. two readouts fitted to those actions: C's own form ``tanh(W x + b)`` (``linear``) and one
+   hidden tanh layer (``mlp``: if even it fails, the information is not in the inputs);
+3. ``dagger_rounds`` times: ``dagger_episodes`` episodes played by the mlp readout itself, labelled
+   by the oracle, added to the data, both readouts fitted again;
+4. both readouts played on ``eval_episodes`` real episodes (the evaluation seeds).
+
+``readout.inputs`` names what each imitation reads; beside C's ``zh``, ``state`` (the procedure's
+own ceiling), ``z+velocity`` and ``position+h`` swap one half of C's inputs for the truth, which
+tells whether V's picture of the positions or M's memory of the motion is what falls short.
+
+Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error) and
+``metrics/readout.jsonl`` (each DAgger round's return). Needs a true state (dm_control) and the oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from worldmodels.artifacts import load_mdnrnn, load_vae
+from worldmodels.checkpoint import atomic_write
+from worldmodels.config import PipelineConfig, ReadoutConfig
+from worldmodels.envs import has_true_state, make_env
+from worldmodels.evaluation import evaluation_seeds
+from worldmodels.metrics import MetricsLog, json_text
+from worldmodels.models.vae import frames_to_input
+from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
+
+logger = logging.getLogger(__name__)
+
+READOUT_STREAM = 0x7EAD  # the imitation's own episodes (the oracle's and DAgger's)
+
+
+class OraclePolicy:
+    """``a = tanh(W s + b)`` on the true state ``s`` ``(S,)``, from the oracle's flat parameters."""
+
+    def __init__(self, parameters: list[float], state_size: int, action_size: int) -> None:
+        flat = np.asarray(parameters, dtype=np.float64)
+        if len(flat) != action_size * (state_size + 1):
+            raise ValueError(f"the oracle has {len(flat)} parameters; a state of {state_size} and {action_size} "
+                             f"actions need {action_size * (state_size + 1)}")
+        self.weights = flat[:action_size * state_size].reshape(action_size, state_size)
+        self.bias = flat[action_size * state_size:]
+
+    def __call__(self, state: np.ndarray) -> np.ndarray:
+        return np.tanh(self.weights @ state + self.bias)
+
+
+def input_features(name: str, z: np.ndarray, h: np.ndarray, state: np.ndarray,
+                   parts: dict[str, np.ndarray]) -> np.ndarray:
+    """What an imitation named ``name`` reads at one step: from V's ``z`` ``(Z,)``, M's ``h`` ``(H,)`` and the
+    true ``state`` ``(S,)`` split by ``parts`` (position / velocity indices)."""
+    pieces = {"state": [state], "zh": [z, h], "z+velocity": [z, state[parts["velocity"]]],
+              "position+h": [state[parts["position"]], h]}[name]
+    return np.concatenate(pieces).astype(np.float32)
+
+
+class Readout(nn.Module):
+    """``tanh(W x + b)`` (``hidden_size`` 0) or ``tanh(W2 tanh(W1 x + b1) + b2)``, on standardised inputs.
+
+    ``x`` ``(N, I)`` -> actions ``(N, A)`` in [-1, 1]."""
+
+    def __init__(self, inputs: int, actions: int, hidden_size: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(inputs))
+        self.register_buffer("scale", torch.ones(inputs))
+        layers = [nn.Linear(inputs, actions)] if hidden_size == 0 else [
+            nn.Linear(inputs, hidden_size), nn.Tanh(), nn.Linear(hidden_size, actions)]
+        self.net = nn.Sequential(*layers, nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.scale)
+
+
+def fit_readout(inputs: np.ndarray, actions: np.ndarray, hidden_size: int, settings: ReadoutConfig,
+                seed: int) -> tuple[Readout, float]:
+    """A readout fitted to ``actions`` ``(N, A)`` from ``inputs`` ``(N, I)`` (squared error, Adam, batches of
+    256); returns it and its mean squared error on the data."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(inputs), torch.from_numpy(actions.astype(np.float32))
+    model = Readout(x.shape[1], y.shape[1], hidden_size)
+    model.mean.copy_(x.mean(0))
+    model.scale.copy_(x.std(0).clamp(min=1e-6))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    for _ in range(settings.fit_epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), 256):
+            batch = order[start:start + 256]
+            loss = (model(x[batch]) - y[batch]).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return model.eval(), float((model(x) - y).pow(2).mean())
+
+
+class Imitation:
+    """One env with V and M, playing episodes that record what an imitation reads and what the oracle does."""
+
+    def __init__(self, config: PipelineConfig, paths: PipelinePaths, oracle_parameters: list[float]) -> None:
+        self.config = config
+        self.device = resolve(config.runtime).device
+        self.vae, _ = load_vae(paths.vae, self.device)
+        self.model, _ = load_mdnrnn(paths.mdnrnn, self.device)
+        self.env = make_env(config.env)
+        self.env.reset(0)
+        self.parts = self.env.state_parts()
+        self.oracle = OraclePolicy(oracle_parameters, len(self.env.state()), self.env.action_size)
+
+    def close(self) -> None:
+        self.env.close()
+
+    @torch.no_grad()
+    def play(self, name: str, seed: int, noise: float, policy: Callable[[np.ndarray], np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+        """One episode acted by ``policy`` on the inputs (None: the oracle on the true state), plus
+        Gaussian ``noise`` on the action. Returns the inputs ``(T, I)``, the oracle's actions there
+        ``(T, A)`` and the return."""
+        rng = np.random.default_rng(seed)
+        frame = self.env.reset(seed)
+        state, lstm = self.env.state(), None
+        h = torch.zeros(1, self.model.hidden_size, device=self.device)
+        inputs, targets, total, done = [], [], 0.0, False
+        while not done:
+            z, _ = self.vae.encode(frames_to_input(torch.from_numpy(frame[None]).to(self.device)))
+            x = input_features(name, z[0].cpu().numpy(), h[0].cpu().numpy(), state, self.parts)
+            target = self.oracle(state)
+            action = target if policy is None else policy(x)
+            action = np.clip(action + noise * rng.normal(size=action.shape), -1.0, 1.0).astype(np.float32)
+            inputs.append(x)
+            targets.append(target)
+            _, outputs, lstm = self.model(z[:, None], torch.from_numpy(action)[None, None].to(self.device), lstm)
+            h = outputs[:, 0]
+            result = self.env.step(action)
+            frame, state, total = result.frame, self.env.state(), total + result.reward
+            done = result.terminated or result.truncated
+        return np.stack(inputs), np.stack(targets), total
+
+
+def acting(readout: Readout) -> Callable[[np.ndarray], np.ndarray]:
+    def policy(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return readout(torch.from_numpy(x)[None])[0].numpy().astype(np.float64)
+    return policy
+
+
+def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: MetricsLog,
+            progress: bool) -> list[dict[str, Any]]:
+    """The DAgger run of one input set; returns its rows (linear and mlp readouts, scored in the real env)."""
+    seeds = iter(evaluation_seeds(settings.seed, settings.oracle_episodes + settings.dagger_rounds
+                                  * settings.dagger_episodes, READOUT_STREAM))
+    inputs, targets = [], []
+    episodes = settings.oracle_episodes + settings.dagger_rounds * settings.dagger_episodes
+    with tqdm(total=episodes + 2 * settings.eval_episodes, desc=f"readout {name}", unit="ep",
+              disable=not progress, dynamic_ncols=True) as bar:
+        returns = []
+        for index in range(settings.oracle_episodes):
+            x, y, total = imitation.play(name, next(seeds), settings.noise_levels[index % len(settings.noise_levels)])
+            inputs.append(x)
+            targets.append(y)
+            returns.append(total)
+            bar.update(1)
+        log.append({"step": len(log.read()) + 1, "inputs": name, "round": 0, "acting": "oracle",
+                    "return_mean": float(np.mean(returns))})
+        fitted = {}
+        for round_index in range(1, settings.dagger_rounds + 1):
+            fitted = _fit_both(inputs, targets, settings)
+            returns = []
+            for _ in range(settings.dagger_episodes):
+                x, y, total = imitation.play(name, next(seeds), 0.0, acting(fitted["mlp"][0]))
+                inputs.append(x)
+                targets.append(y)
+                returns.append(total)
+                bar.update(1)
+            log.append({"step": len(log.read()) + 1, "inputs": name, "round": round_index, "acting": "mlp",
+                        "return_mean": float(np.mean(returns))})
+        fitted = _fit_both(inputs, targets, settings)
+        rows = []
+        evaluation = evaluation_seeds(imitation.config.evaluate.seed, settings.eval_episodes)
+        for kind, (readout, error) in fitted.items():
+            real = []
+            for seed in evaluation:
+                real.append(imitation.play(name, seed, 0.0, acting(readout))[2])
+                bar.update(1)
+            rows.append({"inputs": name, "readout": kind, "real_mean": float(np.mean(real)),
+                         "real_std": float(np.std(real)), "real_returns": real, "fit_mse": error,
+                         "steps_of_data": int(sum(len(x) for x in inputs))})
+    return rows
+
+
+def _fit_both(inputs: list[np.ndarray], targets: list[np.ndarray], settings: ReadoutConfig
+              ) -> dict[str, tuple[Readout, float]]:
+    x, y = np.concatenate(inputs), np.concatenate(targets)
+    return {kind: fit_readout(x, y, hidden, settings, settings.seed)
+            for kind, hidden in (("linear", 0), ("mlp", settings.hidden_size))}
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path | None:
+    """Imitate the oracle from each of ``readout.inputs``; returns ``scores/readout.json`` (None, having
+    said why, for an env without a true state)."""
+    settings = config.readout
+    resolve(config.runtime).apply()
+    if not has_true_state(config.env):
+        logger.warning(f"readout: {config.env.id} exposes no true state (only dm_control tasks do); "
+                       "there is no oracle to imitate")
+        return None
+    oracle_file = paths.score("oracle")
+    if not oracle_file.is_file():
+        raise FileNotFoundError(f"{oracle_file}: no oracle to imitate; run `wm oracle` first")
+    oracle = json.loads(oracle_file.read_text())
+    if "parameters" not in oracle:
+        raise ValueError(f"{oracle_file}: holds no 'parameters'; run `wm oracle` again")
+    paths.ensure()
+    log = MetricsLog(paths.metrics("readout"), step_key="step")
+    log.keep_up_to(0)
+    started = time.perf_counter()
+    imitation = Imitation(config, paths, oracle["parameters"])
+    try:
+        rows = [row for name in settings.inputs for row in imitate(imitation, name, settings, log, progress)]
+    finally:
+        imitation.close()
+    result = {"oracle_real_mean": oracle.get("mean"), "episodes": settings.eval_episodes,
+              "seconds": time.perf_counter() - started, "rows": rows}
+    atomic_write(paths.score("readout"), lambda temporary: temporary.write_text(json_text(result)))
+    for row in rows:
+        logger.info(f"readout {row['inputs']:>10} {row['readout']:>6}: {row['real_mean']:.1f} +- "
+                    f"{row['real_std']:.1f} (fit mse {row['fit_mse']:.4f})")
+    return paths.score("readout")
