@@ -35,16 +35,25 @@ def test_each_input_set_reads_its_pieces():
         np.testing.assert_array_equal(readout.input_features(name, z, h, state, parts), values)
 
 
-def test_the_linear_readout_recovers_a_linear_tanh_policy():
+def test_the_linear_readout_recovers_a_saturated_linear_tanh_policy_exactly():
     generator = np.random.default_rng(0)
-    inputs = generator.normal(size=(2000, 3)).astype(np.float32) * np.array([1.0, 10.0, 0.1], dtype=np.float32)
-    weights, bias = np.array([[0.5, -0.08, 4.0]]), np.array([0.2])
-    actions = np.tanh(inputs @ weights.T + bias)
-    settings = smoke_config("readout.fit_epochs=150", "readout.learning_rate=0.01").readout
-    fitted, error = readout.fit_readout(inputs, actions, 0, settings, seed=0)
-    assert error < 1e-4
+    inputs = generator.normal(size=(500, 3)).astype(np.float32) * np.array([1.0, 10.0, 0.1], dtype=np.float32)
+    weights, bias = np.array([[15.0, -2.0, 40.0]]), np.array([3.0])  # mostly at +-1, as the oracle is
+    preactivations = inputs @ weights.T + bias
+    fitted, error = readout.fit_linear_readout(inputs, preactivations)
+    assert error < 1e-6
     with torch.no_grad():
-        np.testing.assert_allclose(fitted(torch.from_numpy(inputs[:10])).numpy(), actions[:10], atol=0.02)
+        np.testing.assert_allclose(fitted(torch.from_numpy(inputs)).numpy(), np.tanh(preactivations), atol=1e-4)
+
+
+def test_the_hidden_layer_readout_learns_a_smooth_policy():
+    generator = np.random.default_rng(1)
+    inputs = generator.uniform(-2, 2, size=(2000, 2)).astype(np.float32)
+    actions = np.tanh(inputs[:, :1] * inputs[:, 1:])  # not linear in the inputs
+    settings = smoke_config("readout.fit_epochs=60", "readout.learning_rate=0.01").readout
+    fitted, error = readout.fit_readout(inputs, actions, 32, settings, seed=0)
+    linear_error = readout.fit_linear_readout(inputs, np.arctanh(np.clip(actions, -0.999, 0.999)))[1]
+    assert error < 0.01 < linear_error
 
 
 def test_the_oracle_is_refused_with_the_wrong_number_of_parameters():
@@ -97,3 +106,28 @@ def test_readout_needs_the_oracle(tmp_path):
     paths = PipelinePaths(tmp_path / "smoke")
     with pytest.raises(FileNotFoundError, match="wm oracle"):
         readout.run(smoke_config(), paths, progress=False)
+
+
+def test_the_linear_readout_of_the_true_state_is_the_oracle_itself(imitated):
+    """The oracle is linear in the state, so C's form fitted on it plays the oracle's episodes: the
+    procedure's own check."""
+    config, paths = imitated
+    oracle_returns = json.loads(paths.score("oracle").read_text())["returns"]
+    row = json.loads(paths.score("readout").read_text())["rows"][0]
+    assert (row["inputs"], row["readout"]) == ("state", "linear") and row["fit_mse"] < 1e-6
+    np.testing.assert_allclose(row["real_returns"], oracle_returns[:config.readout.eval_episodes], rtol=1e-3)
+
+
+def test_a_stopped_readout_goes_on_with_the_input_sets_it_had_not_done(imitated):
+    config, paths = imitated
+    complete = json.loads(paths.score("readout").read_text())
+    partial = complete | {"rows": [row for row in complete["rows"] if row["inputs"] == "state"]}
+    paths.score("readout").write_text(json.dumps(partial))
+    lines = len(MetricsLog(paths.metrics("readout"), step_key="step").read())
+    readout.run(config, paths, progress=False)
+    again = json.loads(paths.score("readout").read_text())
+    assert [r for r in again["rows"] if r["inputs"] == "state"] == partial["rows"]
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in again["rows"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in complete["rows"]]
+    new = MetricsLog(paths.metrics("readout"), step_key="step").read()[lines:]
+    assert [(r["inputs"], r["round"]) for r in new] == [("zh", 0), ("zh", 1)]

@@ -8,8 +8,9 @@ after the frames and actions before), by DAgger (Ross et al. 2011):
 1. ``oracle_episodes`` episodes played by the oracle, with Gaussian action noise cycling through
    ``noise_levels`` so that the data also holds the states its mistakes lead to; every step's
    inputs are stored with the oracle's action for the true state there;
-2. two readouts fitted to those actions: C's own form ``tanh(W x + b)`` (``linear``) and one
-   hidden tanh layer (``mlp``: if even it fails, the information is not in the inputs);
+2. two readouts fitted to those actions: C's own form ``tanh(W x + b)`` (``linear``: ``W x + b`` the
+   least-squares fit of the oracle's ``W s + b``) and one hidden tanh layer (``mlp``, fitted to the
+   actions: where even it fails, the inputs do not carry what the oracle acts on);
 3. ``dagger_rounds`` times: ``dagger_episodes`` episodes played by the mlp readout itself, labelled
    by the oracle, added to the data, both readouts fitted again;
 4. both readouts played on ``eval_episodes`` real episodes (the evaluation seeds).
@@ -18,12 +19,14 @@ after the frames and actions before), by DAgger (Ross et al. 2011):
 own ceiling), ``z+velocity`` and ``position+h`` swap one half of C's inputs for the truth, which
 tells whether V's picture of the positions or M's memory of the motion is what falls short.
 
-Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error) and
-``metrics/readout.jsonl`` (each DAgger round's return). Needs a true state (dm_control) and the oracle.
+Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error), kept
+after each input set so that a stopped run goes on with the next, and ``metrics/readout.jsonl``
+(each DAgger round's return). Needs a true state (dm_control) and the oracle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -37,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from worldmodels.artifacts import load_mdnrnn, load_vae
-from worldmodels.checkpoint import atomic_write
+from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig, ReadoutConfig
 from worldmodels.envs import has_true_state, make_env
 from worldmodels.evaluation import evaluation_seeds
@@ -62,8 +65,12 @@ class OraclePolicy:
         self.weights = flat[:action_size * state_size].reshape(action_size, state_size)
         self.bias = flat[action_size * state_size:]
 
+    def preactivation(self, state: np.ndarray) -> np.ndarray:
+        """``W s + b`` ``(A,)``: what the tanh squashes into the action."""
+        return self.weights @ state + self.bias
+
     def __call__(self, state: np.ndarray) -> np.ndarray:
-        return np.tanh(self.weights @ state + self.bias)
+        return np.tanh(self.preactivation(state))
 
 
 def input_features(name: str, z: np.ndarray, h: np.ndarray, state: np.ndarray,
@@ -92,16 +99,37 @@ class Readout(nn.Module):
         return self.net((x - self.mean) / self.scale)
 
 
+def fit_linear_readout(inputs: np.ndarray, preactivations: np.ndarray) -> tuple[Readout, float]:
+    """C's form ``tanh(W x + b)`` with ``W x + b`` the least-squares fit of the oracle's pre-activations
+    ``(N, A)`` from ``inputs`` ``(N, I)`` (exact where they are linear in the inputs, as on the true state;
+    fitting the saturated actions instead would leave the gradient no slope to follow). Returns it and
+    its mean squared error on the actions."""
+    x, target = torch.from_numpy(inputs), torch.from_numpy(preactivations.astype(np.float32))
+    model = _standardised(Readout(x.shape[1], target.shape[1], 0), x)
+    design = torch.cat([(x - model.mean) / model.scale, torch.ones(len(x), 1)], dim=1).double()
+    ridge = 1e-6 * len(x) * torch.eye(design.shape[1], dtype=torch.float64)  # keeps constant inputs solvable
+    solution = torch.linalg.solve(design.T @ design + ridge, design.T @ target.double()).float()
+    linear = model.net[0]
+    with torch.no_grad():
+        linear.weight.copy_(solution[:-1].T)
+        linear.bias.copy_(solution[-1])
+        return model.eval(), float((model(x) - torch.tanh(target)).pow(2).mean())
+
+
+def _standardised(model: Readout, x: torch.Tensor) -> Readout:
+    model.mean.copy_(x.mean(0))
+    model.scale.copy_(x.std(0).clamp(min=1e-6))
+    return model
+
+
 def fit_readout(inputs: np.ndarray, actions: np.ndarray, hidden_size: int, settings: ReadoutConfig,
                 seed: int) -> tuple[Readout, float]:
-    """A readout fitted to ``actions`` ``(N, A)`` from ``inputs`` ``(N, I)`` (squared error, Adam, batches of
-    256); returns it and its mean squared error on the data."""
+    """A readout with a hidden layer of ``hidden_size`` fitted to ``actions`` ``(N, A)`` from ``inputs``
+    ``(N, I)`` (squared error, Adam, batches of 256); returns it and its mean squared error on the data."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, y = torch.from_numpy(inputs), torch.from_numpy(actions.astype(np.float32))
-    model = Readout(x.shape[1], y.shape[1], hidden_size)
-    model.mean.copy_(x.mean(0))
-    model.scale.copy_(x.std(0).clamp(min=1e-6))
+    model = _standardised(Readout(x.shape[1], y.shape[1], hidden_size), x)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     for _ in range(settings.fit_epochs):
         order = torch.randperm(len(x), generator=generator)
@@ -136,7 +164,7 @@ class Imitation:
              ) -> tuple[np.ndarray, np.ndarray, float]:
         """One episode acted by ``policy`` on the inputs (None: the oracle on the true state), plus
         Gaussian ``noise`` on the action. Returns the inputs ``(T, I)``, the oracle's actions there
-        ``(T, A)`` and the return."""
+        ``(T, A)`` before its tanh, and the return."""
         rng = np.random.default_rng(seed)
         frame = self.env.reset(seed)
         state, lstm = self.env.state(), None
@@ -145,8 +173,8 @@ class Imitation:
         while not done:
             z, _ = self.vae.encode(frames_to_input(torch.from_numpy(frame[None]).to(self.device)))
             x = input_features(name, z[0].cpu().numpy(), h[0].cpu().numpy(), state, self.parts)
-            target = self.oracle(state)
-            action = target if policy is None else policy(x)
+            target = self.oracle.preactivation(state)
+            action = np.tanh(target) if policy is None else policy(x)
             action = np.clip(action + noise * rng.normal(size=action.shape), -1.0, 1.0).astype(np.float32)
             inputs.append(x)
             targets.append(target)
@@ -209,11 +237,23 @@ def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: Metri
     return rows
 
 
-def _fit_both(inputs: list[np.ndarray], targets: list[np.ndarray], settings: ReadoutConfig
+def _fit_both(inputs: list[np.ndarray], preactivations: list[np.ndarray], settings: ReadoutConfig
               ) -> dict[str, tuple[Readout, float]]:
-    x, y = np.concatenate(inputs), np.concatenate(targets)
-    return {kind: fit_readout(x, y, hidden, settings, settings.seed)
-            for kind, hidden in (("linear", 0), ("mlp", settings.hidden_size))}
+    x, y = np.concatenate(inputs), np.concatenate(preactivations)
+    return {"linear": fit_linear_readout(x, y),
+            "mlp": fit_readout(x, np.tanh(y), settings.hidden_size, settings, settings.seed)}
+
+
+def _rows_of_the_same_run(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows ``path`` already holds when it was made with ``identity`` (none otherwise)."""
+    if not path.is_file():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return []
+    same = saved.get("identity") == json.loads(json.dumps(identity))  # as JSON has it: tuples are lists
+    return saved.get("rows", []) if same else []
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path | None:
@@ -232,18 +272,30 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     if "parameters" not in oracle:
         raise ValueError(f"{oracle_file}: holds no 'parameters'; run `wm oracle` again")
     paths.ensure()
+    identity = {"settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "inputs"},
+                "evaluate_seed": config.evaluate.seed, "oracle_sha256": file_sha256(oracle_file),
+                "vae_sha256": file_sha256(paths.vae), "mdnrnn_sha256": file_sha256(paths.mdnrnn)}
+    output = paths.score("readout")
+    done = _rows_of_the_same_run(output, identity)
     log = MetricsLog(paths.metrics("readout"), step_key="step")
-    log.keep_up_to(0)
-    started = time.perf_counter()
-    imitation = Imitation(config, paths, oracle["parameters"])
+    if not done:
+        log.keep_up_to(0)
+    result = {"identity": identity, "oracle_real_mean": oracle.get("mean"), "episodes": settings.eval_episodes,
+              "rows": [row for row in done if row["inputs"] in settings.inputs]}
+    todo = [name for name in settings.inputs if name not in {row["inputs"] for row in done}]
+    imitation = Imitation(config, paths, oracle["parameters"]) if todo else None
     try:
-        rows = [row for name in settings.inputs for row in imitate(imitation, name, settings, log, progress)]
+        for name in todo:  # each input set's rows are kept as soon as they exist: a stopped run goes on from there
+            started = time.perf_counter()
+            rows = imitate(imitation, name, settings, log, progress)
+            result["rows"] += [row | {"seconds": time.perf_counter() - started} for row in rows]
+            atomic_write(output, lambda temporary: temporary.write_text(json_text(result)))
     finally:
-        imitation.close()
-    result = {"oracle_real_mean": oracle.get("mean"), "episodes": settings.eval_episodes,
-              "seconds": time.perf_counter() - started, "rows": rows}
-    atomic_write(paths.score("readout"), lambda temporary: temporary.write_text(json_text(result)))
-    for row in rows:
+        if imitation is not None:
+            imitation.close()
+    result["rows"].sort(key=lambda row: settings.inputs.index(row["inputs"]))
+    atomic_write(output, lambda temporary: temporary.write_text(json_text(result)))
+    for row in result["rows"]:
         logger.info(f"readout {row['inputs']:>10} {row['readout']:>6}: {row['real_mean']:.1f} +- "
                     f"{row['real_std']:.1f} (fit mse {row['fit_mse']:.4f})")
     return paths.score("readout")
