@@ -18,14 +18,19 @@ def _config(*overrides):
     return smoke_config(*overrides)
 
 
-@pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory):
-    paths = PipelinePaths(tmp_path_factory.mktemp("iterate") / "smoke")
-    config = _config("iterate.iterations=2")
+def _rounds(folder, *settings):
+    """Every stage up to C, then the rounds, of the smoke pipeline with ``settings``, in ``folder``."""
+    paths = PipelinePaths(folder / "smoke")
+    config = _config(*settings)
     for stage in (collect, vae_stage, encode, mdnrnn_stage, controller_stage):
         stage.run(config, paths, progress=False)
     iterate.run(config, paths, progress=False)
     return config, paths
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    return _rounds(tmp_path_factory.mktemp("iterate"), "iterate.iterations=2")
 
 
 def test_each_round_appends_on_policy_episodes_to_a_copy_of_the_previous_data(two_rounds):
@@ -92,14 +97,9 @@ def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
 @pytest.fixture(scope="module")
 def round_from_zero(tmp_path_factory):
     """One round from C = 0 without noise, M trained afresh as an ensemble, C in a penalised dream."""
-    paths = PipelinePaths(tmp_path_factory.mktemp("from_zero") / "smoke")
-    settings = ("iterate.iterations=1", "iterate.start_from=zero", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
-                "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0")
-    config = _config(*settings)
-    for stage in (collect, vae_stage, encode, mdnrnn_stage, controller_stage):
-        stage.run(config, paths, progress=False)
-    iterate.run(config, paths, progress=False)
-    return config, paths
+    return _rounds(tmp_path_factory.mktemp("from_zero"), "iterate.iterations=1", "iterate.start_from=zero",
+                   "iterate.noise_std=0", "iterate.mdnrnn_epochs=0", "mdnrnn.ensemble=2",
+                   "controller.disagreement_penalty=1.0")
 
 
 def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero(round_from_zero):
