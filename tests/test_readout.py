@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import smoke_config
+from worldmodels.agents import StateLinearPolicy
 from worldmodels.config import ConfigError
 from worldmodels.envs import make_env
 from worldmodels.metrics import MetricsLog
@@ -58,7 +59,7 @@ def test_the_hidden_layer_readout_learns_a_smooth_policy():
 
 def test_the_oracle_is_refused_with_the_wrong_number_of_parameters():
     with pytest.raises(ValueError, match="the oracle has 4 parameters"):
-        readout.OraclePolicy([0.0] * 4, 5, 1)
+        StateLinearPolicy([0.0] * 4, 5, 1)
     with pytest.raises(ConfigError, match=r"readout.inputs\[0\]"):
         smoke_config("readout.inputs=[pixels]")
 

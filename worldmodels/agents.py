@@ -126,3 +126,23 @@ class DreamerAgent(Policy):
             actions = (actions + torch.from_numpy(noise).to(self.device, actions.dtype)).clamp(-1.0, 1.0)
         self._previous = actions
         return actions.cpu().numpy().astype(np.float32)
+
+
+class StateLinearPolicy:
+    """The oracle's form, ``a = tanh(W s + b)`` on the true state ``s`` ``(S,)``, from its flat parameters
+    ``[W row by row, b]`` (what the oracle's CMA-ES searches over)."""
+
+    def __init__(self, parameters, state_size: int, action_size: int) -> None:
+        flat = np.asarray(parameters, dtype=np.float64)
+        if len(flat) != action_size * (state_size + 1):
+            raise ValueError(f"the oracle has {len(flat)} parameters; a state of {state_size} and {action_size} "
+                             f"actions need {action_size * (state_size + 1)}")
+        self.weights = flat[:action_size * state_size].reshape(action_size, state_size)
+        self.bias = flat[action_size * state_size:]
+
+    def preactivation(self, state: np.ndarray) -> np.ndarray:
+        """``W s + b`` ``(A,)``: what the tanh squashes into the action."""
+        return self.weights @ state + self.bias
+
+    def __call__(self, state: np.ndarray) -> np.ndarray:
+        return np.tanh(self.preactivation(state))

@@ -133,20 +133,18 @@ class DreamEnv:
         assert actions.shape == (len(self.z), self.model.action_size), \
             f"actions must be ({len(self.z)}, {self.model.action_size}), got {tuple(actions.shape)}"
         actions = actions.to(self.device, self.z.dtype)
-        if self.members > 1:
-            stacked, outputs, self.state = self.model.step(self.z, actions, self.state)
-            outputs = outputs[0]  # C reads the first member's h
-        else:
-            prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None], self.state)
-            prediction, outputs = select_step(prediction, 0), outputs[:, 0]
         if noise is None:
             noise = mixture_noise(self.z.shape, self.generator, self.device)
         else:
             noise = (noise[0].to(self.device), noise[1].to(self.device))
         if self.members > 1:
+            stacked, outputs, self.state = self.model.step(self.z, actions, self.state)
+            outputs = outputs[0]  # C reads the first member's h
             member = torch.randint(self.members, (len(actions),), generator=self.generator).to(self.device)
             prediction, spread = member_rows(stacked, member), disagreement(stacked)
         else:
+            prediction, outputs, self.state = self.model(self.z[:, None], actions[:, None], self.state)
+            prediction, outputs = select_step(prediction, 0), outputs[:, 0]
             spread = torch.zeros(len(actions), device=self.device)
         next_z = sample_mixture(prediction, self.temperature, noise)
         was_done = self.done

@@ -289,15 +289,7 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
     real, teacher_forced = [], []
     try:
         for episode in episodes:
-            frames = [env.reset(int(rollouts.episodes["seed"][episode]))]
-            zero = np.zeros(env.action_size)
-            total = 0.0
-            for _ in range(horizon):
-                result = env.step(zero)
-                total += result.reward
-                frames.append(result.frame)
-                if result.terminated or result.truncated:  # doing nothing can end an episode (TakeCover)
-                    break
+            frames, total = held_action_episode(env, int(rollouts.episodes["seed"][episode]), 0.0, horizon)
             real.append(total)
             device = next(model.parameters()).device
             z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1])).to(device)))
@@ -318,6 +310,21 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
 
 HELD_ACTIONS = (-1.0, 0.0, 1.0)
 SENSITIVITY_STEPS = 20
+
+
+def held_action_episode(env, seed: int, value: float, steps: int) -> tuple[list[np.ndarray], float]:
+    """Up to ``steps`` steps of ``env`` from ``reset(seed)`` with every action dimension held at ``value``:
+    the frames (the reset frame first) and the return. Stops where the episode ends (doing nothing
+    ends a TakeCover episode), so there may be fewer than ``steps + 1`` frames."""
+    frames, total = [env.reset(seed)], 0.0
+    action = np.full(env.action_size, value)
+    for _ in range(steps):
+        result = env.step(action)
+        total += result.reward
+        frames.append(result.frame)
+        if result.terminated or result.truncated:
+            break
+    return frames, total
 
 
 @torch.no_grad()
@@ -342,12 +349,7 @@ def action_sensitivity(model: MDNRNN, vae, config: PipelineConfig, rollouts: Rol
     try:
         for row, episode in enumerate(episodes):
             for column, value in enumerate(HELD_ACTIONS):
-                frames = [env.reset(int(rollouts.episodes["seed"][episode]))]
-                for _ in range(steps):
-                    result = env.step(np.full(env.action_size, value))
-                    frames.append(result.frame)
-                    if result.terminated or result.truncated:
-                        break
+                frames, _ = held_action_episode(env, int(rollouts.episodes["seed"][episode]), value, steps)
                 frames += [frames[-1]] * (steps + 1 - len(frames))  # an ended episode stays where it ended
                 z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames)).to(device)))
                 real[row, column] = z.cpu().numpy()

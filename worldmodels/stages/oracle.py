@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from worldmodels.agents import StateLinearPolicy
 from worldmodels.config import EnvConfig, PipelineConfig
 from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
@@ -35,11 +36,10 @@ def state_policy_return(env, parameters: np.ndarray, seed: int) -> tuple[float, 
     """(return, agent steps) of one episode of ``a = tanh(W s + b)``; ``parameters`` = [W row-major, b]."""
     env.reset(seed)
     state = env.state()
-    weights = parameters[:env.action_size * len(state)].reshape(env.action_size, len(state))
-    bias = parameters[env.action_size * len(state):]
+    policy = StateLinearPolicy(parameters, len(state), env.action_size)
     total, steps, done = 0.0, 0, False
     while not done:
-        state, reward, terminated, truncated = env.step_state(np.tanh(weights @ state + bias))
+        state, reward, terminated, truncated = env.step_state(policy(state))
         total += reward
         steps += 1
         done = terminated or truncated

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from worldmodels.agents import StateLinearPolicy
 from worldmodels.artifacts import load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig, ReadoutConfig
@@ -52,25 +53,6 @@ from worldmodels.runtime import resolve
 logger = logging.getLogger(__name__)
 
 READOUT_STREAM = 0x7EAD  # the imitation's own episodes (the oracle's and DAgger's)
-
-
-class OraclePolicy:
-    """``a = tanh(W s + b)`` on the true state ``s`` ``(S,)``, from the oracle's flat parameters."""
-
-    def __init__(self, parameters: list[float], state_size: int, action_size: int) -> None:
-        flat = np.asarray(parameters, dtype=np.float64)
-        if len(flat) != action_size * (state_size + 1):
-            raise ValueError(f"the oracle has {len(flat)} parameters; a state of {state_size} and {action_size} "
-                             f"actions need {action_size * (state_size + 1)}")
-        self.weights = flat[:action_size * state_size].reshape(action_size, state_size)
-        self.bias = flat[action_size * state_size:]
-
-    def preactivation(self, state: np.ndarray) -> np.ndarray:
-        """``W s + b`` ``(A,)``: what the tanh squashes into the action."""
-        return self.weights @ state + self.bias
-
-    def __call__(self, state: np.ndarray) -> np.ndarray:
-        return np.tanh(self.preactivation(state))
 
 
 def input_features(name: str, z: np.ndarray, h: np.ndarray, state: np.ndarray,
@@ -154,7 +136,7 @@ class Imitation:
         self.env = make_env(config.env)
         self.env.reset(0)
         self.parts = self.env.state_parts()
-        self.oracle = OraclePolicy(oracle_parameters, len(self.env.state()), self.env.action_size)
+        self.oracle = StateLinearPolicy(oracle_parameters, len(self.env.state()), self.env.action_size)
 
     def close(self) -> None:
         self.env.close()
@@ -196,10 +178,9 @@ def acting(readout: Readout) -> Callable[[np.ndarray], np.ndarray]:
 def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: MetricsLog,
             progress: bool) -> list[dict[str, Any]]:
     """The DAgger run of one input set; returns its rows (linear and mlp readouts, scored in the real env)."""
-    seeds = iter(evaluation_seeds(settings.seed, settings.oracle_episodes + settings.dagger_rounds
-                                  * settings.dagger_episodes, READOUT_STREAM))
-    inputs, targets = [], []
     episodes = settings.oracle_episodes + settings.dagger_rounds * settings.dagger_episodes
+    seeds = iter(evaluation_seeds(settings.seed, episodes, READOUT_STREAM))
+    inputs, targets = [], []
     with tqdm(total=episodes + 2 * settings.eval_episodes, desc=f"readout {name}", unit="ep",
               disable=not progress, dynamic_ncols=True) as bar:
         returns = []
