@@ -6,6 +6,7 @@ from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.es import CMAES
 from worldmodels.models.controller import LinearController, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.simulator import held_action_dream, replay_returns
 
 
 @pytest.mark.parametrize("inputs, expected", [("zh", (32 + 256) * 3 + 3), ("z", 32 * 3 + 3)])
@@ -146,3 +147,25 @@ def test_finished_dreams_leave_the_batch_without_changing_any_return():
     assert compacting.rows_stepped == int(total.sum()) < rows * steps  # each row stepped only while it ran
     lengths = set(total.tolist())
     assert len(lengths) > 2 and min(lengths) < steps, f"the test needs rows that end at different steps: {lengths}"
+
+
+def test_a_held_action_dream_is_the_replay_of_that_action_until_the_done_head_ends_it():
+    """Never done: each held value's dream is the replay of an action sequence of that value (the same
+    draws, computed by another loop), and the values differ (M reads the action). Always done: one
+    step, which survival pays 1."""
+    model = _survival_model(-20.0)
+    with torch.no_grad():
+        model.reward_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    start_mu, start_logvar = torch.randn(3, 4), torch.full((3, 4), -2.0)
+    returns = {}
+    for value in (-1.0, 1.0):
+        held, length = held_action_dream(model, start_mu, start_logvar, (value,), 1.0, 5, 9, "model", seed=4)
+        replayed = replay_returns(model, start_mu, start_logvar, torch.full((3, 9, 1), value), 1.0, 5, seed=4)
+        torch.testing.assert_close(held[0], replayed.mean(1))
+        torch.testing.assert_close(length, torch.full((1, 3), 9.0))
+        returns[value] = held[0]
+    assert (returns[-1.0] - returns[1.0]).abs().min() > 1e-3
+    ended, length = held_action_dream(_survival_model(20.0), start_mu, start_logvar, (0.0, 1.0), 1.0, 2, 9,
+                                      "survival", seed=0)
+    torch.testing.assert_close(ended, torch.ones(2, 3))
+    torch.testing.assert_close(length, torch.ones(2, 3))

@@ -60,6 +60,14 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     assert len(sensitivity["real"]) == len(sensitivity["dream"]) == sensitivity["steps"] >= 1
     assert sensitivity["real"][-1] > 0, "held at -1, 0 and +1 the real cart goes three ways"
     assert sensitivity["ratio"] == pytest.approx(sum(sensitivity["dream"]) / sum(sensitivity["real"]))
+    held = simulator["held_action"]
+    assert held["actions"] == [-1.0, 0.0, 1.0] and held["episodes"] >= 1
+    assert held["real_length_mean"] == [held["steps"]] * 3, "a cartpole episode runs to its end whatever the action"
+    assert all(1 <= length <= held["steps"] for length in held["dream_length_mean"])
+    assert held["real_return_mean"][1] > max(held["real_return_mean"][0], held["real_return_mean"][2]), \
+        "doing nothing keeps the pole up longer than pushing one way"
+    assert held["largest_overestimate"] == pytest.approx(
+        max(d - r for d, r in zip(held["dream_return_mean"], held["real_return_mean"], strict=True)))
     for name in ("openloop_vm", "dream_rollouts"):
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)

@@ -109,3 +109,40 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
     for t in range(horizon):
         total += dream.step(actions[rows, t]).reward
     return total.view(episodes, samples).cpu()
+
+
+@torch.no_grad()
+def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor, values: tuple[float, ...],
+                      temperature: float, samples: int, max_steps: int, reward: str,
+                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dreams with every action dimension held at each of ``values``, from each start latent
+    ``(E, Z)``, until M's done head ends them or ``max_steps``, rewarded as C's dream is (``reward``:
+    ``model`` or ``survival``).
+
+    This is the probe an exploiting C runs first: a held action is the simplest policy, and one the
+    exploration data (actions held a few steps at most) may never show for long.
+
+    Returns the mean return and the mean length over ``samples`` dreams, each ``(len(values), E)`` on the CPU.
+    """
+    episodes = len(start_mu)
+    dream = DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=max_steps,
+                     generator=torch.Generator().manual_seed(seed), reward=reward)
+    starts = torch.arange(episodes).repeat_interleave(samples).repeat(len(values))
+    held = torch.tensor(values, dtype=torch.float32).repeat_interleave(episodes * samples)
+    dream.reset(len(starts), starts=starts)
+    actions = held[:, None].expand(-1, model.action_size).to(dream.device)
+    total = torch.zeros(len(starts), device=dream.device)
+    length = torch.zeros(len(starts), device=dream.device)
+    active = torch.arange(len(starts), device=dream.device)  # rows still dreaming, as indices of all rows
+    for _ in range(max_steps):
+        result = dream.step(actions[active])
+        total[active] += result.reward
+        length[active] += 1
+        running = ~result.done
+        if not bool(running.any()):
+            break
+        if not bool(running.all()):
+            dream.keep(running)
+            active = active[running]
+    shape = (len(values), episodes, samples)
+    return total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu()

@@ -350,6 +350,15 @@ def section_m(report: Report) -> str:
     if sensitivity:
         rows.append([f"action sensitivity: spread of futures under held actions over {sensitivity['steps']} "
                      "steps, dream / real (1: as reality)", sensitivity["ratio"]])
+    held = simulator.get("held_action")
+    if held:
+        for value, real, dream, real_length, dream_length in zip(
+                held["actions"], held["real_return_mean"], held["dream_return_mean"], held["real_length_mean"],
+                held["dream_length_mean"], strict=True):
+            rows.append([f"action held at {value:+g} (whole episodes): real / dream return (steps)",
+                         f"{real:.1f} / {dream:.1f} ({real_length:.0f} / {dream_length:.0f})"])
+        rows.append(["held actions: largest dream - real return (what a C exploiting the dream finds first)",
+                     held["largest_overestimate"]])
     dreams = "".join(report.figure(path.stem, report.wm("dream") + " --temperature T",
                                    f"dream at {path.stem}")
                      for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))
@@ -387,7 +396,8 @@ def section_c(report: Report) -> str:
     rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
     if rounds:
         keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",
-                            "m/zero_action_dream", "m/replay_correlation", "m/action_sensitivity") if k in rounds[0]]
+                            "m/zero_action_dream", "m/replay_correlation", "m/action_sensitivity",
+                            "m/held_action_overestimate") if k in rounds[0]]
         body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
     return body + readout_table(report)
 

@@ -141,6 +141,8 @@ def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int
                    "m/zero_action_real": simulator["zero_action"]["real_return_mean"]}
         if "action_sensitivity" in simulator:
             record["m/action_sensitivity"] = simulator["action_sensitivity"]["ratio"]
+        if "held_action" in simulator:
+            record["m/held_action_overestimate"] = simulator["held_action"]["largest_overestimate"]
     return record
 
 

@@ -5,8 +5,9 @@ afresh from (mu, logvar) for every batch, the fused ``nn.LSTM``, Adam with eleme
 clipping. Every ``eval_every`` epochs: held-out losses (z = mu) to ``metrics/mdnrnn.jsonl``, the
 resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves, ``mdnrnn.pt``.
 
-After training: open-loop latent and pixel error against horizon and the dream's replay gap on
-the held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
+After training: open-loop latent and pixel error against horizon, the dream's replay gap, the
+zero-action and held-action dreams against the real env, and M's action sensitivity, on the
+held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
 last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png`` and ``dream_rollouts.png``, and
 the video ``dream_vs_real.gif`` (a held-out episode beside M's dream with its actions).
 """
@@ -41,6 +42,7 @@ from worldmodels.runtime import Runtime, resolve
 from worldmodels.simulator import (
     REPORTED_HORIZONS,
     decode,
+    held_action_dream,
     openloop_episodes,
     openloop_errors,
     openloop_latents,
@@ -222,10 +224,11 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     gap = _replay_gap(model, rollouts, latents, heldout_episodes, settings)
     calibration = _zero_action_calibration(model, vae, config, rollouts, latents, heldout_episodes)
     sensitivity = action_sensitivity(model, vae, config, rollouts, heldout_episodes)
+    held = held_action_calibration(model, vae, config, rollouts, latents, heldout_episodes)
     summary = {
         "epoch": checkpoint["epoch"], "context_frames": context, "heldout_episodes": usable,
         "openloop_latent_error": errors["latent_error"], "openloop_pixel_mse": errors["pixel_mse"],
-        **gap, "zero_action": calibration, "action_sensitivity": sensitivity,
+        **gap, "zero_action": calibration, "action_sensitivity": sensitivity, "held_action": held,
     }
     atomic_write(paths.simulator_metrics,
                  lambda temporary: temporary.write_text(json_text(summary)))
@@ -234,7 +237,11 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
               **{f"openloop/pixel_mse@{h}": errors["pixel_mse"][h - 1] for h in REPORTED_HORIZONS if h <= steps},
               **{f"replay/{k}": v for k, v in gap.items() if not isinstance(v, list)},
               **{f"zero_action/{k}": v for k, v in calibration.items() if not isinstance(v, list)},
-              "action_sensitivity/ratio": sensitivity["ratio"]}
+              "action_sensitivity/ratio": sensitivity["ratio"],
+              **{f"held_action/{name}@{value:+g}": values[i] for name, values in
+                 (("real", held["real_return_mean"]), ("dream", held["dream_return_mean"]))
+                 for i, value in enumerate(HELD_ACTIONS)},
+              "held_action/largest_overestimate": held["largest_overestimate"]}
     log.append(record)
     shown = [usable.index(e) for e in openloop_episodes(np.array(usable))]
     truth = frames_to_input(torch.from_numpy(frames[shown].reshape(-1, *frames.shape[2:]))).view(
@@ -252,7 +259,9 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
             f"{gap['real_return_mean']:.0f}); zero action: dream {calibration['dream_return_mean']:.0f} vs real "
             f"{calibration['real_return_mean']:.0f} (M's reward on the real frames: "
             f"{calibration['teacher_forced_return_mean']:.0f}); action sensitivity (dream / real): "
-            f"{sensitivity['ratio']:.2f}")
+            f"{sensitivity['ratio']:.2f}; held actions -1 / 0 / +1, dream vs real: "
+                + ", ".join(f"{d:.0f} vs {r:.0f}" for d, r in zip(held["dream_return_mean"], held["real_return_mean"],
+                                                                 strict=True)))
     return summary
 
 
@@ -368,6 +377,50 @@ def action_sensitivity(model: MDNRNN, vae, config: PipelineConfig, rollouts: Rol
     ratio = float(dream_spread.sum() / real_spread.sum()) if real_spread.sum() > 0 else float("nan")
     return {"steps": steps, "actions": list(HELD_ACTIONS), "real": real_spread.tolist(),
             "dream": dream_spread.tolist(), "ratio": ratio}
+
+
+HELD_EPISODES = 10
+
+
+@torch.no_grad()
+def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts: RolloutReader,
+                            latents: LatentReader, episodes: np.ndarray,
+                            count: int = HELD_EPISODES) -> dict[str, Any]:
+    """Whole episodes with every action dimension held at -1, at 0 and at +1, in the real env (reset
+    with the seeds of the first ``count`` held-out episodes) and in M's dream from their first
+    latents (at M's temperature, rewarded as C's dream is, ended by M's done head), both up to C's
+    dream length. Where the dream pays a held action far more than reality does, a C evolved in
+    the dream finds it (TakeCover: holding one direction, which the exploration data never does for
+    long, survives in the dream and walks into the wall in the game).
+
+    Returns per held value (lists in the order of ``actions``) the real and dream return and episode
+    length means, and ``largest_overestimate``: the largest dream - real return over the values.
+    """
+    from worldmodels.envs import make_env
+
+    episodes = np.sort(episodes)[:count]
+    steps = config.controller.dream_steps or int(rollouts.lengths.min())
+    env = make_env(config.env)
+    real_returns = np.zeros((len(HELD_ACTIONS), len(episodes)))
+    real_lengths = np.zeros_like(real_returns)
+    try:
+        for row, value in enumerate(HELD_ACTIONS):
+            for column, episode in enumerate(episodes):
+                frames, total = held_action_episode(env, int(rollouts.episodes["seed"][episode]), value, steps)
+                real_returns[row, column], real_lengths[row, column] = total, len(frames) - 1
+    finally:
+        env.close()
+    starts_mu, starts_logvar = first_latents(latents, episodes)
+    dream_returns, dream_lengths = held_action_dream(
+        model, starts_mu, starts_logvar, HELD_ACTIONS, config.mdnrnn.temperature, config.mdnrnn.dream_samples,
+        steps, config.controller.dream_reward, config.mdnrnn.seed)
+    real, dream = real_returns.mean(1), dream_returns.double().numpy().mean(1)
+    return {"actions": list(HELD_ACTIONS), "episodes": len(episodes), "steps": steps,
+            "temperature": config.mdnrnn.temperature,
+            "real_return_mean": real.tolist(), "dream_return_mean": dream.tolist(),
+            "real_length_mean": real_lengths.mean(1).tolist(),
+            "dream_length_mean": dream_lengths.double().numpy().mean(1).tolist(),
+            "largest_overestimate": float((dream - real).max())}
 
 
 @torch.no_grad()
