@@ -96,10 +96,11 @@ def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
 
 @pytest.fixture(scope="module")
 def round_from_zero(tmp_path_factory):
-    """One round from C = 0 without noise, M trained afresh as an ensemble, C in a penalised dream."""
-    return _rounds(tmp_path_factory.mktemp("from_zero"), "iterate.iterations=1", "iterate.start_from=zero",
-                   "iterate.noise_std=0", "iterate.mdnrnn_epochs=0", "mdnrnn.ensemble=2",
-                   "controller.disagreement_penalty=1.0")
+    """Two rounds from C = 0 without noise, each C evolved from C = 0, M trained afresh as an ensemble,
+    C in a penalised dream."""
+    return _rounds(tmp_path_factory.mktemp("from_zero"), "iterate.iterations=2", "iterate.start_from=zero",
+                   "iterate.evolve_from=zero", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
+                   "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0")
 
 
 def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero(round_from_zero):
@@ -119,8 +120,25 @@ def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero
     assert m_state["model_args"]["members"] == 2
 
 
+def test_rounds_evolving_from_zero_start_every_search_at_zero_and_play_the_previous_c(round_from_zero):
+    config, paths = round_from_zero
+    round1_c = load_checkpoint(paths.round(1).controller, "controller")["parameters"].numpy()
+    assert np.abs(round1_c).max() > 0
+    state = load_checkpoint(paths.round(2).last_checkpoint("controller"), "controller")
+    assert np.all(np.asarray(state["inputs"]["start"]) == 0.0), "round 2's search starts at C = 0, not at round 1's C"
+    round2 = RolloutReader(paths.round(2).rollouts)
+    new = [i for i, row in enumerate(round2.episodes["source"]) if row.decode() == iterate.round_source(2, 0.0)]
+    assert len(new) == config.iterate.episodes
+    assert all(np.abs(round2.step_data(i)["actions"]).max() > 0 for i in new), "round 2 plays round 1's C"
+
+
 def test_rounds_from_zero_are_other_rounds_than_the_papers(round_from_zero):
     config, paths = round_from_zero
     with pytest.raises(ValueError, match="other iterate settings"):
-        iterate.run(_config("iterate.iterations=1", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
-                            "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0"), paths, progress=False)
+        iterate.run(_config("iterate.iterations=2", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
+                            "iterate.evolve_from=zero", "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0"),
+                    paths, progress=False)
+    with pytest.raises(ValueError, match="other iterate settings"):
+        iterate.run(_config("iterate.iterations=2", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
+                            "iterate.start_from=zero", "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0"),
+                    paths, progress=False)

@@ -364,6 +364,12 @@ class IterateConfig:
     """What the first round plays and evolves from: round 0's C (``controller``, the paper), or
     C = 0, the zero action (``zero``): on a task where doing nothing is a good policy (cartpole
     balance), the first new data then stays near the goal, and CMA-ES starts from it."""
+    evolve_from: Literal["previous", "zero"] = "previous"
+    """Where each round's CMA-ES starts: the C the round played (``previous``), or C = 0 (``zero``):
+    a fresh search in each round's M, which finds what that M still pays for and reality does not
+    (TakeCover: once the round's data shows that holding right walks into the wall, holding left),
+    so that the next round's data corrects it, where a search continued from the previous C stays
+    near the policy the data already covers."""
     episodes: int = 50
     """On-policy episodes collected in each round."""
     noise_std: float = 0.3

@@ -8,7 +8,8 @@ folder itself, whose artifacts stay as the paper's one-shot recipe made them):
 2. ``vae.pt``: round ``k - 1``'s V, or a V re-trained on the grown data (``retrain_vae``);
 3. ``latents.h5``, then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
    ``mdnrnn_epochs`` on the grown data (or trained from scratch), and measured as a simulator;
-4. ``controller.pt``: CMA-ES started at round ``k - 1``'s C, ``controller_generations`` more;
+4. ``controller.pt``: CMA-ES started at round ``k - 1``'s C (or at C = 0, ``evolve_from: zero``),
+   ``controller_generations`` more;
 5. the round's C scored on ``eval_episodes`` real episodes: ``metrics/iterate.jsonl`` (in the
    pipeline's folder) gets one line per round with the real and dream scores, the env steps of
    data so far and M's simulator numbers.
@@ -67,8 +68,9 @@ def round_episode_seeds(base_seed: int, round_index: int, index: int) -> tuple[i
 def _identity(config: PipelineConfig, previous: PipelinePaths) -> dict[str, Any]:
     """What a round is made from: the iterate settings and the previous round's controller."""
     settings = {k: v for k, v in dataclasses.asdict(config.iterate).items() if k not in ("iterations", "eval_episodes")}
-    if settings["start_from"] == "controller":  # the paper's rounds, as before start_from existed: they resume
-        settings.pop("start_from")
+    for key, default in (("start_from", "controller"), ("evolve_from", "previous")):
+        if settings[key] == default:  # the paper's rounds, as before these settings existed: they resume
+            settings.pop(key)
     return {"settings": settings, "previous_controller_sha256": file_sha256(previous.controller)}
 
 
@@ -169,6 +171,8 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
     else:
         mdnrnn_stage.run(config, current, progress)
     start = played_controller(config, previous, round_index).get_flat().numpy().astype(np.float64)
+    if settings.evolve_from == "zero":
+        start = np.zeros_like(start)
     Evolution(config, current).evolve(config.controller.temperature, generations=settings.controller_generations,
                                       start=start, progress=progress)
     record = score_round(config, current, round_index) | {"episodes_played": played,
