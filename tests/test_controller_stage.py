@@ -45,6 +45,21 @@ def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
     Image.open(paths.figure("cmaes_curve")).verify()
 
 
+def test_an_evolution_stops_where_the_population_reaches_stop_at_and_stays_stopped(trained_m, tmp_path):
+    """A mean every population reaches stops the run after its first generation, with C scored and
+    saved; asked again (more generations) it stays stopped; without ``stop_at`` it goes on."""
+    paths = copy_trained_m(trained_m, tmp_path)
+    controller_stage.run(_config("controller.generations=4", "controller.stop_at=-1e9"), paths, progress=False)
+    records = MetricsLog(paths.metrics("controller"), step_key="generation").read()
+    assert [r["generation"] for r in records] == [1] and "eval/dream_mean" in records[0]
+    assert load_checkpoint(paths.controller, "controller")["generation"] == 1
+    controller_stage.run(_config("controller.generations=6", "controller.stop_at=-1e9"), paths, progress=False)
+    assert len(MetricsLog(paths.metrics("controller"), step_key="generation").read()) == 1
+    controller_stage.run(_config("controller.generations=3"), paths, progress=False)
+    records = MetricsLog(paths.metrics("controller"), step_key="generation").read()
+    assert [r["generation"] for r in records] == [1, 2, 3]
+
+
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("evaluate.episodes=3")

@@ -308,6 +308,11 @@ class ControllerConfig:
     """The dream's reward: M's reward head (``model``), or 1 for every step survived until M's done
     head ends the dream (``survival``: the paper's Doom dream, where the reward is frames survived)."""
     generations: int = 100
+    stop_at: float | None = None
+    """Stop evolving once the population's mean dream return reaches this (null: run every
+    generation). For a survival dream, the cap (``dream_steps``) less a little: when nearly every
+    candidate survives every dream to the end, the dream cannot rank them any more and further
+    generations only wander (and each costs the longest dreams there are)."""
     popsize: int = 64
     rollouts: int = 16
     """Dream rollouts per candidate; fitness is their mean return."""

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = CONTROLLER_KIND
 # Settings that change how C is scored or run, not what it is evolved to.
-_NOT_IDENTITY = ("generations", "workers", "temperatures")
+_NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures")
 
 
 def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None, reward="model",
@@ -160,7 +160,8 @@ class Evolution:
         if strategy is None:
             dimension = LinearController(**self.model_args).num_parameters
             strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
-        if strategy.generation >= generations:
+        stopped = state is not None and self._reached_stop(state.get("population_mean"))
+        if strategy.generation >= generations or stopped:
             run.require_best()
             logger.info(f"{output}: already evolved for {strategy.generation} generations")
             return output
@@ -183,7 +184,8 @@ class Evolution:
                     record |= {"dream_steps": steps, "dream_steps_per_s": steps / seconds}
                 else:  # across every worker, on this machine or a cluster
                     record |= {"env_steps": steps, "env_steps_per_s": steps / seconds}
-                if generation % settings.eval_every == 0 or generation == generations:
+                stop = self._reached_stop(record["mean"])
+                if generation % settings.eval_every == 0 or generation == generations or stop:
                     record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
                     score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
                     if score > best:
@@ -192,13 +194,23 @@ class Evolution:
                                        "generation": generation, "temperature": temperature, "metrics": record})
                 run.log.append(record)
                 # C draws nothing from torch's global RNG (its randomness is the CMA-ES state and seeded dreams).
-                run.save_last({**common, "strategy": strategy.state(), "best": best}, with_rng=False)
+                run.save_last({**common, "strategy": strategy.state(), "best": best,
+                               "population_mean": record["mean"]}, with_rng=False)
                 bar.update(1)
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', record.get('env_steps_per_s', 0)):.0f}")
+                if stop:
+                    logger.info(f"C: the population's mean return {record['mean']:.1f} reached controller.stop_at "
+                                f"({settings.stop_at:g}) at generation {generation}; stopped")
+                    break
         cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
         self.video(output, temperature, paths.video(f"controller_in_dream{name[len(CHECKPOINT_KIND):]}"))
         return output
+
+    def _reached_stop(self, population_mean: float | None) -> bool:
+        """Whether a generation whose population scored ``population_mean`` ends the evolution (``stop_at``)."""
+        stop_at = self.config.controller.stop_at
+        return stop_at is not None and population_mean is not None and population_mean >= stop_at
 
     @contextlib.contextmanager
     def _workers_closed_after(self) -> Iterator[None]:
