@@ -169,3 +169,19 @@ def test_a_held_action_dream_is_the_replay_of_that_action_until_the_done_head_en
                                       "survival", seed=0)
     torch.testing.assert_close(ended, torch.ones(2, 3))
     torch.testing.assert_close(length, torch.ones(2, 3))
+
+
+def test_a_replay_of_episodes_of_different_lengths_scores_each_up_to_its_own_end():
+    """Scored with ``lengths``, each episode's replay return is the one of a replay cut at its length
+    (the same draws: a shorter loop over the same batch)."""
+    model = _survival_model(-20.0)
+    with torch.no_grad():
+        model.reward_head.bias.fill_(1.0)
+    start_mu, start_logvar = torch.randn(3, 4), torch.full((3, 4), -2.0)
+    actions = torch.rand(3, 9, 1, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    scored = replay_returns(model, start_mu, start_logvar, actions, 1.0, 4, seed=2, lengths=torch.tensor([9, 4, 1]))
+    for row, length in enumerate((9, 4, 1)):
+        cut = replay_returns(model, start_mu, start_logvar, actions[:, :length], 1.0, 4, seed=2)
+        torch.testing.assert_close(scored[row], cut[row])
+    whole = replay_returns(model, start_mu, start_logvar, actions, 1.0, 4, seed=2)
+    assert (whole[1:] - scored[1:]).abs().min() > 1e-3, "the shorter episodes' later steps are not counted"

@@ -93,8 +93,11 @@ def openloop_errors(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, actions: torc
 
 @torch.no_grad()
 def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor, actions: torch.Tensor,
-                   temperature: float, samples: int, seed: int) -> torch.Tensor:
+                   temperature: float, samples: int, seed: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Dream returns of replaying each episode's real actions ``(E, T, A)`` from its first latent.
+
+    ``lengths`` ``(E,)``: each episode's own length (its actions padded to ``T``); a dream earns nothing
+    after it, as there are no actions to replay there (default: all ``T``).
 
     Returns ``(E, samples)`` on the CPU: ``samples`` dream rollouts per episode, all run as one batch.
     """
@@ -105,9 +108,11 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
     dream.reset(len(starts), starts=starts)
     actions = actions.to(dream.device)
     rows = starts.to(dream.device)
+    limits = (torch.full((episodes,), horizon) if lengths is None else lengths)[starts].to(dream.device)
     total = torch.zeros(len(starts), device=dream.device)
     for t in range(horizon):
-        total += dream.step(actions[rows, t]).reward
+        reward = dream.step(actions[rows, t]).reward
+        total += torch.where(limits > t, reward, torch.zeros_like(reward))
     return total.view(episodes, samples).cpu()
 
 

@@ -267,13 +267,18 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
 
 def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, episodes: np.ndarray,
                 settings: MDNRNNConfig) -> dict[str, Any]:
-    """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``)."""
-    horizon = int(rollouts.lengths[episodes].min())
+    """Replaying held-out episodes' real actions in the dream (at ``settings.temperature``), each for
+    its whole length: where episodes end at different steps (a death in TakeCover), the dream is
+    scored up to the step the real episode ended, so a dream that dies too soon or too late shows."""
+    lengths = rollouts.lengths[episodes].astype(np.int64)
+    horizon = int(lengths.max())
     starts_mu, starts_logvar = first_latents(latents, episodes)
-    actions = torch.from_numpy(np.stack([rollouts.step_data(int(e))["actions"][:horizon] for e in episodes]))
-    real = np.array([rollouts.step_data(int(e))["rewards"][:horizon].sum() for e in episodes], dtype=np.float64)
+    actions = torch.zeros(len(episodes), horizon, rollouts.action_size)
+    for row, episode in enumerate(episodes):
+        actions[row, :lengths[row]] = torch.from_numpy(rollouts.step_data(int(episode))["actions"])
+    real = np.array([rollouts.step_data(int(e))["rewards"].sum() for e in episodes], dtype=np.float64)
     dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
-                           settings.seed).double().numpy()
+                           settings.seed, lengths=torch.from_numpy(lengths)).double().numpy()
     correlation = float(np.corrcoef(dream.mean(1), real)[0, 1]) if len(real) > 1 and real.std() > 0 else 0.0
     return {"temperature": settings.temperature, "steps": horizon, "real_return_mean": float(real.mean()),
             "dream_return_mean": float(dream.mean()), "mean_gap": float((dream.mean(1) - real).mean()),
