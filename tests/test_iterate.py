@@ -30,7 +30,7 @@ def _rounds(folder, *settings):
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
-    return _rounds(tmp_path_factory.mktemp("iterate"), "iterate.iterations=2")
+    return _rounds(tmp_path_factory.mktemp("iterate"), "iterate.iterations=2", "iterate.controller_generations=[2,3]")
 
 
 def test_each_round_appends_on_policy_episodes_to_a_copy_of_the_previous_data(two_rounds):
@@ -56,6 +56,9 @@ def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):
     np.testing.assert_allclose(state["inputs"]["start"], previous, rtol=1e-6)
     m_state = load_checkpoint(round1.last_checkpoint("mdnrnn"), "mdnrnn")
     assert m_state["epoch"] == config.iterate.mdnrnn_epochs and "start_from_sha256" in m_state["inputs"]
+    for round_index, generations in ((1, 2), (2, 3)):  # a count per round
+        log = MetricsLog(paths.round(round_index).metrics("controller"), step_key="generation").read()
+        assert [r["generation"] for r in log] == list(range(1, generations + 1))
     records = MetricsLog(paths.metrics("iterate"), step_key="iteration").read()
     assert [r["iteration"] for r in records] == [0, 1, 2]
     steps = [r["env_steps_of_data"] for r in records]
@@ -72,7 +75,10 @@ def test_a_finished_round_is_not_redone_and_changed_settings_are_refused(two_rou
     iterate.run(config, paths, progress=False)
     assert (marker.stat().st_mtime_ns, paths.round(2).controller.stat().st_mtime_ns) == before
     with pytest.raises(ValueError, match="other iterate settings"):
-        iterate.run(_config("iterate.iterations=2", "iterate.noise_std=0.5"), paths, progress=False)
+        iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=[2,3]", "iterate.noise_std=0.5"),
+                    paths, progress=False)
+    with pytest.raises(ValueError, match="other iterate settings"):  # round 1 ran 2 generations, not 4
+        iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=4"), paths, progress=False)
 
 
 def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):

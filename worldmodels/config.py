@@ -384,8 +384,10 @@ class IterateConfig:
     mdnrnn_epochs: int = 50
     """Epochs of M each round, continuing from the previous round's M (0: train from scratch for
     ``mdnrnn.epochs``)."""
-    controller_generations: int = 30
-    """Generations of C each round, CMA-ES starting from the previous round's C."""
+    controller_generations: int | tuple[int, ...] = 30
+    """Generations of C in each round, or a list with one count per round (the last repeats for
+    rounds past its end): short searches while the rounds correct what the dream overpays, a
+    longer one in the last round's M."""
     eval_episodes: int = 16
     """Real episodes scoring each round's C (seeds of the training-checks stream)."""
 
@@ -394,8 +396,19 @@ class IterateConfig:
     def __post_init__(self) -> None:
         for key in ("iterations", "mdnrnn_epochs"):
             _require(getattr(self, key) >= 0, f"iterate.{key}", f"must be >= 0, got {getattr(self, key)}")
-        for key in ("episodes", "controller_generations", "eval_episodes"):
+        for key in ("episodes", "eval_episodes"):
             _require(getattr(self, key) >= 1, f"iterate.{key}", f"must be >= 1, got {getattr(self, key)}")
+        counts = self.controller_generations
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        _require(len(counts) >= 1 and min(counts) >= 1, "iterate.controller_generations",
+                 f"must be >= 1 (or a list of counts >= 1), got {self.controller_generations}")
+
+    def generations_of(self, round_index: int) -> int:
+        """C's generations in round ``round_index`` (1 is the first round)."""
+        counts = self.controller_generations
+        if not isinstance(counts, tuple):
+            return counts
+        return counts[min(round_index, len(counts)) - 1]
         _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
 
 

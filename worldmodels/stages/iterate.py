@@ -9,7 +9,7 @@ folder itself, whose artifacts stay as the paper's one-shot recipe made them):
 3. ``latents.h5``, then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
    ``mdnrnn_epochs`` on the grown data (or trained from scratch), and measured as a simulator;
 4. ``controller.pt``: CMA-ES started at round ``k - 1``'s C (or at C = 0, ``evolve_from: zero``),
-   ``controller_generations`` more;
+   ``controller_generations`` more (a count per round if a list);
 5. the round's C scored on ``eval_episodes`` real episodes: ``metrics/iterate.jsonl`` (in the
    pipeline's folder) gets one line per round with the real and dream scores, the env steps of
    data so far and M's simulator numbers.
@@ -65,9 +65,11 @@ def round_episode_seeds(base_seed: int, round_index: int, index: int) -> tuple[i
     return int(env_seed), int(noise_seed)
 
 
-def _identity(config: PipelineConfig, previous: PipelinePaths) -> dict[str, Any]:
-    """What a round is made from: the iterate settings and the previous round's controller."""
+def _identity(config: PipelineConfig, previous: PipelinePaths, round_index: int) -> dict[str, Any]:
+    """What a round is made from: the iterate settings (C's generations: this round's count) and the
+    previous round's controller."""
     settings = {k: v for k, v in dataclasses.asdict(config.iterate).items() if k not in ("iterations", "eval_episodes")}
+    settings["controller_generations"] = config.iterate.generations_of(round_index)
     for key, default in (("start_from", "controller"), ("evolve_from", "previous")):
         if settings[key] == default:  # the paper's rounds, as before these settings existed: they resume
             settings.pop(key)
@@ -152,7 +154,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
     settings = config.iterate
     previous, current = paths.round(round_index - 1), paths.round(round_index)
     marker = current.round_marker
-    identity = _identity(config, previous)
+    identity = _identity(config, previous, round_index)
     if marker.is_file():
         if json.loads(marker.read_text())["identity"] == identity:
             return
@@ -173,7 +175,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
     start = played_controller(config, previous, round_index).get_flat().numpy().astype(np.float64)
     if settings.evolve_from == "zero":
         start = np.zeros_like(start)
-    Evolution(config, current).evolve(config.controller.temperature, generations=settings.controller_generations,
+    Evolution(config, current).evolve(config.controller.temperature, generations=settings.generations_of(round_index),
                                       start=start, progress=progress)
     record = score_round(config, current, round_index) | {"episodes_played": played,
                                                            "seconds": time.perf_counter() - started}
