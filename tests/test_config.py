@@ -54,6 +54,9 @@ def test_overrides_are_typed_and_applied():
     ("vae.learning_rate=0", "vae.learning_rate"),
     ("env.frame_size=63", "env.frame_size"),           # a size V and Dreamer cannot take
     ("dreamer.env_steps=2.5e0", "dreamer.env_steps"),  # not a whole number of steps
+    ("iterate.noise_std=-0.1", "iterate.noise_std"),
+    ("iterate.controller_generations=[10, 0]", "iterate.controller_generations"),
+    ("iterate.controller_generations=[]", "iterate.controller_generations"),
 ])
 def test_bad_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as error:

@@ -402,6 +402,7 @@ class IterateConfig:
         counts = counts if isinstance(counts, tuple) else (counts,)
         _require(len(counts) >= 1 and min(counts) >= 1, "iterate.controller_generations",
                  f"must be >= 1 (or a list of counts >= 1), got {self.controller_generations}")
+        _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
 
     def generations_of(self, round_index: int) -> int:
         """C's generations in round ``round_index`` (1 is the first round)."""
@@ -409,7 +410,6 @@ class IterateConfig:
         if not isinstance(counts, tuple):
             return counts
         return counts[min(round_index, len(counts)) - 1]
-        _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
 
 
 @dataclass(frozen=True)

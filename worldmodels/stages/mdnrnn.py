@@ -274,9 +274,11 @@ def _replay_gap(model: MDNRNN, rollouts: RolloutReader, latents: LatentReader, e
     horizon = int(lengths.max())
     starts_mu, starts_logvar = first_latents(latents, episodes)
     actions = torch.zeros(len(episodes), horizon, rollouts.action_size)
+    real = np.zeros(len(episodes))
     for row, episode in enumerate(episodes):
-        actions[row, :lengths[row]] = torch.from_numpy(rollouts.step_data(int(episode))["actions"])
-    real = np.array([rollouts.step_data(int(e))["rewards"].sum() for e in episodes], dtype=np.float64)
+        steps = rollouts.step_data(int(episode))
+        actions[row, :lengths[row]] = torch.from_numpy(steps["actions"])
+        real[row] = steps["rewards"].sum()
     dream = replay_returns(model, starts_mu, starts_logvar, actions, settings.temperature, settings.dream_samples,
                            settings.seed, lengths=torch.from_numpy(lengths)).double().numpy()
     correlation = float(np.corrcoef(dream.mean(1), real)[0, 1]) if len(real) > 1 and real.std() > 0 else 0.0
