@@ -33,15 +33,17 @@ def two_rounds(tmp_path_factory):
     return _rounds(tmp_path_factory.mktemp("iterate"), "iterate.iterations=2", "iterate.controller_generations=[2,3]")
 
 
-def test_each_round_appends_on_policy_episodes_to_a_copy_of_the_previous_data(two_rounds):
+def test_each_round_appends_on_policy_episodes_to_the_previous_data(two_rounds):
+    """Round 1 copies the pipeline's file; round 2 takes round 1's file over (no second copy) and
+    appends its own episodes."""
     config, paths = two_rounds
     base = RolloutReader(paths.rollouts)
-    sources = [[row.decode() for row in RolloutReader(paths.round(k).rollouts).episodes["source"]]
-               for k in (1, 2)]
     assert base.num_episodes == 4, "round 0's data is left as the exploration made it"
-    assert len(sources[0]) == 6 and len(sources[1]) == 8
-    assert sources[1][:6] == sources[0]
-    assert sources[1][6:] == [iterate.round_source(2, config.iterate.noise_std)] * 2
+    assert not paths.round(1).rollouts.exists(), "a finished round's file is handed on, not copied"
+    assert json.loads(paths.round(1).round_marker.read_text())["record"]["episodes_of_data"] == 6
+    sources = [row.decode() for row in RolloutReader(paths.round(2).rollouts).episodes["source"]]
+    rounds = [iterate.round_source(k, config.iterate.noise_std) for k in (1, 2)]
+    assert sources == [row.decode() for row in base.episodes["source"]] + [rounds[0]] * 2 + [rounds[1]] * 2
     round2 = RolloutReader(paths.round(2).rollouts)
     np.testing.assert_array_equal(round2.frames(0), base.frames(0))
     seeds = {int(s) for s in round2.episodes["seed"]}
@@ -88,6 +90,16 @@ def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):
     one_shot = json.loads(paths.score("worldmodel_round0").read_text())
     assert final["env_steps_of_data"] == 8 * 20 * 8 and one_shot["env_steps_of_data"] == 4 * 20 * 8
     assert final["seeds"] == one_shot["seeds"]
+    # Round 1 handed its rollouts on: scored as the final agent, its data size comes from its marker.
+    evaluate.run(_config("iterate.iterations=1", "iterate.controller_generations=[2,3]"), paths, progress=False)
+    assert json.loads(paths.score("worldmodel").read_text())["env_steps_of_data"] == 6 * 20 * 8
+
+
+def test_a_round_whose_successor_was_deleted_says_how_to_redo_the_rounds(two_rounds, tmp_path):
+    config, paths = two_rounds
+    previous, current = paths.round(1), PipelinePaths(tmp_path / "iterations" / "2")
+    with pytest.raises(FileNotFoundError, match="round 1's episodes are gone"):
+        iterate.grow_rollouts(config, previous, current, 2, progress=False)
 
 
 def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
@@ -111,7 +123,7 @@ def round_from_zero(tmp_path_factory):
 
 def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero(round_from_zero):
     config, paths = round_from_zero
-    round1 = RolloutReader(paths.round(1).rollouts)
+    round1 = RolloutReader(paths.round(2).rollouts)  # round 1's file, handed on to round 2
     source = iterate.round_source(1, 0.0)
     new = [i for i, row in enumerate(round1.episodes["source"]) if row.decode() == source]
     assert len(new) == config.iterate.episodes

@@ -13,6 +13,7 @@ trained on, wall-clock) and ``figures/score_hist.png``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -48,12 +49,20 @@ def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: 
 
 def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModelAgent, int]:
     """V + M + C of one pipeline folder on ``device``, and the env steps of data they were trained on."""
-    rollouts = RolloutReader(paths.rollouts)
     vae, _ = load_vae(paths.vae, device)
     mdnrnn, m_checkpoint = load_mdnrnn(paths.mdnrnn, device)
     controller, c_checkpoint = load_controller(paths.controller)
     refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint, paths.controller, c_checkpoint)
-    return WorldModelAgent(vae, mdnrnn, controller), rollouts.num_steps * rollouts.action_repeat
+    return WorldModelAgent(vae, mdnrnn, controller), _env_steps_of_data(paths)
+
+
+def _env_steps_of_data(paths: PipelinePaths) -> int:
+    """Env steps in the data a folder's models were trained on: from its rollouts, or, for a finished
+    round that handed its rollouts on to the next round, from its round marker."""
+    if not paths.rollouts.is_file() and paths.round_marker.is_file():
+        return int(json.loads(paths.round_marker.read_text())["record"]["env_steps_of_data"])
+    rollouts = RolloutReader(paths.rollouts)
+    return rollouts.num_steps * rollouts.action_repeat
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:

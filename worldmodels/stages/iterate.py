@@ -4,7 +4,10 @@ Round ``k`` lives in ``iterations/<k>/``, a pipeline folder of its own (round 0 
 folder itself, whose artifacts stay as the paper's one-shot recipe made them):
 
 1. ``rollouts.h5``: round ``k - 1``'s file plus ``iterate.episodes`` new episodes played by
-   round ``k - 1``'s V + M + C with Gaussian action noise (source ``iteration<k>:...``);
+   round ``k - 1``'s V + M + C with Gaussian action noise (source ``iteration<k>:...``). Round 1
+   copies the pipeline's file (which its stages keep reading); later rounds take the finished
+   round's file over instead of copying it, since its episodes are the head of theirs (a TakeCover
+   round's file is ~6 GB): a finished round's folder keeps its models and metrics, not its data;
 2. ``vae.pt``: round ``k - 1``'s V, or a V re-trained on the grown data (``retrain_vae``);
 3. ``latents.h5``, then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
    ``mdnrnn_epochs`` on the grown data (or trained from scratch), and measured as a simulator;
@@ -23,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -80,13 +84,26 @@ def _copy_atomically(source: Path, target: Path) -> None:
     atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
 
 
+def _take_over_rollouts(previous: PipelinePaths, current: PipelinePaths, round_index: int) -> None:
+    """Start round ``round_index``'s data from the previous round's: a copy of the pipeline's own file
+    for round 1, the finished round's file itself (renamed, atomically) after that."""
+    if round_index == 1:
+        _copy_atomically(previous.rollouts, current.rollouts)
+        return
+    if not previous.rollouts.is_file():
+        raise FileNotFoundError(f"{previous.rollouts}: round {round_index - 1}'s episodes are gone (a finished "
+                                f"round hands its file on to the next, and {current.root} was deleted); delete "
+                                f"{current.root.parent} to redo the rounds")
+    os.replace(previous.rollouts, current.rollouts)
+
+
 def grow_rollouts(config: PipelineConfig, previous: PipelinePaths, current: PipelinePaths, round_index: int,
                   progress: bool) -> int:
     """Round ``k``'s rollouts: ``k - 1``'s plus on-policy episodes (resumed); returns how many were played now."""
     settings = config.iterate
     current.ensure()
     if not current.rollouts.is_file():
-        _copy_atomically(previous.rollouts, current.rollouts)
+        _take_over_rollouts(previous, current, round_index)
     source = round_source(round_index, settings.noise_std)
     env_info, frame_shape, action_size = probe_env(config.env)
     with RolloutWriter(current.rollouts, dataclasses.asdict(config.env), env_info, frame_shape, action_size,
