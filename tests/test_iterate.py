@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -81,6 +82,24 @@ def test_a_finished_round_is_not_redone_and_changed_settings_are_refused(two_rou
                     paths, progress=False)
     with pytest.raises(ValueError, match="other iterate settings"):  # round 1 ran 2 generations, not 4
         iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=4"), paths, progress=False)
+
+
+def test_the_last_round_s_search_goes_on_when_more_generations_are_asked(two_rounds, tmp_path):
+    """Round 2 (the last) asked for 5 generations instead of 3: its C continues to 5 without
+    replaying its episodes or M; fewer than it ran is refused."""
+    _, finished = two_rounds
+    paths = PipelinePaths(tmp_path / "smoke")
+    shutil.copytree(finished.root, paths.root)
+    m_before = paths.round(2).mdnrnn.stat().st_mtime_ns
+    iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=[2,5]"), paths, progress=False)
+    log = MetricsLog(paths.round(2).metrics("controller"), step_key="generation").read()
+    assert [r["generation"] for r in log] == [1, 2, 3, 4, 5]
+    assert paths.round(2).mdnrnn.stat().st_mtime_ns == m_before
+    marker = json.loads(paths.round(2).round_marker.read_text())
+    assert marker["identity"]["settings"]["controller_generations"] == 5 and marker["record"]["episodes_played"] == 0
+    assert [r["iteration"] for r in MetricsLog(paths.metrics("iterate"), step_key="iteration").read()] == [0, 1, 2]
+    with pytest.raises(ValueError, match="other iterate settings"):
+        iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=[2,4]"), paths, progress=False)
 
 
 def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):

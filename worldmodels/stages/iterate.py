@@ -17,8 +17,9 @@ folder itself, whose artifacts stay as the paper's one-shot recipe made them):
    pipeline's folder) gets one line per round with the real and dream scores, the env steps of
    data so far and M's simulator numbers.
 
-Every step resumes (each is a stage that does), a finished round is marked by ``round.json``,
-and ``agent.json`` names the final agent, which `wm evaluate` scores.
+Every step resumes (each is a stage that does), a finished round is marked by ``round.json``
+(asked again with other settings it is refused, except the last round asked for more generations
+of C: its search goes on), and ``agent.json`` names the final agent, which `wm evaluate` scores.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def _identity(config: PipelineConfig, previous: PipelinePaths, round_index: int)
         if settings[key] == default:  # the paper's rounds, as before these settings existed: they resume
             settings.pop(key)
     return {"settings": settings, "previous_controller_sha256": file_sha256(previous.controller)}
+
+
+def _longer_search_of_the_last_round(recorded: dict[str, Any], identity: dict[str, Any], following: PipelinePaths
+                                     ) -> bool:
+    """Whether a finished round differs from what is asked only by more generations of C, with no
+    round after it yet (whose data and C would then be of another C): its search can go on."""
+    asked, done = identity["settings"], recorded["settings"]
+
+    def others(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k != "controller_generations"}
+
+    return (not following.root.exists() and others(asked) == others(done)
+            and recorded["previous_controller_sha256"] == identity["previous_controller_sha256"]
+            and asked["controller_generations"] > done["controller_generations"])
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
@@ -173,10 +188,15 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
     marker = current.round_marker
     identity = _identity(config, previous, round_index)
     if marker.is_file():
-        if json.loads(marker.read_text())["identity"] == identity:
+        recorded = json.loads(marker.read_text())["identity"]
+        if recorded == identity:
             return
-        raise ValueError(f"{current.root} was made from another controller or other iterate settings; delete "
-                         f"{paths.iterations_dir} to redo the rounds, or use another --data-dir")
+        if not _longer_search_of_the_last_round(recorded, identity, paths.round(round_index + 1)):
+            raise ValueError(f"{current.root} was made from another controller or other iterate settings; delete "
+                             f"{paths.iterations_dir} to redo the rounds, or use another --data-dir")
+        logger.info(f"round {round_index}: C's search goes on from {recorded['settings']['controller_generations']} "
+                    f"to {identity['settings']['controller_generations']} generations")
+        marker.unlink()  # every step below resumes: only C's evolution has more to do
     started = time.perf_counter()
     played = grow_rollouts(config, previous, current, round_index, progress)
     if settings.retrain_vae:
