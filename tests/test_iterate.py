@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import smoke_config
+from worldmodels.artifacts import load_vae
 from worldmodels.checkpoint import load_checkpoint
+from worldmodels.data.latents import LatentReader
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
@@ -49,6 +51,23 @@ def test_each_round_appends_on_policy_episodes_to_the_previous_data(two_rounds):
     np.testing.assert_array_equal(round2.frames(0), base.frames(0))
     seeds = {int(s) for s in round2.episodes["seed"]}
     assert len(seeds) == 8, "on-policy episodes start from seeds of their own"
+
+
+def test_a_round_encodes_only_its_new_episodes_and_gets_the_latents_of_a_full_encode(two_rounds):
+    config, paths = two_rounds
+    round1, round2 = paths.round(1), paths.round(2)
+    reader = RolloutReader(round2.rollouts)
+    kept_mu, _ = encode._reusable_rows(round1.latents, round2.vae, reader)
+    assert 0 < len(kept_mu) == sum(int(n) + 1 for n in reader.lengths[:6]), "round 1's 6 episodes are kept"
+    vae, _ = load_vae(round2.vae)
+    mu, logvar, _ = encode.encode_frames(vae, reader, 64, progress=False, channels_last=False)
+    latents = LatentReader(round2.latents, round2.vae, reader)
+    np.testing.assert_allclose(latents.mu, mu, atol=1e-5)
+    np.testing.assert_allclose(latents.logvar, logvar, atol=1e-5)
+    own, _ = encode._reusable_rows(paths.latents, round2.vae, RolloutReader(paths.rollouts))
+    assert len(own) == 4 * 21, "round 0's latents are the head of round 0's own file"
+    shorter, _ = encode._reusable_rows(round2.latents, round2.vae, RolloutReader(paths.rollouts))
+    assert len(shorter) == 0, "latents of more episodes than the file holds are not reused"
 
 
 def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):

@@ -9,7 +9,8 @@ folder itself, whose artifacts stay as the paper's one-shot recipe made them):
    round's file over instead of copying it, since its episodes are the head of theirs (a TakeCover
    round's file is ~6 GB): a finished round's folder keeps its models and metrics, not its data;
 2. ``vae.pt``: round ``k - 1``'s V, or a V re-trained on the grown data (``retrain_vae``);
-3. ``latents.h5``, then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
+3. ``latents.h5`` (with the same V only the new episodes are encoded; the rest are round
+   ``k - 1``'s rows), then ``mdnrnn.pt``: M continued from round ``k - 1``'s M for
    ``mdnrnn_epochs`` on the grown data (or trained from scratch), and measured as a simulator;
 4. ``controller.pt``: CMA-ES started at round ``k - 1``'s C (or at C = 0, ``evolve_from: zero``),
    ``controller_generations`` more (a count per round if a list);
@@ -203,7 +204,8 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
         vae_stage.run(config, current, progress)
     elif not current.vae.is_file() or file_sha256(current.vae) != file_sha256(previous.vae):
         _copy_atomically(previous.vae, current.vae)
-    encode.run(config, current, progress, v_of_other_rollouts=not settings.retrain_vae)
+    encode.run(config, current, progress, v_of_other_rollouts=not settings.retrain_vae,
+               reuse=None if settings.retrain_vae else previous.latents)  # the same V: encode the new episodes only
     if settings.mdnrnn_epochs:
         m_config = dataclasses.replace(config, mdnrnn=dataclasses.replace(config.mdnrnn, epochs=settings.mdnrnn_epochs))
         mdnrnn_stage.run(m_config, current, progress, start_from=previous.mdnrnn)
