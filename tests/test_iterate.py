@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import smoke_config
 from worldmodels.artifacts import load_vae
 from worldmodels.checkpoint import load_checkpoint
-from worldmodels.data.latents import LatentReader
+from worldmodels.data.latents import LatentReader, write_latents
 from worldmodels.data.store import RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
@@ -68,6 +68,25 @@ def test_a_round_encodes_only_its_new_episodes_and_gets_the_latents_of_a_full_en
     assert len(own) == 4 * 21, "round 0's latents are the head of round 0's own file"
     shorter, _ = encode._reusable_rows(round2.latents, round2.vae, RolloutReader(paths.rollouts))
     assert len(shorter) == 0, "latents of more episodes than the file holds are not reused"
+
+
+def test_a_round_s_encode_keeps_the_previous_round_s_rows_and_encodes_the_rest(two_rounds, tmp_path):
+    """Round 1's latents replaced by marked rows (same V, same episodes): round 2's encode keeps the
+    marks for round 1's frames and encodes only the frames after them."""
+    config, paths = two_rounds
+    previous, current = PipelinePaths(tmp_path / "1"), PipelinePaths(tmp_path / "2")
+    previous.ensure(), current.ensure()
+    for name in ("rollouts", "vae"):
+        shutil.copyfile(getattr(paths.round(2), name), getattr(current, name))
+    round1 = LatentReader(paths.round(1).latents)
+    marked = np.full_like(round1.mu, 7.0)
+    write_latents(previous.latents, round1.episodes, marked, marked, round1.vae_sha256, round1.rollouts_fingerprint)
+    iterate.encode_round(config, previous, current, progress=False)
+    reader = RolloutReader(current.rollouts)
+    latents = LatentReader(current.latents, current.vae, reader)
+    assert np.all(latents.mu[:len(marked)] == 7.0), "round 1's rows are kept, not encoded again"
+    full = LatentReader(paths.round(2).latents)
+    np.testing.assert_allclose(latents.mu[len(marked):], full.mu[len(marked):], atol=1e-5)
 
 
 def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):

@@ -183,6 +183,14 @@ def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int
     return record
 
 
+def encode_round(config: PipelineConfig, previous: PipelinePaths, current: PipelinePaths, progress: bool) -> None:
+    """``latents.h5`` of the round: with the previous round's V, its latents are kept and only the
+    new episodes are encoded."""
+    retrained = config.iterate.retrain_vae
+    encode.run(config, current, progress, v_of_other_rollouts=not retrained,
+               reuse=None if retrained else previous.latents)
+
+
 def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int, progress: bool) -> None:
     settings = config.iterate
     previous, current = paths.round(round_index - 1), paths.round(round_index)
@@ -204,8 +212,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
         vae_stage.run(config, current, progress)
     elif not current.vae.is_file() or file_sha256(current.vae) != file_sha256(previous.vae):
         _copy_atomically(previous.vae, current.vae)
-    encode.run(config, current, progress, v_of_other_rollouts=not settings.retrain_vae,
-               reuse=None if settings.retrain_vae else previous.latents)  # the same V: encode the new episodes only
+    encode_round(config, previous, current, progress)
     if settings.mdnrnn_epochs:
         m_config = dataclasses.replace(config, mdnrnn=dataclasses.replace(config.mdnrnn, epochs=settings.mdnrnn_epochs))
         mdnrnn_stage.run(m_config, current, progress, start_from=previous.mdnrnn)
