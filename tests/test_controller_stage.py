@@ -152,3 +152,16 @@ def test_a_takecover_sweep_sits_row_for_row_beside_the_papers_table():
     assert "| 0.1 | 2000 +- 5 | 190 +- 50 | 2086 +- 140 | 193 +- 58 |" in lines
     assert "| random policy | - | 200 +- 100 | - | 210 +- 108 |" in lines
     assert "| 1.3 | not run | not run | 732 +- 269 | 753 +- 139 |" in lines  # the paper's rows we did not run
+
+
+def test_dreams_much_longer_than_m_s_windows_are_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="worldmodels"):
+        assert controller_stage.warn_if_dreams_outrun_m_windows(2100, 100)
+        assert "21x the windows of 100 steps" in caplog.text and "at least 420" in caplog.text
+        caplog.clear()
+        assert not controller_stage.warn_if_dreams_outrun_m_windows(2100, 500)  # the paper's: 4.2x
+        assert not controller_stage.warn_if_dreams_outrun_m_windows(125, 125)   # cartpole: whole episodes
+        assert caplog.text == ""
+    paper = load_pipeline("takecover_paper")
+    assert not controller_stage.warn_if_dreams_outrun_m_windows(paper.controller.dream_steps,
+                                                                paper.mdnrnn.sequence_length)

@@ -56,6 +56,23 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KIND = CONTROLLER_KIND
 # Settings that change how C is scored or run, not what it is evolved to.
 _NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures")
+# How many times longer than M's training windows a dream may run before C's ranking is suspect.
+# TakeCover measured: dreams of 2,100 steps on windows of 100 (21x) paid holding one direction ~2.5x
+# its real survival; on windows of 500 (4.2x, the paper's) that exploit was gone.
+DREAM_TO_WINDOW_LIMIT = 5
+
+
+def warn_if_dreams_outrun_m_windows(dream_steps: int, window: int) -> bool:
+    """Warn (and return True) when C's dreams run more than ``DREAM_TO_WINDOW_LIMIT`` times as many
+    steps as the windows M was trained on. Each window starts from a zero LSTM state, so M's state
+    past ``window`` steps was never trained, yet that is where long dreams rank C."""
+    if dream_steps <= DREAM_TO_WINDOW_LIMIT * window:
+        return False
+    logger.warning(f"C's dreams run up to {dream_steps} steps, {dream_steps / window:.0f}x the windows of "
+                   f"{window} steps M was trained on (mdnrnn.sequence_length): M never learned to carry its "
+                   f"state that far, and long dreams may pay what reality does not. Set it to at least "
+                   f"{-(-dream_steps // DREAM_TO_WINDOW_LIMIT)}.")
+    return True
 
 
 def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states=None, reward="model",
@@ -88,6 +105,7 @@ class Evolution:
             self.start_mu, self.start_logvar, self.start_states = every_step_starts(self.model, latents, rollouts,
                                                                                    train_episodes)
         self.steps = config.controller.dream_steps or int(rollouts.lengths.min())
+        warn_if_dreams_outrun_m_windows(self.steps, config.mdnrnn.sequence_length)
         self.model_args = {"z_size": self.model.z_size, "hidden_size": self.model.hidden_size,
                            "action_size": self.model.action_size, "inputs": config.controller.inputs,
                            "bias": config.controller.bias}
