@@ -22,7 +22,7 @@ OUT := $(DATA_DIR)/$(PIPELINE_NAME)
 WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install collect vae mdnrnn controller evaluate oracle readout dreamer report all test bench device-check clean distclean FORCE
+.PHONY: install collect vae mdnrnn controller evaluate oracle readout state-model dreamer report all test bench device-check clean distclean FORCE
 
 all: $(OUT)/report.html
 
@@ -88,6 +88,12 @@ readout: $(OUT)/scores/readout.json
 
 $(OUT)/scores/readout.json: $(OUT)/mdnrnn.pt $(OUT)/scores/oracle.json
 	$(WM) readout $(WM_ARGS)
+
+# Not part of `make all`: is V what limits V+M+C? M and C on the true state instead of V's z.
+state-model: $(OUT)/scores/state_model.json
+
+$(OUT)/scores/state_model.json: $(OUT)/rollouts.h5
+	$(WM) state-model $(WM_ARGS)
 
 dreamer: $(OUT)/scores/dreamer.json
 

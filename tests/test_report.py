@@ -13,7 +13,19 @@ from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.reporting import sections
 from worldmodels.stage_times import read_stage_times, timed_stage
-from worldmodels.stages import collect, controller, dreamer, encode, evaluate, mdnrnn, oracle, readout, report, vae
+from worldmodels.stages import (
+    collect,
+    controller,
+    dreamer,
+    encode,
+    evaluate,
+    mdnrnn,
+    oracle,
+    readout,
+    report,
+    state_model,
+    vae,
+)
 
 SMOKE = ["controller.temperatures=[0.5, 1.0]", "oracle.generations=1"]  # beyond pipelines/smoke.yaml
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -63,7 +75,7 @@ def full_run(tmp_path_factory):
     paths = PipelinePaths(tmp_path_factory.mktemp("report") / "smoke")
     stages = {"collect": collect, "train-vae": vae, "encode": encode, "train-mdnrnn": mdnrnn,
               "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "readout": readout,
-              "dreamer": dreamer}
+              "state-model": state_model, "dreamer": dreamer}
     for name, stage in stages.items():
         with timed_stage(paths, name):
             stage.run(config, paths, progress=False)
@@ -82,7 +94,7 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
         assert source.startswith(("data:image/png;base64,", "data:image/gif;base64,"))  # nothing to fetch
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.verify()
-    for agent in ("random", "zero", "oracle", "worldmodel", "dreamer"):
+    for agent in ("random", "zero", "oracle", "state_model", "worldmodel", "dreamer"):
         score = json.loads(paths.score(agent).read_text())
         assert f"{score['mean']:.1f} +- {score['std']:.1f}" in page, agent
     table = json.loads(paths.score("temperature_table").read_text())

@@ -195,6 +195,9 @@ stage_command("readout", "readout", "readout",
               "Can what C reads carry the task? Imitate the true-state oracle (DAgger) from C's inputs [z, h] "
               "and from mixes of them with the true state, and play the imitations in the real env "
               "(scores/readout.json).")
+stage_command("state-model", "state_model", "score",
+              "Is V what limits V+M+C? M trained on the TRUE state instead of V's z (the same episodes and "
+              "settings), C evolved in its dream and scored on the evaluation episodes (scores/state_model.json).")
 
 
 @main.command()

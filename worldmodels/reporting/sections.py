@@ -40,8 +40,8 @@ PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco"
 HORIZONS = (1, 5, 15, 45)
 
 STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "iterate", "evaluate", "oracle",
-          "dreamer", "report", "temperature-sweep", "readout")
-EXTRA_STAGES = ("temperature-sweep", "readout")  # timed, but not part of `make all`
+          "dreamer", "report", "temperature-sweep", "readout", "state-model")
+EXTRA_STAGES = ("temperature-sweep", "readout", "state-model")  # timed, but not part of `make all`
 
 def _score_text(score: Score) -> str:
     return f"{score.mean:.1f} +- {score.std:.1f} ({score.episodes} episodes)"
@@ -111,6 +111,8 @@ def section_results(report: Report) -> str:
     if has_true_state(report.config.env):
         add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
             "C's form on the true state, CMA-ES in the real env")
+        add("M and C on the true state instead of V's z", paths.score("state_model"), make("state-model"), None,
+            _state_model_note(paths.score("state_model")))
     iterations = _iterations(paths.score("worldmodel"))
     trained = _trained_where(paths)
     if iterations:
@@ -400,6 +402,16 @@ def section_c(report: Report) -> str:
                             "m/held_action_overestimate") if k in rounds[0]]
         body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
     return body + readout_table(report)
+
+
+def _state_model_note(path: Path) -> str:
+    """What `wm state-model` measured beside its score: its dream, and M's dream of doing nothing."""
+    if not path.is_file():
+        return ""
+    about = Score.read(path).about
+    return (f"C evolved in M's dream of the true state (dream {about['dream_mean']:.0f}); M's zero-action dream "
+            f"{about['zero_action_dream']:.0f} vs real {about['zero_action_real']:.0f}, replay correlation "
+            f"{about['replay_correlation']:.2f}")
 
 
 def readout_table(report: Report) -> str:

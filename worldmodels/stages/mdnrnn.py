@@ -73,7 +73,7 @@ def _mean_over_members(losses: list[dict[str, torch.Tensor]]) -> dict[str, torch
     return {name: torch.stack([member[name] for member in losses]).mean() for name in losses[0]}
 
 
-def _train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
+def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
                  settings: MDNRNNConfig, runtime: Runtime, run: TrainingRun) -> dict[str, float]:
     """One pass over the training windows (held on the CPU: each batch's z is drawn there, then moved).
     A non-finite loss stops the run at once (``run.check``)."""
@@ -183,7 +183,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
               dynamic_ncols=True) as epochs:
         for epoch in epochs:
             epoch_start = time.perf_counter()
-            metrics = _train_epoch(model, optimizer, train, epoch, settings, runtime, run)
+            metrics = train_epoch(model, optimizer, train, epoch, settings, runtime, run)
             metrics["timesteps_per_s"] = metrics.pop("timesteps") / (time.perf_counter() - epoch_start)
             epochs.set_postfix(z_nll=f"{metrics['train/loss/z_nll']:.3f}", steps_s=f"{metrics['timesteps_per_s']:.0f}")
             if epoch % settings.eval_every and epoch != settings.epochs:

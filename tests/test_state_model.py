@@ -1,0 +1,104 @@
+"""`wm state-model`: M and C on the true state instead of V's z."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import smoke_config
+from worldmodels.data.store import RolloutReader
+from worldmodels.envs import make_env
+from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.paths import PipelinePaths
+from worldmodels.stages import collect, state_model
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    config = smoke_config()
+    paths = PipelinePaths(tmp_path_factory.mktemp("state_model") / "smoke")
+    collect.run(config, paths, progress=False)
+    return config, paths
+
+
+def test_a_stored_episode_replays_to_its_states_and_rewards(collected):
+    config, paths = collected
+    rollouts = RolloutReader(paths.rollouts)
+    env = make_env(config.env)
+    try:
+        states = state_model.recover_states(env, rollouts, 1)
+        assert states.shape == (rollouts.lengths[1] + 1, 5)
+        # Replayed by hand: the same seed and actions reach the same last state.
+        env.reset(int(rollouts.episodes[1]["seed"]))
+        for action in rollouts.step_data(1)["actions"]:
+            last = env.step_state(action)[0]
+        np.testing.assert_allclose(states[-1], last, rtol=1e-6)
+        assert not np.allclose(states[0], states[-1])
+    finally:
+        env.close()
+
+
+def test_an_episode_that_does_not_replay_is_named(collected, tmp_path):
+    config, paths = collected
+    tampered = tmp_path / "rollouts.h5"
+    tampered.write_bytes(paths.rollouts.read_bytes())
+    with h5py.File(tampered, "r+") as handle:
+        handle["actions"][:] = -handle["actions"][:]  # other actions: other rewards
+    env = make_env(config.env)
+    try:
+        with pytest.raises(ValueError, match=r"episode 0 \(env seed \d+\) does not replay"):
+            state_model.recover_states(env, RolloutReader(tampered), 0)
+    finally:
+        env.close()
+
+
+def test_states_are_standardised_by_the_training_episodes_and_served_as_exact_latents():
+    states = {0: np.array([[0.0, 10.0], [2.0, 30.0]]), 1: np.array([[4.0, 50.0]]), 2: np.array([[100.0, 100.0]])}
+    latents = state_model.StateLatents.standardised(states, np.array([0, 1]))
+    np.testing.assert_allclose(latents.mean, [2.0, 30.0])
+    mu, logvar = latents.episode(1)
+    np.testing.assert_allclose(mu, [[(4.0 - 2.0) / np.sqrt(8 / 3), (50.0 - 30.0) / np.sqrt(800 / 3)]], rtol=1e-5)
+    assert latents.z_size == 2 and (np.exp(0.5 * logvar) < 1e-6).all()
+
+
+def test_the_zero_controller_in_the_real_env_plays_the_zero_action():
+    config = smoke_config()
+    env = make_env(config.env)
+    try:
+        states = {0: np.zeros((3, 5), np.float32), 1: np.ones((3, 5), np.float32)}
+        latents = state_model.StateLatents.standardised(states, np.array([0, 1]))
+        policy = state_model.StateWorldModelPolicy(MDNRNN(5, 1, 8, 2), latents, np.zeros(5 + 8 + 1), 1)
+        seed = evaluation_seeds(0, 1)[0]
+        played = policy.episode_return(env, seed)
+        env.reset(seed)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated = env.step_state(np.zeros(1, np.float32))
+            total, done = total + reward, terminated or truncated
+        assert played == pytest.approx(total)
+    finally:
+        env.close()
+
+
+def test_the_stage_scores_c_on_the_evaluation_episodes_and_measures_m(collected):
+    config, paths = collected
+    config = smoke_config("evaluate.episodes=3", "mdnrnn.epochs=4")
+    output = state_model.run(config, paths, progress=False)
+    score = Score.read(output)
+    assert score.seeds == evaluation_seeds(config.evaluate.seed, 3) and score.episodes == 3
+    about = score.about
+    assert len(about["parameters"]) == 5 + config.mdnrnn.hidden_size + 1  # C on [state, h] with a bias
+    assert about["dream_steps"] == int(RolloutReader(paths.rollouts).lengths.min()) == 20  # as V+M+C's dreams
+    assert -1.0 <= about["replay_correlation"] <= 1.0 or np.isnan(about["replay_correlation"])
+    # The zero controller's real return is the zero action's, which the smoke episodes earn.
+    assert 0 < about["zero_action_real"] <= config.env.max_episode_steps * config.env.action_repeat
+    held_out = [line for line in paths.metrics("state_model").read_text().splitlines() if '"M"' in line]
+    assert len(held_out) == 2  # eval_every 2 of 4 epochs
+    assert score.env_steps_of_data == int(RolloutReader(paths.rollouts).lengths.sum()) * config.env.action_repeat
+    torch.testing.assert_close(torch.tensor(score.mean), torch.tensor(float(np.mean(score.returns))))
+
+
+def test_an_env_without_a_true_state_is_skipped(tmp_path):
+    config = smoke_config("env.id=gym:CarRacing-v3")
+    assert state_model.run(config, PipelinePaths(tmp_path / "x"), progress=False) is None

@@ -1,0 +1,218 @@
+"""Stage `state-model`: M on the env's TRUE state instead of V's z, and C evolved in its dream.
+
+Separates V's share of V+M+C's gap from M's. Everything but the picture is V+M+C's own: the
+pipeline's episodes (``rollouts.h5``; their states recovered by replaying each episode's stored
+actions from its env seed, checked against the stored rewards), its train / held-out split, M's
+settings (``mdnrnn.*``: the same MDN-RNN, epochs and windows, on the standardised state where V+M
+has z), C's form on ``[state, h]`` and CMA-ES settings (``controller.*``), the dream's temperature
+and length, and the evaluation episodes. If C trained in this dream does no better than V+M+C, V
+is not what limits it; if it does, V's picture is.
+
+Writes ``scores/state_model.json`` (C's real score on the evaluation episodes, with its dream
+score, M's zero-action dream against the real zero-action return and its replay correlation on
+the held-out episodes) and ``metrics/state_model.jsonl`` (M's held-out losses, C's generations).
+Needs a true state (dm_control). A few minutes on cartpole-balance; not resumable mid-way: a run
+stopped before it wrote its score starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldmodels.config import PipelineConfig
+from worldmodels.data.sequences import build_sequences
+from worldmodels.data.split import split_episodes
+from worldmodels.data.store import RolloutReader
+from worldmodels.dream import DreamEnv, population_returns
+from worldmodels.envs import has_true_state, make_env
+from worldmodels.es import CMAES
+from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.metrics import MetricsLog
+from worldmodels.models.controller import population_actions
+from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.paths import PipelinePaths
+from worldmodels.runtime import resolve
+from worldmodels.simulator import replay_returns
+from worldmodels.stages.mdnrnn import heldout_losses, train_epoch
+from worldmodels.training import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+AGENT = "state_model"
+EXACT_LOGVAR = -30.0
+"""The states' log-variance as M's targets: a state is known exactly (a std of ~3e-7)."""
+
+
+def recover_states(env, rollouts: RolloutReader, episode: int) -> np.ndarray:
+    """The true states ``(T + 1, S)`` of stored episode ``episode``: its actions replayed from its
+    env seed. Raises ValueError naming the episode if the replay's rewards differ from the stored
+    ones (the env did not replay it: other env settings, or a non-deterministic env)."""
+    row = rollouts.episodes[episode]
+    steps = rollouts.step_data(episode)
+    env.reset(int(row["seed"]))
+    states, rewards = [env.state()], []
+    for action in steps["actions"]:
+        state, reward, _, _ = env.step_state(action)
+        states.append(state)
+        rewards.append(reward)
+    if not np.allclose(rewards, steps["rewards"], rtol=1e-4, atol=1e-4):
+        worst = int(np.argmax(np.abs(np.asarray(rewards) - steps["rewards"])))
+        raise ValueError(f"{rollouts.path}: episode {episode} (env seed {int(row['seed'])}) does not replay: "
+                         f"step {worst} earns {rewards[worst]:.4f} here against {steps['rewards'][worst]:.4f} stored")
+    return np.asarray(states, dtype=np.float32)
+
+
+@dataclass
+class StateLatents:
+    """Recovered states standardised by the training episodes' mean and std, served as exact
+    latents (``episode(i)`` -> (mu ``(T + 1, S)``, logvar ``(T + 1, S)``)) so that M's own sequence
+    builder and training loop take them as they take V's."""
+
+    states: dict[int, np.ndarray]
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def standardised(cls, states: dict[int, np.ndarray], train_episodes: np.ndarray) -> StateLatents:
+        stacked = np.concatenate([states[int(e)] for e in train_episodes])
+        return cls(states, stacked.mean(axis=0), stacked.std(axis=0) + 1e-6)
+
+    @property
+    def z_size(self) -> int:
+        return len(self.mean)
+
+    def standardise(self, state: np.ndarray) -> np.ndarray:
+        return ((state - self.mean) / self.std).astype(np.float32)
+
+    def episode(self, episode: int) -> tuple[np.ndarray, np.ndarray]:
+        mu = self.standardise(self.states[episode])
+        return mu, np.full_like(mu, EXACT_LOGVAR)
+
+
+class StateWorldModelPolicy:
+    """C on ``[state, h]`` in the real env: M reads the standardised true state and C's action each
+    step, as it does V's z in V+M+C. ``parameters`` ``(D,)``: one flat C (``models/controller.py``)."""
+
+    def __init__(self, model: MDNRNN, latents: StateLatents, parameters: np.ndarray, action_size: int) -> None:
+        self.model, self.latents, self.action_size = model, latents, action_size
+        self.flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
+
+    @torch.no_grad()
+    def episode_return(self, env, seed: int) -> float:
+        env.reset(seed)
+        state, lstm, h, total = env.state(), None, torch.zeros(1, self.model.hidden_size), 0.0
+        while True:
+            z = torch.from_numpy(self.latents.standardise(state))[None]
+            action = population_actions(self.flat, z, h, self.action_size, "zh")
+            _, outputs, lstm = self.model(z[:, None], action[:, None], lstm)
+            h = outputs[:, 0]
+            state, reward, terminated, truncated = env.step_state(action[0].numpy())
+            total += reward
+            if terminated or truncated:
+                return total
+
+
+def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path | None:
+    """Train M on the true states, evolve C in its dream, score C; returns ``scores/state_model.json``
+    (None, having said why, for an env without a true state)."""
+    if not has_true_state(config.env):
+        logger.warning(f"state-model: {config.env.id} exposes no true state (only dm_control tasks do)")
+        return None
+    started = time.perf_counter()
+    # On the CPU whatever runtime.device says: M is small here, and C plays it one real step at a time.
+    runtime = dataclasses.replace(resolve(config.runtime), device=torch.device("cpu")).apply()
+    torch.manual_seed(config.mdnrnn.seed)
+    rollouts = RolloutReader(paths.rollouts)
+    train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+    env = make_env(config.env)
+    states = {int(e): recover_states(env, rollouts, int(e))
+              for e in tqdm(range(rollouts.num_episodes), desc="state-model: replay", unit="ep", disable=not progress)}
+    latents = StateLatents.standardised(states, train_episodes)
+    settings, m_settings = config.controller, config.mdnrnn
+    train = build_sequences(latents, rollouts, train_episodes, m_settings.sequence_length)
+    heldout = build_sequences(latents, rollouts, heldout_episodes, m_settings.sequence_length)
+    model = MDNRNN(latents.z_size, rollouts.action_size, m_settings.hidden_size, m_settings.mixtures,
+                   m_settings.mixture)
+    optimizer = torch.optim.Adam(model.parameters(), lr=m_settings.learning_rate)
+    paths.ensure()
+    log = MetricsLog(paths.metrics(AGENT), step_key="step")
+    log.keep_up_to(-1)
+    # Only its divergence check is used: nothing of this stage is saved before its score.
+    divergence = TrainingRun(AGENT, {}, paths.last_checkpoint(AGENT), paths.score(AGENT), log, runtime,
+                             "state-model M")
+    for epoch in tqdm(range(1, m_settings.epochs + 1), desc="state-model: M", unit="epoch", disable=not progress):
+        train_epoch(model, optimizer, train, epoch, m_settings, runtime, divergence)
+        if epoch % m_settings.eval_every == 0 or epoch == m_settings.epochs:
+            log.append({"step": epoch, "stage": "M", **heldout_losses(model, heldout, m_settings)})
+    model.eval()
+
+    starts = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in train_episodes]))
+    dream_steps = settings.dream_steps or int(rollouts.lengths.min())  # as V+M+C's dreams
+
+    def dream(seed: int) -> DreamEnv:
+        return DreamEnv(model, starts, torch.full_like(starts, EXACT_LOGVAR), temperature=settings.temperature,
+                        max_steps=dream_steps, generator=torch.Generator().manual_seed(seed),
+                        reward=settings.dream_reward)
+
+    action_size = rollouts.action_size
+    dimension = action_size * (latents.z_size + m_settings.hidden_size + (1 if settings.bias else 0))
+    strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
+    for generation in tqdm(range(1, settings.generations + 1), desc="state-model: C", unit="gen",
+                           disable=not progress):
+        population = strategy.ask()
+        fitness = population_returns(dream(settings.seed * 1_000_003 + generation),
+                                     torch.as_tensor(population, dtype=torch.float32), settings.rollouts,
+                                     action_size).numpy()
+        strategy.tell(population, fitness)
+        log.append({"step": m_settings.epochs + generation, "stage": "C", "generation": generation,
+                    "mean": float(fitness.mean()), "best": float(fitness.max())})
+    controller = strategy.mean
+
+    def dream_score(parameters: np.ndarray) -> float:
+        flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
+        return float(population_returns(dream(settings.seed + 99), flat, settings.eval_dream_rollouts, action_size)[0])
+
+    seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
+    zero = np.zeros(dimension)
+    real = [StateWorldModelPolicy(model, latents, controller, action_size).episode_return(env, s) for s in seeds]
+    zero_real = [StateWorldModelPolicy(model, latents, zero, action_size).episode_return(env, s) for s in seeds]
+    replay = _replay_correlation(model, latents, rollouts, heldout_episodes, settings.temperature, m_settings)
+    env.close()
+    score = Score.of(AGENT, np.asarray(real), seeds, int(rollouts.lengths.sum()) * config.env.action_repeat,
+                     time.perf_counter() - started, dream_steps=dream_steps, dream_mean=dream_score(controller),
+                     zero_action_dream=dream_score(zero), zero_action_real=float(np.mean(zero_real)),
+                     parameters=[float(x) for x in controller], **replay)
+    output = paths.score(AGENT)
+    score.write(output)
+    about = score.about
+    logger.info(f"state-model: C on [true state, h], evolved in M's dream of the true state: {score.mean:.1f} +- "
+                f"{score.std:.1f} over {score.episodes} episodes (dream {about['dream_mean']:.1f}); M's zero-action "
+                f"dream {about['zero_action_dream']:.1f} vs real {about['zero_action_real']:.1f}; replay correlation "
+                f"{replay['replay_correlation']:.2f}")
+    return output
+
+
+def _replay_correlation(model: MDNRNN, latents: StateLatents, rollouts: RolloutReader, episodes: np.ndarray,
+                        temperature: float, m_settings) -> dict[str, float]:
+    """The held-out episodes' real actions replayed in M's dream from their first states: the
+    correlation of dream and real returns, and their means."""
+    lengths = torch.as_tensor(rollouts.lengths[episodes])
+    actions = torch.zeros(len(episodes), int(lengths.max()), rollouts.action_size)
+    for row, episode in enumerate(episodes):
+        stored = torch.from_numpy(rollouts.step_data(int(episode))["actions"])
+        actions[row, :len(stored)] = stored
+    first = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in episodes]))
+    dreamed = replay_returns(model, first, torch.full_like(first, EXACT_LOGVAR), actions, temperature,
+                             m_settings.dream_samples, m_settings.seed, lengths).mean(dim=1).numpy()
+    real = rollouts.returns[episodes]
+    correlation = float(np.corrcoef(dreamed, real)[0, 1]) if len(episodes) > 1 else float("nan")
+    return {"replay_correlation": correlation, "replay_dream_mean": float(dreamed.mean()),
+            "replay_real_mean": float(real.mean())}
