@@ -128,7 +128,10 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         return None
     started = time.perf_counter()
     # On the CPU whatever runtime.device says: M is small here, and C plays it one real step at a time.
-    runtime = dataclasses.replace(resolve(config.runtime), device=torch.device("cpu")).apply()
+    resolved = resolve(config.runtime)
+    if resolved.device.type != "cpu":
+        logger.info(f"state-model: runs on the CPU (a {resolved.device} is not worth it for a state of a few numbers)")
+    runtime = dataclasses.replace(resolved, device=torch.device("cpu")).apply()
     torch.manual_seed(config.mdnrnn.seed)
     rollouts = RolloutReader(paths.rollouts)
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
