@@ -55,6 +55,7 @@ def test_overrides_are_typed_and_applied():
     ("env.frame_size=63", "env.frame_size"),           # a size V and Dreamer cannot take
     ("dreamer.env_steps=2.5e0", "dreamer.env_steps"),  # not a whole number of steps
     ("iterate.noise_std=-0.1", "iterate.noise_std"),
+    ("controller.memory_step_scale=0", "controller.memory_step_scale"),
     ("iterate.controller_generations=[10, 0]", "iterate.controller_generations"),
     ("iterate.controller_generations=[]", "iterate.controller_generations"),
 ])

@@ -4,7 +4,7 @@ import torch
 
 from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.es import CMAES
-from worldmodels.models.controller import LinearController, population_actions
+from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.simulator import held_action_dream, replay_returns
 
@@ -185,3 +185,26 @@ def test_a_replay_of_episodes_of_different_lengths_scores_each_up_to_its_own_end
         torch.testing.assert_close(scored[row], cut[row])
     whole = replay_returns(model, start_mu, start_logvar, actions, 1.0, 4, seed=2)
     assert (whole[1:] - scored[1:]).abs().min() > 1e-3, "the shorter episodes' later steps are not counted"
+
+
+@pytest.mark.parametrize("inputs, memory_units", [("zh", 3), ("zch", 6)])
+def test_memory_step_scales_mark_the_weights_of_m_s_memory(inputs, memory_units):
+    controller = LinearController(z_size=2, hidden_size=3, action_size=2, inputs=inputs)
+    scales = memory_step_scales(2, 3, 2, inputs, bias=True, memory_scale=0.01)
+    assert scales.shape == (controller.num_parameters,)
+    row = [1.0, 1.0] + [0.01] * memory_units  # z's weights first, then c's and h's (controller_features)
+    np.testing.assert_array_equal(scales, row + row + [1.0, 1.0])
+    unbiased = memory_step_scales(2, 3, 2, inputs, bias=False, memory_scale=0.01)
+    np.testing.assert_array_equal(unbiased, row + row)
+
+
+def test_cmaes_first_steps_follow_the_step_scales():
+    scales = np.array([1.0, 1.0, 0.01, 0.01])
+    population = np.concatenate([CMAES(4, 2.0, 200, seed, step_scales=scales).ask() for seed in range(3)])
+    spread = population.std(axis=0)
+    np.testing.assert_allclose(spread[:2], 2.0, rtol=0.15)
+    np.testing.assert_allclose(spread[2:], 0.02, rtol=0.15)
+    isotropic = CMAES(4, 2.0, 8, 5).ask()
+    np.testing.assert_array_equal(CMAES(4, 2.0, 8, 5, step_scales=np.ones(4)).ask(), isotropic)
+    with pytest.raises(ValueError, match="step_scales must be 4 positive numbers"):
+        CMAES(4, 2.0, 8, 5, step_scales=np.array([1.0, 0.0, 1.0, 1.0]))

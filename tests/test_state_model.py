@@ -9,6 +9,7 @@ from tests.conftest import smoke_config
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_env
 from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, state_model
@@ -97,6 +98,39 @@ def test_the_stage_scores_c_on_the_evaluation_episodes_and_measures_m(collected)
     assert len(held_out) == 2  # eval_every 2 of 4 epochs
     assert score.env_steps_of_data == int(RolloutReader(paths.rollouts).lengths.sum()) * config.env.action_repeat
     torch.testing.assert_close(torch.tensor(score.mean), torch.tensor(float(np.mean(score.returns))))
+
+
+@pytest.mark.parametrize("inputs", ["z", "zh", "zch"])
+def test_the_oracle_re_expressed_on_the_standardised_state_acts_as_on_the_raw_one(inputs):
+    rng = np.random.default_rng(4)
+    states = {0: rng.normal(3.0, 5.0, (6, 4)).astype(np.float32), 1: rng.normal(-1.0, 0.5, (6, 4)).astype(np.float32)}
+    latents = state_model.StateLatents.standardised(states, np.array([0, 1]))
+    oracle = rng.normal(size=2 * 4 + 2)  # two actions: W (2, 4) row by row, then b (2,)
+    form = {"z_size": 4, "hidden_size": 3, "action_size": 2, "inputs": inputs, "bias": True}
+    flat = state_model.oracle_as_state_controller(oracle, latents, form)
+    raw = rng.normal(size=(5, 4))
+    expected = np.tanh(raw @ oracle[:8].reshape(2, 4).T + oracle[8:])
+    standardised = torch.tensor(np.stack([latents.standardise(s) for s in raw.astype(np.float32)]))
+    memory = torch.tensor(rng.normal(size=(5, 3)), dtype=torch.float32)  # weighted 0: any h, c
+    acted = population_actions(torch.tensor(flat, dtype=torch.float32).expand(5, -1), standardised, memory, 2,
+                               inputs, memory)
+    np.testing.assert_allclose(acted.numpy(), expected, atol=1e-5)
+    assert state_model.oracle_as_state_controller(oracle[:8], latents, form | {"bias": False}) is None
+
+
+def test_c_on_the_state_alone_and_the_oracle_in_the_dream(collected):
+    config, paths = collected
+    config = smoke_config("evaluate.episodes=2", "mdnrnn.epochs=2", "controller.inputs=z",
+                          "controller.memory_step_scale=0.01")
+    oracle = [0.5, 1.0, 2.0, 0.3, 0.4, -1.0]  # any C of the oracle's form on the 5 numbers of cartpole's state
+    Score.of("oracle", np.array([900.0, 1000.0]), [1, 2], 10, parameters=oracle).write(paths.score("oracle"))
+    try:
+        about = Score.read(state_model.run(config, paths, progress=False)).about
+    finally:
+        paths.score("oracle").unlink()
+    assert len(about["parameters"]) == 5 + 1 and about["inputs"] == "z"  # C reads the state alone
+    assert about["oracle_real"] == 950.0
+    assert np.isfinite(about["oracle_dream"]) and about["oracle_dream"] != about["zero_action_dream"]
 
 
 def test_an_env_without_a_true_state_is_skipped(tmp_path):

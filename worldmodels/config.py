@@ -317,6 +317,9 @@ class ControllerConfig:
     rollouts: int = 16
     """Dream rollouts per candidate; fitness is their mean return."""
     sigma0: float = 0.1
+    memory_step_scale: float = 1.0
+    """CMA-ES's first step on the weights of M's ``h`` (and ``c``) is ``sigma0`` times this; on z's
+    weights and the bias it is ``sigma0``. 1: the paper's isotropic start."""
     temperature: float = 1.0
     disagreement_penalty: float = 0.0
     """Reward taken off each dream step per unit of M's ensemble disagreement (the standard deviation
@@ -349,6 +352,8 @@ class ControllerConfig:
             _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
+        _require(self.memory_step_scale > 0, "controller.memory_step_scale",
+                 f"must be > 0, got {self.memory_step_scale}")
         _require(self.disagreement_penalty >= 0, "controller.disagreement_penalty",
                  f"must be >= 0, got {self.disagreement_penalty}")
         _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")

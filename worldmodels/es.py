@@ -17,10 +17,18 @@ class CMAES:
     """``ask()`` a population ``(P, D)``, ``tell(population, fitness)`` with fitness ``(P,)``, higher better."""
 
     def __init__(self, dimension: int, sigma0: float, popsize: int, seed: int,
-                 x0: np.ndarray | None = None) -> None:
+                 x0: np.ndarray | None = None, step_scales: np.ndarray | None = None) -> None:
+        """``step_scales`` ``(D,)``: each coordinate's first step is ``sigma0`` times its scale (cma's
+        ``CMA_stds``); None: the same ``sigma0`` everywhere."""
         start = np.zeros(dimension) if x0 is None else np.asarray(x0, dtype=np.float64)
         # cma treats seed 0 as "pick one at random": shift it so that every seed is reproducible.
         options = {"popsize": popsize, "seed": seed + 1, "verbose": -9, "verb_disp": 0, "verb_log": 0}
+        if step_scales is not None:
+            scales = np.asarray(step_scales, dtype=np.float64)
+            if scales.shape != (dimension,) or not np.all(scales > 0):
+                raise ValueError(f"step_scales must be {dimension} positive numbers, got shape {scales.shape}")
+            if not np.all(scales == 1.0):  # all ones is the isotropic start: leave cma's default path
+                options["CMA_stds"] = scales.tolist()
         self._strategy = cma.CMAEvolutionStrategy(start, sigma0, options)
         self.generation = 0
 

@@ -10,6 +10,7 @@ row by row, then the bias ``(A,)`` when there is one), which is what CMA-ES sear
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -32,6 +33,19 @@ def controller_features(z: torch.Tensor, h: torch.Tensor, inputs: str, c: torch.
     if c is None:
         raise ValueError("controller inputs 'zch' need M's LSTM cell state c")
     return torch.cat([z, c, h], dim=-1)
+
+
+def memory_step_scales(z_size: int, hidden_size: int, action_size: int, inputs: str, bias: bool,
+                       memory_scale: float) -> np.ndarray:
+    """Per-parameter scales of CMA-ES's first step ``(D,)`` in the flat order (weights ``(A, I)`` row
+    by row, then the bias): 1 on the weights of z and on the bias, ``memory_scale`` on those of M's
+    ``c`` and ``h``. A small ``memory_scale`` lets the search move freely on the few weights of what V
+    sees while M's hundreds of memory units add little noise to the action at first."""
+    size = controller_input_size(z_size, hidden_size, inputs)
+    row = np.full(size, float(memory_scale))
+    row[:z_size] = 1.0
+    scales = np.tile(row, action_size)
+    return np.concatenate([scales, np.ones(action_size)]) if bias else scales
 
 
 class LinearController(nn.Module):

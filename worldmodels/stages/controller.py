@@ -43,7 +43,7 @@ from worldmodels.es import CMAES
 from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
 from worldmodels.figures import cmaes_curve
 from worldmodels.metrics import MetricsLog, json_text
-from worldmodels.models.controller import LinearController
+from worldmodels.models.controller import LinearController, memory_step_scales
 from worldmodels.paths import PipelinePaths
 from worldmodels.real_fitness import RealFitnessWorkers
 from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, sweep_rows
@@ -166,6 +166,8 @@ class Evolution:
         identity = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _NOT_IDENTITY}
         if identity["disagreement_penalty"] == 0:  # the paper's dream, as before the penalty existed: runs resume
             identity.pop("disagreement_penalty")
+        if identity["memory_step_scale"] == 1.0:  # likewise for the isotropic start
+            identity.pop("memory_step_scale")
         inputs = {"mdnrnn_sha256": self.mdnrnn_sha256, "settings": identity | {"temperature": temperature}}
         if start is not None:
             inputs["start"] = [float(x) for x in start]
@@ -177,7 +179,9 @@ class Evolution:
                                                                       state["best"])
         if strategy is None:
             dimension = LinearController(**self.model_args).num_parameters
-            strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start)
+            scales = memory_step_scales(**self.model_args, memory_scale=settings.memory_step_scale)
+            strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start,
+                             step_scales=scales)
         stopped = state is not None and self._reached_stop(state.get("population_mean"))
         if strategy.generation >= generations or stopped:
             run.require_best()

@@ -36,7 +36,7 @@ from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import Score, evaluation_seeds
 from worldmodels.metrics import MetricsLog
-from worldmodels.models.controller import population_actions
+from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
@@ -98,22 +98,25 @@ class StateLatents:
 
 
 class StateWorldModelPolicy:
-    """C on ``[state, h]`` in the real env: M reads the standardised true state and C's action each
-    step, as it does V's z in V+M+C. ``parameters`` ``(D,)``: one flat C (``models/controller.py``)."""
+    """C in the real env, reading the standardised true state where V+M+C's C reads z (``inputs``:
+    ``z`` the state alone, ``zh`` [state, h], ``zch`` [state, c, h]); M reads the state and C's
+    action each step, as it does V's z. ``parameters`` ``(D,)``: one flat C (``models/controller.py``)."""
 
-    def __init__(self, model: MDNRNN, latents: StateLatents, parameters: np.ndarray, action_size: int) -> None:
-        self.model, self.latents, self.action_size = model, latents, action_size
+    def __init__(self, model: MDNRNN, latents: StateLatents, parameters: np.ndarray, action_size: int,
+                 inputs: str = "zh") -> None:
+        self.model, self.latents, self.action_size, self.inputs = model, latents, action_size, inputs
         self.flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
 
     @torch.no_grad()
     def episode_return(self, env, seed: int) -> float:
         env.reset(seed)
-        state, lstm, h, total = env.state(), None, torch.zeros(1, self.model.hidden_size), 0.0
+        state, lstm, total = env.state(), None, 0.0
+        h = c = torch.zeros(1, self.model.hidden_size)
         while True:
             z = torch.from_numpy(self.latents.standardise(state))[None]
-            action = population_actions(self.flat, z, h, self.action_size, "zh")
+            action = population_actions(self.flat, z, h, self.action_size, self.inputs, c)
             _, outputs, lstm = self.model(z[:, None], action[:, None], lstm)
-            h = outputs[:, 0]
+            h, c = outputs[:, 0], lstm[1][0]
             state, reward, terminated, truncated = env.step_state(action[0].numpy())
             total += reward
             if terminated or truncated:
@@ -166,14 +169,17 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                         reward=settings.dream_reward)
 
     action_size = rollouts.action_size
-    dimension = action_size * (latents.z_size + m_settings.hidden_size + (1 if settings.bias else 0))
-    strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed)
+    form = {"z_size": latents.z_size, "hidden_size": m_settings.hidden_size, "action_size": action_size,
+            "inputs": settings.inputs, "bias": settings.bias}
+    dimension = LinearController(**form).num_parameters
+    strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed,
+                     step_scales=memory_step_scales(**form, memory_scale=settings.memory_step_scale))
     for generation in tqdm(range(1, settings.generations + 1), desc="state-model: C", unit="gen",
                            disable=not progress):
         population = strategy.ask()
         fitness = population_returns(dream(settings.seed * 1_000_003 + generation),
                                      torch.as_tensor(population, dtype=torch.float32), settings.rollouts,
-                                     action_size).numpy()
+                                     action_size, settings.inputs).numpy()
         strategy.tell(population, fitness)
         log.append({"step": m_settings.epochs + generation, "stage": "C", "generation": generation,
                     "mean": float(fitness.mean()), "best": float(fitness.max())})
@@ -181,26 +187,65 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
     def dream_score(parameters: np.ndarray) -> float:
         flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
-        return float(population_returns(dream(settings.seed + 99), flat, settings.eval_dream_rollouts, action_size)[0])
+        return float(population_returns(dream(settings.seed + 99), flat, settings.eval_dream_rollouts, action_size,
+                                        settings.inputs)[0])
+
+    def real_returns(parameters: np.ndarray) -> list[float]:
+        policy = StateWorldModelPolicy(model, latents, parameters, action_size, settings.inputs)
+        return [policy.episode_return(env, seed) for seed in seeds]
 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     zero = np.zeros(dimension)
-    real = [StateWorldModelPolicy(model, latents, controller, action_size).episode_return(env, s) for s in seeds]
-    zero_real = [StateWorldModelPolicy(model, latents, zero, action_size).episode_return(env, s) for s in seeds]
+    real, zero_real = real_returns(controller), real_returns(zero)
+    oracle = _oracle_in_this_dream(paths, latents, form, dream_score)
     replay = _replay_correlation(model, latents, rollouts, heldout_episodes, settings.temperature, m_settings)
     env.close()
     score = Score.of(AGENT, np.asarray(real), seeds, int(rollouts.lengths.sum()) * config.env.action_repeat,
                      time.perf_counter() - started, dream_steps=dream_steps, dream_mean=dream_score(controller),
                      zero_action_dream=dream_score(zero), zero_action_real=float(np.mean(zero_real)),
-                     parameters=[float(x) for x in controller], **replay)
+                     inputs=settings.inputs, parameters=[float(x) for x in controller], **replay, **oracle)
     output = paths.score(AGENT)
     score.write(output)
     about = score.about
-    logger.info(f"state-model: C on [true state, h], evolved in M's dream of the true state: {score.mean:.1f} +- "
-                f"{score.std:.1f} over {score.episodes} episodes (dream {about['dream_mean']:.1f}); M's zero-action "
-                f"dream {about['zero_action_dream']:.1f} vs real {about['zero_action_real']:.1f}; replay correlation "
-                f"{replay['replay_correlation']:.2f}")
+    logger.info(f"state-model: C on {READS[settings.inputs]}, evolved in M's dream of the true state: "
+                f"{score.summary()} (dream {about['dream_mean']:.1f}); M's zero-action dream "
+                f"{about['zero_action_dream']:.1f} vs real {about['zero_action_real']:.1f}; "
+                f"replay correlation {replay['replay_correlation']:.2f}")
+    if oracle:
+        logger.info(f"state-model: the true-state oracle scores {oracle['oracle_dream']:.1f} in this dream "
+                    f"(real {oracle['oracle_real']:.1f})")
     return output
+
+
+READS = {"z": "the true state", "zh": "[true state, h]", "zch": "[true state, c, h]"}
+
+
+def oracle_as_state_controller(oracle: np.ndarray, latents: StateLatents, form: dict) -> np.ndarray | None:
+    """The oracle's ``tanh(W s + b)`` on the raw state, re-expressed as C's flat vector on the
+    standardised state (weights on M's ``c`` and ``h`` 0): ``W' = W * std``, ``b' = b + W @ mean``, so
+    both give the same action for every state. None when C has no bias (``b'`` has nowhere to go)."""
+    if not form["bias"]:
+        return None
+    actions, size = form["action_size"], latents.z_size
+    weights = np.asarray(oracle[:actions * size], dtype=np.float64).reshape(actions, size)
+    bias = np.asarray(oracle[actions * size:], dtype=np.float64)
+    inputs = LinearController(**form).linear.in_features
+    flat_weights = np.zeros((actions, inputs))
+    flat_weights[:, :size] = weights * latents.std
+    return np.concatenate([flat_weights.ravel(), bias + weights @ latents.mean])
+
+
+def _oracle_in_this_dream(paths: PipelinePaths, latents: StateLatents, form: dict, dream_score) -> dict[str, float]:
+    """The true-state oracle (``scores/oracle.json``, when the oracle stage has run) scored in this
+    dream: does the dream pay a controller that balances what reality pays it? Empty without it."""
+    path = paths.score("oracle")
+    if not path.exists():
+        return {}
+    saved = Score.read(path)
+    flat = oracle_as_state_controller(np.asarray(saved.about["parameters"]), latents, form)
+    if flat is None:
+        return {}
+    return {"oracle_dream": dream_score(flat), "oracle_real": saved.mean}
 
 
 def _replay_correlation(model: MDNRNN, latents: StateLatents, rollouts: RolloutReader, episodes: np.ndarray,
