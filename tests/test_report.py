@@ -97,6 +97,12 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     for agent in ("random", "zero", "oracle", "state_model", "worldmodel", "dreamer"):
         score = json.loads(paths.score(agent).read_text())
         assert f"{score['mean']:.1f} +- {score['std']:.1f}" in page, agent
+    measured = json.loads(paths.score("state_model").read_text())
+    r2 = measured["z_linear_r2"]  # V's z read linearly, per entry of cartpole's state
+    assert list(r2) == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
+    assert all(value <= 1.0 for value in r2.values())
+    assert f"the true-state oracle scores {measured['oracle_dream']:.0f} in it" in page
+    assert f"position[0] {r2['position[0]']:.2f}" in page
     table = json.loads(paths.score("temperature_table").read_text())
     assert f"{table['rows'][0]['real_mean']:.0f} +- {table['rows'][0]['real_std']:.0f}" in page
     assert "2086 +- 140" in page  # the paper's table beside ours

@@ -133,6 +133,21 @@ def test_c_on_the_state_alone_and_the_oracle_in_the_dream(collected):
     assert np.isfinite(about["oracle_dream"]) and about["oracle_dream"] != about["zero_action_dream"]
 
 
+def test_linear_r2_is_one_for_an_affine_map_and_near_zero_for_noise():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 3))
+    exact = x @ np.array([[1.0], [-2.0], [0.5]]) + 4.0
+    noise = rng.normal(size=(400, 1))
+    r2 = state_model.linear_r2(x[:300], np.c_[exact, noise][:300], x[300:], np.c_[exact, noise][300:])
+    assert r2[0] == pytest.approx(1.0, abs=1e-9)
+    assert -0.1 < r2[1] < 0.05  # no linear map of x says anything about independent noise
+    # By hand: y = x on two training points, tested on one point off the line.
+    hand = state_model.linear_r2(np.array([[0.0], [2.0]]), np.array([[0.0], [2.0]]), np.array([[1.0]]),
+                                 np.array([[3.0]]))
+    # predicted 1, true 3: error 4; the training mean 1 is off by 2 squared = 4: R^2 = 1 - 4 / 4 = 0
+    assert hand[0] == pytest.approx(0.0)
+
+
 def test_an_env_without_a_true_state_is_skipped(tmp_path):
     config = smoke_config("env.id=gym:CarRacing-v3")
     assert state_model.run(config, PipelinePaths(tmp_path / "x"), progress=False) is None

@@ -89,6 +89,15 @@ class DMCEnv(PixelEnv):
         observation = self._task.get_observation(self._physics)
         return np.concatenate([np.asarray(value, dtype=np.float64).ravel() for value in observation.values()])
 
+    def state_names(self) -> list[str]:
+        """A name per entry of :meth:`state`: the observation's name, with an index where it has
+        several (cartpole: ``position[0..2]`` = cart position, pole cos, sin; ``velocity[0..1]``)."""
+        names = []
+        for name, value in self._task.get_observation(self._physics).items():
+            size = int(np.asarray(value).size)
+            names += [name] if size == 1 else [f"{name}[{i}]" for i in range(size)]
+        return names
+
     def state_parts(self) -> dict[str, np.ndarray]:
         """Which entries of :meth:`state` are velocities (observations named ``*velocity*``) and which
         the rest (positions, angles, orientations): ``{"position": indices, "velocity": indices}``."""

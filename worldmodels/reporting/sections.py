@@ -409,9 +409,15 @@ def _state_model_note(path: Path) -> str:
     if not path.is_file():
         return ""
     about = Score.read(path).about
-    return (f"C evolved in M's dream of the true state (dream {about['dream_mean']:.0f}); M's zero-action dream "
+    note = (f"C evolved in M's dream of the true state (dream {about['dream_mean']:.0f}); M's zero-action dream "
             f"{about['zero_action_dream']:.0f} vs real {about['zero_action_real']:.0f}, replay correlation "
             f"{about['replay_correlation']:.2f}")
+    if "oracle_dream" in about:  # does this dream pay a controller that balances what reality pays it?
+        note += f"; the true-state oracle scores {about['oracle_dream']:.0f} in it (real {about['oracle_real']:.0f})"
+    if "z_linear_r2" in about:  # what C's linear form can read off V's z
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in about["z_linear_r2"].items())
+        note += f"; held-out R^2 of the true state linear in V's z: {shown}"
+    return note
 
 
 def readout_table(report: Report) -> str:

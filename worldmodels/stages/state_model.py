@@ -22,12 +22,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from worldmodels.config import PipelineConfig
+from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
@@ -199,11 +201,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     real, zero_real = real_returns(controller), real_returns(zero)
     oracle = _oracle_in_this_dream(paths, latents, form, dream_score)
     replay = _replay_correlation(model, latents, rollouts, heldout_episodes, settings.temperature, m_settings)
+    readable = _z_readability(paths, rollouts, states, train_episodes, heldout_episodes, env)
     env.close()
     score = Score.of(AGENT, np.asarray(real), seeds, int(rollouts.lengths.sum()) * config.env.action_repeat,
                      time.perf_counter() - started, dream_steps=dream_steps, dream_mean=dream_score(controller),
                      zero_action_dream=dream_score(zero), zero_action_real=float(np.mean(zero_real)),
-                     inputs=settings.inputs, parameters=[float(x) for x in controller], **replay, **oracle)
+                     inputs=settings.inputs, parameters=[float(x) for x in controller], **replay, **oracle,
+                     **readable)
     output = paths.score(AGENT)
     score.write(output)
     about = score.about
@@ -211,10 +215,47 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                 f"{score.summary()} (dream {about['dream_mean']:.1f}); M's zero-action dream "
                 f"{about['zero_action_dream']:.1f} vs real {about['zero_action_real']:.1f}; "
                 f"replay correlation {replay['replay_correlation']:.2f}")
+    if readable:
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in readable["z_linear_r2"].items())
+        logger.info(f"state-model: how much of the true state a linear map of V's z gives (held-out R^2): {shown}")
     if oracle:
         logger.info(f"state-model: the true-state oracle scores {oracle['oracle_dream']:.1f} in this dream "
                     f"(real {oracle['oracle_real']:.1f})")
     return output
+
+
+def linear_r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
+    """Held-out R^2 of the least-squares affine map ``x -> y`` fitted on the training rows: ``x``
+    ``(N, X)``, ``y`` ``(N, Y)`` -> ``(Y,)``; 1 where a linear map gives that column exactly, 0 where it
+    does no better than the column's training mean, below 0 where worse."""
+    design = np.c_[train_x, np.ones(len(train_x))]
+    solution, *_ = np.linalg.lstsq(design, train_y, rcond=None)
+    predicted = np.c_[test_x, np.ones(len(test_x))] @ solution
+    return 1.0 - ((predicted - test_y) ** 2).mean(axis=0) / ((test_y - train_y.mean(axis=0)) ** 2).mean(axis=0)
+
+
+def _z_readability(paths: PipelinePaths, rollouts: RolloutReader, states: dict[int, np.ndarray],
+                   train_episodes: np.ndarray, heldout_episodes: np.ndarray, env) -> dict[str, Any]:
+    """What C's linear form can read off V's z: the held-out R^2 of a linear map from z (V's mean)
+    to each entry of the true state, fitted on the training episodes' frames (empty without
+    ``latents.h5``). C is linear, so a state entry that no linear map of z gives is one C cannot act on."""
+    if not paths.latents.exists():
+        return {}
+    reader = LatentReader(paths.latents, rollouts=rollouts)
+
+    def rows(episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(reader.episode(int(e))[0], states[int(e)]) for e in episodes]
+        return np.concatenate([z for z, _ in pairs]), np.concatenate([s for _, s in pairs])
+
+    r2 = linear_r2(*rows(train_episodes), *rows(heldout_episodes))
+    return {"z_linear_r2": dict(zip(state_names(env, len(r2)), (float(x) for x in r2), strict=True))}
+
+
+def state_names(env, size: int) -> list[str]:
+    """A name for each entry of the env's true state: its observation's name, indexed where it has
+    several entries (cartpole: position[0], position[1], position[2], velocity[0], velocity[1])."""
+    names = getattr(env, "state_names", None)
+    return list(names()) if callable(names) else [f"state[{i}]" for i in range(size)]
 
 
 READS = {"z": "the true state", "zh": "[true state, h]", "zch": "[true state, c, h]"}
