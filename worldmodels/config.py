@@ -301,7 +301,8 @@ class ControllerConfig:
 
     inputs: Literal["zh", "z", "zch"] = "zh"
     """``zh``: C reads [z, h] (the paper's CarRacing C); ``zch``: [z, c, h], M's LSTM cell too (the
-    paper's Doom C); ``z``: V only (the paper's ablation)."""
+    paper's Doom C); ``z``: V only (the paper's ablation). In ``wm state-model`` the true state takes z's
+    place."""
     bias: bool = True
     """C's ``tanh(W x + b)`` has the bias ``b`` (the paper's Doom C has none: ``tanh(W x)``)."""
     dream_reward: Literal["model", "survival"] = "model"
