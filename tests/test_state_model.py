@@ -151,3 +151,68 @@ def test_linear_r2_is_one_for_an_affine_map_and_near_zero_for_noise():
 def test_an_env_without_a_true_state_is_skipped(tmp_path):
     config = smoke_config("env.id=gym:CarRacing-v3")
     assert state_model.run(config, PipelinePaths(tmp_path / "x"), progress=False) is None
+
+
+def _m_weights(paths: PipelinePaths) -> dict[str, torch.Tensor]:
+    return torch.load(paths.state_model_m, weights_only=False)["model"]
+
+
+def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected, monkeypatch, tmp_path):
+    config, collected_paths = collected
+    paths = PipelinePaths(tmp_path / "smoke")
+    paths.ensure()
+    paths.rollouts.write_bytes(collected_paths.rollouts.read_bytes())
+    straight = PipelinePaths(tmp_path / "straight")
+    straight.ensure()
+    straight.rollouts.write_bytes(collected_paths.rollouts.read_bytes())
+    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4"), straight, progress=False)
+
+    trained = []
+    original = state_model.train_epoch
+
+    def counted(model, optimizer, sequences, epoch, *rest):
+        trained.append(epoch)
+        return original(model, optimizer, sequences, epoch, *rest)
+
+    monkeypatch.setattr(state_model, "train_epoch", counted)
+    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=2"), paths, progress=False)
+    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4"), paths, progress=False)
+    assert trained == [1, 2, 3, 4]  # the second run went on from epoch 2
+    for name, weight in _m_weights(straight).items():  # as if trained 4 epochs in one go
+        torch.testing.assert_close(_m_weights(paths)[name], weight, atol=1e-5, rtol=1e-4)
+    # Other C settings: M is read back, not trained again; its held-out losses stay in the log once each.
+    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4", "controller.seed=3"), paths,
+                    progress=False)
+    assert trained == [1, 2, 3, 4]
+    m_lines = [line for line in paths.metrics("state_model").read_text().splitlines() if '"M"' in line]
+    assert len(m_lines) == 2  # epochs 2 and 4
+    # Fewer epochs than M has: the M asked for is trained again, from scratch.
+    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=2"), paths, progress=False)
+    assert trained == [1, 2, 3, 4, 1, 2]
+
+
+def test_restarts_keep_the_search_the_dream_scores_best(collected, tmp_path):
+    config, collected_paths = collected
+    paths = PipelinePaths(tmp_path / "smoke")
+    paths.ensure()
+    paths.rollouts.write_bytes(collected_paths.rollouts.read_bytes())
+    common = ("evaluate.episodes=2", "mdnrnn.epochs=2", "controller.inputs=z", "controller.generations=2")
+    single = [Score.read(state_model.run(smoke_config(*common, f"controller.seed={seed}"), paths, progress=False))
+              for seed in (5, 6)]
+    about = Score.read(state_model.run(smoke_config(*common, "controller.seed=5", "controller.restarts=2"), paths,
+                                       progress=False)).about
+    chosen = about["restart_chosen"]
+    assert chosen == int(np.argmax(about["restart_dream_means"]))
+    assert about["dream_mean"] == max(about["restart_dream_means"])
+    # Search k of controller.seed=5 is the single search of controller.seed=5 + k.
+    np.testing.assert_allclose(about["parameters"], single[chosen].about["parameters"], rtol=1e-6)
+    assert about["restart_real_means"] == pytest.approx([s.mean for s in single])
+    # Every search is scored on the same dreams (those of controller.seed): the first as its single run was.
+    assert about["restart_dream_means"][0] == pytest.approx(single[0].about["dream_mean"])
+
+
+def test_v_m_c_s_controller_refuses_restarts(tmp_path):
+    from worldmodels.stages.controller import Evolution
+
+    with pytest.raises(ValueError, match=r"controller\.restarts=2"):
+        Evolution(smoke_config("controller.restarts=2"), PipelinePaths(tmp_path / "x"))

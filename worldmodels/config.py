@@ -315,6 +315,9 @@ class ControllerConfig:
     candidate survives every dream to the end, the dream cannot rank them any more and further
     generations only wander (and each costs the longest dreams there are)."""
     popsize: int = 64
+    restarts: int = 1
+    """Independent CMA-ES searches (seeds ``seed``, ``seed + 1``, ...); the one whose mean scores
+    best in ``eval_dream_rollouts`` dreams is C. Only ``wm state-model`` takes more than 1 so far."""
     rollouts: int = 16
     """Dream rollouts per candidate; fitness is their mean return."""
     sigma0: float = 0.1
@@ -349,7 +352,7 @@ class ControllerConfig:
     SECTION: typing.ClassVar[str] = "controller"
 
     def __post_init__(self) -> None:
-        for key in ("generations", "popsize", "rollouts", "eval_every", "eval_dream_rollouts"):
+        for key in ("generations", "popsize", "restarts", "rollouts", "eval_every", "eval_dream_rollouts"):
             _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")

@@ -42,6 +42,11 @@ class PipelinePaths:
         return self.root / "controller.pt"
 
     @property
+    def state_model_m(self) -> Path:
+        """``wm state-model``'s M on the true state, after all its epochs."""
+        return self.checkpoints_dir / "state_model_m.pt"
+
+    @property
     def dreamer(self) -> Path:
         """Dreamer's world model, actor and value (the last evaluated ones)."""
         return self.root / "dreamer.pt"

@@ -54,8 +54,8 @@ from worldmodels.videos import controller_dream, write_gif
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = CONTROLLER_KIND
-# Settings that change how C is scored or run, not what it is evolved to.
-_NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures")
+# Settings that change how C is scored or run, not what it is evolved to (restarts: Evolution refuses any but 1).
+_NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures", "restarts")
 # How many times longer than M's training windows a dream may run before C's ranking is suspect.
 # TakeCover measured: dreams of 2,100 steps on windows of 100 (21x) paid holding one direction ~2.5x
 # its real survival; on windows of 500 (4.2x, the paper's) that exploit was gone.
@@ -91,6 +91,9 @@ class Evolution:
     """Everything one CMA-ES run of C needs: M, V, the dream's start latents, and where it writes."""
 
     def __init__(self, config: PipelineConfig, paths: PipelinePaths) -> None:
+        if config.controller.restarts != 1:
+            raise ValueError(f"controller.restarts={config.controller.restarts}: only `wm state-model` runs several "
+                             "CMA-ES searches so far; set controller.restarts=1 for V+M+C's C")
         self.config, self.paths = config, paths
         self.runtime = resolve(config.runtime).apply()
         rollouts = RolloutReader(paths.rollouts)

@@ -114,7 +114,8 @@ def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Late
     return {f"train/loss/{name}": value / steps for name, value in sums.items()} | {"timesteps": steps}
 
 
-def _settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
+def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
+    """M's settings that make a saved run another run (its length and measurements do not)."""
     settings = dataclasses.asdict(config.mdnrnn)
     for key in ("epochs", "eval_every", "temperature", "context_frames", "openloop_steps",
                 "dream_samples"):
@@ -150,7 +151,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     inputs = {"vae_sha256": latents.vae_sha256, "rollouts_fingerprint": latents.rollouts_fingerprint}
     if start_from is not None:
         inputs["start_from_sha256"] = file_sha256(start_from)
-    run = TrainingRun(CHECKPOINT_KIND, {"settings": _settings_that_matter(config), "inputs": inputs},
+    run = TrainingRun(CHECKPOINT_KIND, {"settings": settings_that_matter(config), "inputs": inputs},
                       paths.last_checkpoint(CHECKPOINT_KIND), paths.mdnrnn, MetricsLog(paths.metrics(CHECKPOINT_KIND)),
                       runtime, "M")
     log = run.log

@@ -11,8 +11,10 @@ is not what limits it; if it does, V's picture is.
 Writes ``scores/state_model.json`` (C's real score on the evaluation episodes, with its dream
 score, M's zero-action dream against the real zero-action return and its replay correlation on
 the held-out episodes) and ``metrics/state_model.jsonl`` (M's held-out losses, C's generations).
-Needs a true state (dm_control). A few minutes on cartpole-balance; not resumable mid-way: a run
-stopped before it wrote its score starts over.
+Needs a true state (dm_control). M, most of the stage's time, resumes: ``checkpoints/state_model_m_last.pt``
+every ``mdnrnn.eval_every`` epochs, and M after its last epoch in ``checkpoints/state_model_m.pt``,
+which a run with other ``controller.*`` settings reuses instead of training M again. C's search
+(a minute or two) starts over when stopped.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
 from worldmodels.simulator import replay_returns
-from worldmodels.stages.mdnrnn import heldout_losses, train_epoch
+from worldmodels.stages.mdnrnn import heldout_losses, settings_that_matter, train_epoch
 from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
 
 AGENT = "state_model"
+M_KIND = "state_model_m"
 EXACT_LOGVAR = -30.0
 """The states' log-variance as M's targets: a state is known exactly (a std of ~3e-7)."""
 
@@ -145,22 +148,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
               for e in tqdm(range(rollouts.num_episodes), desc="state-model: replay", unit="ep", disable=not progress)}
     latents = StateLatents.standardised(states, train_episodes)
     settings, m_settings = config.controller, config.mdnrnn
-    train = build_sequences(latents, rollouts, train_episodes, m_settings.sequence_length)
-    heldout = build_sequences(latents, rollouts, heldout_episodes, m_settings.sequence_length)
-    model = MDNRNN(latents.z_size, rollouts.action_size, m_settings.hidden_size, m_settings.mixtures,
-                   m_settings.mixture)
-    optimizer = torch.optim.Adam(model.parameters(), lr=m_settings.learning_rate)
     paths.ensure()
     log = MetricsLog(paths.metrics(AGENT), step_key="step")
-    log.keep_up_to(-1)
-    # Only its divergence check is used: nothing of this stage is saved before its score.
-    divergence = TrainingRun(AGENT, {}, paths.last_checkpoint(AGENT), paths.score(AGENT), log, runtime,
-                             "state-model M")
-    for epoch in tqdm(range(1, m_settings.epochs + 1), desc="state-model: M", unit="epoch", disable=not progress):
-        train_epoch(model, optimizer, train, epoch, m_settings, runtime, divergence)
-        if epoch % m_settings.eval_every == 0 or epoch == m_settings.epochs:
-            log.append({"step": epoch, "stage": "M", **heldout_losses(model, heldout, m_settings)})
-    model.eval()
+    model = train_state_m(config, paths, rollouts, latents, train_episodes, heldout_episodes, runtime, log, progress)
 
     starts = torch.from_numpy(np.stack([latents.episode(int(e))[0][0] for e in train_episodes]))
     dream_steps = settings.dream_steps or int(rollouts.lengths.min())  # as V+M+C's dreams
@@ -174,23 +164,31 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     form = {"z_size": latents.z_size, "hidden_size": m_settings.hidden_size, "action_size": action_size,
             "inputs": settings.inputs, "bias": settings.bias}
     dimension = LinearController(**form).num_parameters
-    strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed,
-                     step_scales=memory_step_scales(**form, memory_scale=settings.memory_step_scale))
-    for generation in tqdm(range(1, settings.generations + 1), desc="state-model: C", unit="gen",
-                           disable=not progress):
-        population = strategy.ask()
-        fitness = population_returns(dream(settings.seed * 1_000_003 + generation),
-                                     torch.as_tensor(population, dtype=torch.float32), settings.rollouts,
-                                     action_size, settings.inputs).numpy()
-        strategy.tell(population, fitness)
-        log.append({"step": m_settings.epochs + generation, "stage": "C", "generation": generation,
-                    "mean": float(fitness.mean()), "best": float(fitness.max())})
-    controller = strategy.mean
-
     def dream_score(parameters: np.ndarray) -> float:
         flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
         return float(population_returns(dream(settings.seed + 99), flat, settings.eval_dream_rollouts, action_size,
                                         settings.inputs)[0])
+
+    searches = []
+    for restart in range(settings.restarts):
+        seed = settings.seed + restart  # restart 0 is the single search of controller.seed
+        strategy = CMAES(dimension, settings.sigma0, settings.popsize, seed,
+                         step_scales=memory_step_scales(**form, memory_scale=settings.memory_step_scale))
+        label = "state-model: C" + (f" {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "")
+        for generation in tqdm(range(1, settings.generations + 1), desc=label, unit="gen", disable=not progress):
+            population = strategy.ask()
+            fitness = population_returns(dream(seed * 1_000_003 + generation),
+                                         torch.as_tensor(population, dtype=torch.float32), settings.rollouts,
+                                         action_size, settings.inputs).numpy()
+            strategy.tell(population, fitness)
+            log.append({"step": m_settings.epochs + restart * settings.generations + generation, "stage": "C",
+                        "restart": restart, "generation": generation, "mean": float(fitness.mean()),
+                        "best": float(fitness.max())})
+        searches.append(strategy.mean)
+    # The dream alone picks among the searches: the evaluation episodes only score the pick.
+    search_dreams = [dream_score(mean) for mean in searches]
+    chosen = int(np.argmax(search_dreams))
+    controller = searches[chosen]
 
     def real_returns(parameters: np.ndarray) -> list[float]:
         policy = StateWorldModelPolicy(model, latents, parameters, action_size, settings.inputs)
@@ -199,15 +197,20 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     zero = np.zeros(dimension)
     real, zero_real = real_returns(controller), real_returns(zero)
+    restarts = {} if settings.restarts == 1 else {
+        "restart_dream_means": search_dreams, "restart_chosen": chosen,
+        # Shown beside the dream's pick, never used by it: does the dream rank its searches as reality does?
+        "restart_real_means": [float(np.mean(real_returns(mean))) if index != chosen else float(np.mean(real))
+                               for index, mean in enumerate(searches)]}
     oracle = _oracle_in_this_dream(paths, latents, form, dream_score)
     replay = _replay_correlation(model, latents, rollouts, heldout_episodes, settings.temperature, m_settings)
     readable = _z_readability(paths, rollouts, states, train_episodes, heldout_episodes, env)
     env.close()
     score = Score.of(AGENT, np.asarray(real), seeds, int(rollouts.lengths.sum()) * config.env.action_repeat,
-                     time.perf_counter() - started, dream_steps=dream_steps, dream_mean=dream_score(controller),
+                     time.perf_counter() - started, dream_steps=dream_steps, dream_mean=search_dreams[chosen],
                      zero_action_dream=dream_score(zero), zero_action_real=float(np.mean(zero_real)),
                      inputs=settings.inputs, parameters=[float(x) for x in controller], **replay, **oracle,
-                     **readable)
+                     **readable, **restarts)
     output = paths.score(AGENT)
     score.write(output)
     about = score.about
@@ -222,6 +225,54 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         logger.info(f"state-model: the true-state oracle scores {oracle['oracle_dream']:.1f} in this dream "
                     f"(real {oracle['oracle_real']:.1f})")
     return output
+
+
+def train_state_m(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader, latents: StateLatents,
+                  train_episodes: np.ndarray, heldout_episodes: np.ndarray, runtime, log: MetricsLog,
+                  progress: bool = True) -> MDNRNN:
+    """M (``mdnrnn.*``) trained ``mdnrnn.epochs`` epochs on the standardised true states, resumed from
+    ``checkpoints/state_model_m_last.pt`` when that is this run's (same M settings, same episodes).
+    Held-out losses go to ``log`` as ``{"step": epoch, "stage": "M", ...}`` every ``eval_every`` epochs,
+    with a resume state; M after its last epoch is also saved as ``paths.state_model_m``."""
+    m_settings = config.mdnrnn
+    train = build_sequences(latents, rollouts, train_episodes, m_settings.sequence_length)
+    heldout = build_sequences(latents, rollouts, heldout_episodes, m_settings.sequence_length)
+    shape = {"z_size": latents.z_size, "action_size": rollouts.action_size, "hidden_size": m_settings.hidden_size,
+             "mixtures": m_settings.mixtures, "mixture": m_settings.mixture}
+    torch.manual_seed(m_settings.seed)
+    model = MDNRNN(**shape)
+    optimizer = torch.optim.Adam(model.parameters(), lr=m_settings.learning_rate)
+    identity = {"settings": settings_that_matter(config), "model_args": shape,
+                "inputs": {"rollouts_fingerprint": rollouts.fingerprint, "latents": "standardised true state"}}
+    run = TrainingRun(M_KIND, identity, paths.last_checkpoint(M_KIND), paths.state_model_m, log, runtime,
+                      "state-model M")
+    state, start = run.resume(step_of=lambda saved: saved["epoch"]), 0
+    if state is not None and state["epoch"] > m_settings.epochs:
+        # Its epochs are a setting this stage measures: an M trained longer is not the M asked for.
+        logger.info(f"{run.last}: M trained for {state['epoch']} epochs, {m_settings.epochs} asked for; "
+                    "training it again")
+        state = None
+        torch.manual_seed(m_settings.seed)
+        log.keep_up_to_when_appending(0)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["epoch"]
+    for epoch in tqdm(range(start + 1, m_settings.epochs + 1), desc="state-model: M", unit="epoch",
+                      disable=not progress, initial=start, total=m_settings.epochs):
+        train_epoch(model, optimizer, train, epoch, m_settings, runtime, run)
+        if epoch % m_settings.eval_every and epoch != m_settings.epochs:
+            continue
+        metrics = heldout_losses(model, heldout, m_settings)
+        run.check(epoch, metrics, [model])
+        log.append({"step": epoch, "stage": "M", **metrics})
+        if epoch == m_settings.epochs:  # before the last checkpoint, which keeps a copy of it
+            run.save_best({"model": model.state_dict(), "epoch": epoch})
+        run.save_last({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
+    if start == m_settings.epochs:
+        logger.info(f"state-model: M already trained for its {start} epochs ({run.last})")
+    model.eval()
+    return model
 
 
 def linear_r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
