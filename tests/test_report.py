@@ -256,3 +256,18 @@ def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_
     assert "Dreamer online, Dreamer v1&#x27;s schedule" in page or "Dreamer online, Dreamer v1's schedule" in page
     assert "472.0" in page and "9,600 updates on 100,000 env steps" in page
     assert "V+M+C trained on Dreamer" in page and "710.0" in page and "Not run yet" not in page
+
+
+def test_the_state_model_note_shows_the_searches_beside_reality(tmp_path):
+    import numpy as np
+
+    from worldmodels.evaluation import Score
+    from worldmodels.stages.state_model import _searches_beside_reality
+
+    searches = _searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
+    path = tmp_path / "state_model.json"
+    Score.of("state_model", np.array([999.0, 1000.0]), [1, 2], 10, dream_mean=970.0, zero_action_dream=513.0,
+             zero_action_real=752.7, replay_correlation=0.69, **searches).write(path)
+    note = sections._state_model_note(path)
+    assert "of 3 CMA-ES searches the dream picked the one it scores 970 (their real scores 477 to 1000" in note
+    assert f"correlation {searches['restart_dream_real_correlation']:.2f}" in note

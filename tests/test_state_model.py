@@ -207,8 +207,15 @@ def test_restarts_keep_the_search_the_dream_scores_best(collected, tmp_path):
     # Search k of controller.seed=5 is the single search of controller.seed=5 + k.
     np.testing.assert_allclose(about["parameters"], single[chosen].about["parameters"], rtol=1e-6)
     assert about["restart_real_means"] == pytest.approx([s.mean for s in single])
-    # Every search is scored on the same dreams (those of controller.seed): the first as its single run was.
-    assert about["restart_dream_means"][0] == pytest.approx(single[0].about["dream_mean"])
+
+
+def test_the_searches_beside_reality_correlate_as_computed_by_hand():
+    shown = state_model._searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
+    dreams, reals = np.array([970.0, 435.0, 756.0]), np.array([999.6, 477.2, 783.9])
+    by_hand = ((dreams - dreams.mean()) * (reals - reals.mean())).sum() / np.sqrt(
+        ((dreams - dreams.mean()) ** 2).sum() * ((reals - reals.mean()) ** 2).sum())
+    assert shown["restart_dream_real_correlation"] == pytest.approx(by_hand) and 0.99 < by_hand < 1.0
+    assert np.isnan(state_model._searches_beside_reality([1.0, 1.0], 0, [3.0, 4.0])["restart_dream_real_correlation"])
 
 
 def test_v_m_c_s_controller_refuses_restarts(tmp_path):

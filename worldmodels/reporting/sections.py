@@ -414,6 +414,11 @@ def _state_model_note(path: Path) -> str:
             f"{about['replay_correlation']:.2f}")
     if "oracle_dream" in about:  # does this dream pay a controller that balances what reality pays it?
         note += f"; the true-state oracle scores {about['oracle_dream']:.0f} in it (real {about['oracle_real']:.0f})"
+    if "restart_dream_means" in about:  # several searches: does the dream rank them as reality does?
+        dreams, reals = about["restart_dream_means"], about["restart_real_means"]
+        note += (f"; of {len(dreams)} CMA-ES searches the dream picked the one it scores {max(dreams):.0f} (their real "
+                 f"scores {min(reals):.0f} to {max(reals):.0f}; dream vs real across the searches: correlation "
+                 f"{about['restart_dream_real_correlation']:.2f})")
     if "z_linear_r2" in about:  # what C's linear form can read off V's z
         shown = ", ".join(f"{name} {value:.2f}" for name, value in about["z_linear_r2"].items())
         note += f"; held-out R^2 of the true state linear in V's z: {shown}"

@@ -197,11 +197,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     zero = np.zeros(dimension)
     real, zero_real = real_returns(controller), real_returns(zero)
-    restarts = {} if settings.restarts == 1 else {
-        "restart_dream_means": search_dreams, "restart_chosen": chosen,
-        # Shown beside the dream's pick, never used by it: does the dream rank its searches as reality does?
-        "restart_real_means": [float(np.mean(real_returns(mean))) if index != chosen else float(np.mean(real))
-                               for index, mean in enumerate(searches)]}
+    restarts = {} if settings.restarts == 1 else _searches_beside_reality(
+        search_dreams, chosen, [float(np.mean(real_returns(mean))) if index != chosen else float(np.mean(real))
+                                for index, mean in enumerate(searches)])
     oracle = _oracle_in_this_dream(paths, latents, form, dream_score)
     replay = _replay_correlation(model, latents, rollouts, heldout_episodes, settings.temperature, m_settings)
     readable = _z_readability(paths, rollouts, states, train_episodes, heldout_episodes, env)
@@ -221,6 +219,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     if readable:
         shown = ", ".join(f"{name} {value:.2f}" for name, value in readable["z_linear_r2"].items())
         logger.info(f"state-model: how much of the true state a linear map of V's z gives (held-out R^2): {shown}")
+    if restarts:
+        logger.info(f"state-model: {settings.restarts} CMA-ES searches, dream / real: "
+                    + ", ".join(f"{d:.0f} / {r:.0f}" for d, r in zip(search_dreams, restarts["restart_real_means"],
+                                                                     strict=True))
+                    + f"; the dream picked search {chosen + 1}")
     if oracle:
         logger.info(f"state-model: the true-state oracle scores {oracle['oracle_dream']:.1f} in this dream "
                     f"(real {oracle['oracle_real']:.1f})")
@@ -338,6 +341,14 @@ def _oracle_in_this_dream(paths: PipelinePaths, latents: StateLatents, form: dic
     if flat is None:
         return {}
     return {"oracle_dream": dream_score(flat), "oracle_real": saved.mean}
+
+
+def _searches_beside_reality(dreams: list[float], chosen: int, reals: list[float]) -> dict[str, Any]:
+    """The searches' dream scores, the dream's pick, and their real scores on the evaluation episodes, shown
+    beside the pick and never used by it: does the dream rank C's searches as reality does?"""
+    spread = np.std(dreams) > 0 and np.std(reals) > 0
+    return {"restart_dream_means": dreams, "restart_chosen": chosen, "restart_real_means": reals,
+            "restart_dream_real_correlation": float(np.corrcoef(dreams, reals)[0, 1]) if spread else float("nan")}
 
 
 def _replay_correlation(model: MDNRNN, latents: StateLatents, rollouts: RolloutReader, episodes: np.ndarray,
