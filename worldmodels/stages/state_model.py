@@ -14,7 +14,9 @@ the held-out episodes) and ``metrics/state_model.jsonl`` (M's held-out losses, C
 Needs a true state (dm_control). M, most of the stage's time, resumes: ``checkpoints/state_model_m_last.pt``
 every ``mdnrnn.eval_every`` epochs, and M after its last epoch in ``checkpoints/state_model_m.pt``,
 which a run with other ``controller.*`` settings reuses instead of training M again. C's search
-(a minute or two) starts over when stopped.
+(about a minute per CMA-ES search) starts over when stopped. With ``controller.restarts`` above 1,
+that many independent searches run and the dream alone picks C (the best dream score); each
+search's real score is measured beside it, to show whether the dream ranks them as reality does.
 """
 
 from __future__ import annotations
