@@ -9,6 +9,7 @@ from tests.conftest import DEVICES, smoke_config, tolerance
 from worldmodels.artifacts import load_mdnrnn
 from worldmodels.config import ConfigError
 from worldmodels.dream import DreamEnv
+from worldmodels.mdnrnn_training import settings_that_matter
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.mdnrnn import (
     MDNRNNEnsemble,
@@ -151,6 +152,6 @@ def test_the_m_stage_trains_every_member_and_saves_an_ensemble_that_loads_as_one
 
 def test_one_m_keeps_the_identity_it_had_before_ensembles(trained_ensemble):
     config, _ = trained_ensemble
-    single = mdnrnn_stage.settings_that_matter(smoke_config())
+    single = settings_that_matter(smoke_config())
     assert "ensemble" not in single
-    assert mdnrnn_stage.settings_that_matter(config)["ensemble"] == 3
+    assert settings_that_matter(config)["ensemble"] == 3

@@ -41,13 +41,13 @@ from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
 from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.mdnrnn_training import heldout_losses, settings_that_matter, train_epoch
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
 from worldmodels.simulator import replay_returns
-from worldmodels.stages.mdnrnn import heldout_losses, settings_that_matter, train_epoch
 from worldmodels.training import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     if resolved.device.type != "cpu":
         logger.info(f"state-model: runs on the CPU (a {resolved.device} is not worth it for a state of a few numbers)")
     runtime = dataclasses.replace(resolved, device=torch.device("cpu")).apply()
-    torch.manual_seed(config.mdnrnn.seed)
     rollouts = RolloutReader(paths.rollouts)
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     env = make_env(config.env)
