@@ -9,7 +9,7 @@ from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.simulator import held_action_dream, replay_returns
 
 
-@pytest.mark.parametrize("inputs, expected", [("zh", (32 + 256) * 3 + 3), ("z", 32 * 3 + 3)])
+@pytest.mark.parametrize("inputs, expected", [("zh", (32 + 256) * 3 + 3), ("z", 32 * 3 + 3), ("zz", 64 * 3 + 3)])
 def test_controller_sizes_follow_the_paper(inputs, expected):
     assert LinearController(32, 256, 3, inputs).num_parameters == expected  # 867 for CarRacing with [z, h]
 
@@ -28,6 +28,62 @@ def test_the_doom_controller_reads_z_c_h_without_bias():
         controller(z, h)
     with pytest.raises(ValueError, match="expected 1088 \\(no bias\\) or 1089 parameters"):
         population_actions(torch.zeros(4, 5), z, h, 1, "zch", c)
+
+
+def test_the_two_frame_controller_reads_z_and_the_previous_z():
+    controller = LinearController(3, 5, 1, "zz")
+    assert controller.num_parameters == 7
+    vector = torch.tensor([0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.05])
+    controller.set_flat(vector)
+    z, previous = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.5, 0.0, -1.0]])
+    # by hand: 0.1 - 0.4 + 0.9 - 0.2 + 0 + 0.6 + 0.05 = 1.05
+    expected = torch.tanh(torch.tensor([[1.05]]))
+    torch.testing.assert_close(controller(z, torch.zeros(1, 5), None, previous), expected)
+    population = population_actions(vector[None], z, torch.zeros(1, 5), 1, "zz", None, previous)
+    torch.testing.assert_close(population, expected)
+    with pytest.raises(ValueError, match="need the previous step's z"):
+        controller(z, torch.zeros(1, 5))
+
+
+def _reward_varying_model() -> MDNRNN:
+    """A small M whose dreams end at different steps and whose rewards follow h (so the actions)."""
+    torch.manual_seed(4)
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
+    with torch.no_grad():
+        model.done_head.weight.mul_(20)
+    return model
+
+
+def test_a_two_frame_c_reads_in_the_dream_the_z_it_read_the_step_before():
+    """population_returns with ``zz`` equals a full-batch loop that hands C the z of the step before
+    (the start itself on the first step), and differs from one that hands it the current z twice."""
+    model = _reward_varying_model()
+    rows, steps = 12, 15
+    generator = torch.Generator().manual_seed(2)
+    start_mu = torch.randn(4, 4)
+    starts, start_noise = torch.randint(4, (rows,), generator=generator), torch.randn(rows, 4, generator=generator)
+    uniform, normal = torch.rand(steps, rows, 4, generator=generator), torch.randn(steps, rows, 4, generator=generator)
+    parameters = torch.randn(3, LinearController(4, 8, 1, "zz").num_parameters, generator=generator) * 2
+
+    def dream():
+        return DreamEnv(model, start_mu, torch.zeros(4, 4), max_steps=steps)
+
+    batched = population_returns(dream(), parameters, 4, 1, "zz", starts=starts, start_noise=start_noise,
+                                 step_noise=lambda t: (uniform[t], normal[t]))
+
+    def loop(previous_of):
+        full = dream()
+        z = full.reset(rows, starts=starts, noise=start_noise)
+        flat, total, previous = parameters.repeat_interleave(4, dim=0), torch.zeros(rows), z
+        for t in range(steps):
+            actions = population_actions(flat, z, full.h, 1, "zz", full.c, previous_of(previous, z))
+            result = full.step(actions, (uniform[t], normal[t]))
+            total += result.reward
+            previous, z = z, result.z
+        return total.view(3, 4).mean(dim=1)
+
+    torch.testing.assert_close(batched, loop(lambda previous, z: previous))
+    assert (batched - loop(lambda previous, z: z)).abs().max() > 1e-3, "the test must tell the two apart"
 
 
 def test_flat_vector_round_trip_and_population_form_agree():
@@ -208,3 +264,37 @@ def test_cmaes_first_steps_follow_the_step_scales():
     np.testing.assert_array_equal(CMAES(4, 2.0, 8, 5, step_scales=np.ones(4)).ask(), isotropic)
     with pytest.raises(ValueError, match="step_scales must be 4 positive numbers"):
         CMAES(4, 2.0, 8, 5, step_scales=np.array([1.0, 0.0, 1.0, 1.0]))
+
+
+def test_a_two_frame_c_steps_every_weight_at_full_scale():
+    """``zz`` reads no memory unit: no weight of it is scaled down."""
+    scales = memory_step_scales(2, 3, 1, "zz", bias=True, memory_scale=0.01)
+    np.testing.assert_array_equal(scales, np.ones(LinearController(2, 3, 1, "zz").num_parameters))
+
+
+def test_the_agent_hands_a_two_frame_c_the_previous_frame_s_z():
+    """V+M+C in the real env with ``zz``: C's action at each frame equals C on [z now, z of the frame
+    before] (the first frame's own z at the first), with M's state stepped by (z, action)."""
+    from worldmodels.agents import WorldModelAgent
+    from worldmodels.models.vae import ConvVAE, frames_to_input
+
+    torch.manual_seed(0)
+    vae, model = ConvVAE(4).eval(), MDNRNN(4, 1, 8, 2).eval()
+    controller = LinearController(4, 8, 1, "zz")
+    controller.set_flat(torch.randn(controller.num_parameters) * 3)
+    frames = torch.randint(0, 256, (3, 2, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    agent = WorldModelAgent(vae, model, controller)
+    agent.reset([0, 1])
+    acted = [agent.act(frames[t].numpy()) for t in range(3)]
+    with torch.no_grad():
+        state, previous = None, None
+        for t in range(3):
+            z, _ = vae.encode(frames_to_input(frames[t]))
+            previous = z if previous is None else previous
+            h = torch.zeros(2, 8) if state is None else state[0][0]
+            c = torch.zeros(2, 8) if state is None else state[1][0]
+            action = controller(z, h, c, previous)
+            np.testing.assert_allclose(acted[t], action.numpy(), rtol=1e-5, atol=1e-6)
+            _, _, state = model(z[:, None], action[:, None], state)
+            previous = z
+    assert np.abs(acted[1] - acted[2]).max() > 1e-4, "different frames must give different actions"

@@ -1,7 +1,8 @@
 """Agents that act in the real env through the same policy interface as the exploration policies.
 
 :class:`WorldModelAgent` is V + M + C acting for a batch of ``n`` envs: each frame goes through V
-(z = mu), C acts on ``[z, h]`` (or ``[z, c, h]``), and M reads ``(z, a)`` to update ``h`` for the next step.
+(z = mu), C acts on ``[z, h]`` (or ``[z, c, h]``, or ``[z, the previous frame's z]``), and M reads ``(z, a)``
+to update ``h`` for the next step.
 
 Agents act on their networks' device: frames go there, actions come back as CPU numpy arrays.
 """
@@ -34,12 +35,14 @@ class WorldModelAgent(Policy):
         self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.to(self.device).eval()
         self.noise_std = noise_std
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._previous_z: torch.Tensor | None = None
         self._rngs: list[np.random.Generator] = []
 
     def reset(self, seeds: Sequence[int]) -> None:
         count, hidden = len(seeds), self.mdnrnn.hidden_size
         zeros = torch.zeros(1, count, hidden, device=self.device)
         self._state = (zeros, zeros.clone())
+        self._previous_z = None
         self._rngs = [np.random.default_rng(int(seed)) for seed in seeds]
 
     def on_device(self, device: str) -> WorldModelAgent:
@@ -53,7 +56,9 @@ class WorldModelAgent(Policy):
         assert self._state is not None and len(frames) == self._state[0].shape[1], "reset() for this many envs first"
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         z, _ = self.vae.encode(frames_to_input(x))
-        actions = self.controller(z, self._state[0][0], self._state[1][0])
+        previous_z = z if self._previous_z is None else self._previous_z  # first frame: as the dream starts
+        actions = self.controller(z, self._state[0][0], self._state[1][0], previous_z)
+        self._previous_z = z
         if self.noise_std > 0:
             noise = np.stack([rng.normal(0.0, self.noise_std, actions.shape[1]) for rng in self._rngs])
             actions = (actions + torch.from_numpy(noise).to(self.device, actions.dtype)).clamp(-1.0, 1.0)

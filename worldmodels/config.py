@@ -299,9 +299,10 @@ class MDNRNNConfig:
 class ControllerConfig:
     """C: the linear controller evolved with CMA-ES inside M's dream, and how it is scored."""
 
-    inputs: Literal["zh", "z", "zch"] = "zh"
+    inputs: Literal["zh", "z", "zch", "zz"] = "zh"
     """``zh``: C reads [z, h] (the paper's CarRacing C); ``zch``: [z, c, h], M's LSTM cell too (the
-    paper's Doom C); ``z``: V only (the paper's ablation). In ``wm state-model`` the true state takes z's
+    paper's Doom C); ``z``: V only (the paper's ablation); ``zz``: [z, the previous step's z] (motion
+    from two frames, no memory units in C's input). In ``wm state-model`` the true state takes z's
     place."""
     bias: bool = True
     """C's ``tanh(W x + b)`` has the bias ``b`` (the paper's Doom C has none: ``tanh(W x)``)."""

@@ -177,12 +177,14 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     rows = parameters.to(dream.device).repeat_interleave(rollouts, dim=0)
     z = dream.reset(len(rows), starts=starts, noise=start_noise)
     h, c = dream.h, dream.c
+    previous_z = z  # what C reading `zz` sees as the step before, on the first step: the start itself
     total = torch.zeros(len(rows), device=dream.device)
     # The dream's rows are the still-running ones: `active` holds their indices among all rows, and
     # `running_rows` their controllers (gathered again only when the batch shrinks).
     active, running_rows = torch.arange(len(rows), device=dream.device), rows
     for t in range(dream.max_steps):
-        actions = population_actions(running_rows, z, h, action_size, inputs, c)
+        actions = population_actions(running_rows, z, h, action_size, inputs, c, previous_z)
+        previous_z = z
         noise = None if step_noise is None else tuple(part.to(dream.device)[active] for part in step_noise(t))
         result = dream.step(actions, noise)
         total[active] += result.reward
@@ -191,6 +193,6 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
             break
         if not bool(running.all()):  # long dreams are mostly a few survivors: step only those
             dream.keep(running)
-            active, running_rows = active[running], running_rows[running]
+            active, running_rows, previous_z = active[running], running_rows[running], previous_z[running]
         z, h, c = dream.z, dream.h, dream.c
     return total.view(len(parameters), rollouts).mean(dim=1).cpu()

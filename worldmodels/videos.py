@@ -122,8 +122,11 @@ def controller_dream(model: MDNRNN, vae: ConvVAE, parameters: torch.Tensor, inpu
     """C (flat ``parameters`` ``(D,)``) acting in M's dream from one start latent for up to ``steps``
     steps, as :func:`_decoded_dream` returns it."""
     flat = parameters[None].float()
+    previous = {}  # the z C read on the step before (for `zz`); the start's own on the first step
 
     def act(t: int, dream: DreamEnv, z: torch.Tensor) -> torch.Tensor:
-        return population_actions(flat.to(z.device), z, dream.h, model.action_size, inputs, dream.c)
+        previous_z = previous.get("z", z)
+        previous["z"] = z
+        return population_actions(flat.to(z.device), z, dream.h, model.action_size, inputs, dream.c, previous_z)
 
     return _decoded_dream(model, vae, mu, logvar, act, steps, temperature, seed, reward, start_state)

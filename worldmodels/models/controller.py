@@ -1,8 +1,10 @@
 """C: the paper's linear controller, ``a = tanh(W x + b)``, and its batched population form.
 
 ``x`` is what C reads (``inputs``): ``zh`` = [z, h] (CarRacing), ``zch`` = [z, c, h] with M's LSTM
-cell ``c`` (the paper's Doom C), ``z`` = V only (the paper's ablation). The Doom C has no bias
-(``bias=False``): 64 + 512 + 512 = 1,088 weights for one action.
+cell ``c`` (the paper's Doom C), ``z`` = V only (the paper's ablation), ``zz`` = [z, z of the step
+before] (two frames' pictures: a linear C reads motion from their difference without M's hundreds
+of memory units in its input; on the first step the step before is the first frame itself). The
+Doom C has no bias (``bias=False``): 64 + 512 + 512 = 1,088 weights for one action.
 
 The parameters travel as one flat vector (``parameters_to_vector`` order: the weight ``(A, I)``
 row by row, then the bias ``(A,)`` when there is one), which is what CMA-ES searches over.
@@ -15,21 +17,29 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-INPUTS = ("zh", "z", "zch")
+INPUTS = ("zh", "z", "zch", "zz")
 
 
 def controller_input_size(z_size: int, hidden_size: int, inputs: str) -> int:
     if inputs not in INPUTS:
         raise ValueError(f"controller inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    if inputs == "zz":
+        return 2 * z_size
     return z_size + hidden_size * {"z": 0, "zh": 1, "zch": 2}[inputs]
 
 
-def controller_features(z: torch.Tensor, h: torch.Tensor, inputs: str, c: torch.Tensor | None = None) -> torch.Tensor:
-    """``z`` ``(N, Z)``, M's hidden ``h`` and cell ``c`` ``(N, H)`` -> the controller's input ``(N, I)``."""
+def controller_features(z: torch.Tensor, h: torch.Tensor, inputs: str, c: torch.Tensor | None = None,
+                        previous_z: torch.Tensor | None = None) -> torch.Tensor:
+    """``z`` ``(N, Z)``, M's hidden ``h`` and cell ``c`` ``(N, H)``, the step before's ``previous_z``
+    ``(N, Z)`` -> the controller's input ``(N, I)``."""
     if inputs == "z":
         return z
     if inputs == "zh":
         return torch.cat([z, h], dim=-1)
+    if inputs == "zz":
+        if previous_z is None:
+            raise ValueError("controller inputs 'zz' need the previous step's z")
+        return torch.cat([z, previous_z], dim=-1)
     if c is None:
         raise ValueError("controller inputs 'zch' need M's LSTM cell state c")
     return torch.cat([z, c, h], dim=-1)
@@ -43,13 +53,14 @@ def memory_step_scales(z_size: int, hidden_size: int, action_size: int, inputs: 
     sees while M's hundreds of memory units add little noise to the action at first."""
     size = controller_input_size(z_size, hidden_size, inputs)
     row = np.full(size, float(memory_scale))
-    row[:z_size] = 1.0
+    row[:2 * z_size if inputs == "zz" else z_size] = 1.0  # zz reads no memory: every weight is on a z
     scales = np.tile(row, action_size)
     return np.concatenate([scales, np.ones(action_size)]) if bias else scales
 
 
 class LinearController(nn.Module):
-    """``forward(z, h, c)``: ``(N, Z)``, ``(N, H)``, ``(N, H)`` -> actions ``(N, A)`` in [-1, 1]."""
+    """``forward(z, h, c, previous_z)``: ``(N, Z)``, ``(N, H)``, ``(N, H)``, ``(N, Z)`` -> actions ``(N, A)``
+    in [-1, 1] (``c`` only for ``zch``, ``previous_z`` only for ``zz``)."""
 
     def __init__(self, z_size: int, hidden_size: int, action_size: int, inputs: str = "zh",
                  bias: bool = True) -> None:
@@ -58,8 +69,9 @@ class LinearController(nn.Module):
         self.bias = bias
         self.linear = nn.Linear(controller_input_size(z_size, hidden_size, inputs), action_size, bias=bias)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.tanh(self.linear(controller_features(z, h, self.inputs, c)))
+    def forward(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None,
+                previous_z: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.linear(controller_features(z, h, self.inputs, c, previous_z)))
 
     @property
     def num_parameters(self) -> int:
@@ -77,12 +89,14 @@ class LinearController(nn.Module):
 
 
 def population_actions(flat: torch.Tensor, z: torch.Tensor, h: torch.Tensor, action_size: int,
-                       inputs: str = "zh", c: torch.Tensor | None = None) -> torch.Tensor:
-    """Each row its own controller: ``flat`` ``(N, D)`` parameter vectors, ``z`` ``(N, Z)``, ``h`` and
-    ``c`` ``(N, H)`` -> actions ``(N, A)``; row ``n`` equals ``LinearController.set_flat(flat[n])``.
+                       inputs: str = "zh", c: torch.Tensor | None = None,
+                       previous_z: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row its own controller: ``flat`` ``(N, D)`` parameter vectors, ``z`` and ``previous_z``
+    ``(N, Z)``, ``h`` and ``c`` ``(N, H)`` -> actions ``(N, A)``; row ``n`` equals
+    ``LinearController.set_flat(flat[n])``.
 
     Whether there is a bias is read from ``D``: ``A * I`` weights without, ``A * (I + 1)`` with."""
-    features = controller_features(z, h, inputs, c)
+    features = controller_features(z, h, inputs, c, previous_z)
     weight_count = action_size * features.shape[1]
     if flat.shape[1] not in (weight_count, weight_count + action_size):
         raise ValueError(f"expected {weight_count} (no bias) or {weight_count + action_size} parameters per "

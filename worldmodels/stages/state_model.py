@@ -106,8 +106,9 @@ class StateLatents:
 
 class StateWorldModelPolicy:
     """C in the real env, reading the standardised true state where V+M+C's C reads z (``inputs``:
-    ``z`` the state alone, ``zh`` [state, h], ``zch`` [state, c, h]); M reads the state and C's
-    action each step, as it does V's z. ``parameters`` ``(D,)``: one flat C (``models/controller.py``)."""
+    ``z`` the state alone, ``zh`` [state, h], ``zch`` [state, c, h], ``zz`` [state, the state before]);
+    M reads the state and C's action each step, as it does V's z. ``parameters`` ``(D,)``: one flat C
+    (``models/controller.py``)."""
 
     def __init__(self, model: MDNRNN, latents: StateLatents, parameters: np.ndarray, action_size: int,
                  inputs: str = "zh") -> None:
@@ -119,9 +120,12 @@ class StateWorldModelPolicy:
         env.reset(seed)
         state, lstm, total = env.state(), None, 0.0
         h = c = torch.zeros(1, self.model.hidden_size)
+        previous_z = None
         while True:
             z = torch.from_numpy(self.latents.standardise(state))[None]
-            action = population_actions(self.flat, z, h, self.action_size, self.inputs, c)
+            previous_z = z if previous_z is None else previous_z
+            action = population_actions(self.flat, z, h, self.action_size, self.inputs, c, previous_z)
+            previous_z = z
             _, outputs, lstm = self.model(z[:, None], action[:, None], lstm)
             h, c = outputs[:, 0], lstm[1][0]
             state, reward, terminated, truncated = env.step_state(action[0].numpy())
@@ -313,7 +317,8 @@ def state_names(env, size: int) -> list[str]:
     return list(names()) if callable(names) else [f"state[{i}]" for i in range(size)]
 
 
-READS = {"z": "the true state", "zh": "[true state, h]", "zch": "[true state, c, h]"}
+READS = {"z": "the true state", "zh": "[true state, h]", "zch": "[true state, c, h]",
+         "zz": "[true state, the previous true state]"}
 
 
 def oracle_as_state_controller(oracle: np.ndarray, latents: StateLatents, form: dict) -> np.ndarray | None:
