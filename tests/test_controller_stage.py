@@ -45,6 +45,42 @@ def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
     Image.open(paths.figure("cmaes_curve")).verify()
 
 
+def test_restarts_keep_the_search_the_dream_scores_best_and_each_search_resumes(trained_m, tmp_path):
+    """Search k of controller.seed=3 is the single search of seed 3 + k; the dream's best is controller.pt;
+    each search's real mean is the evaluate stage's score of it; more generations continue each search."""
+    paths = copy_trained_m(trained_m, tmp_path / "searches")
+    config = _config("controller.generations=2", "controller.seed=3", "controller.restarts=2")
+    controller_stage.run(config, paths, progress=False)
+    searches = json.loads(paths.score("controller_searches").read_text())
+    chosen = searches["restart_chosen"]
+    assert chosen == int(np.argmax(searches["restart_dream_means"])) and searches["restart_seeds"] == [3, 4]
+    found = [load_checkpoint(paths.root / f"controller_search{k + 1}.pt", "controller")["parameters"] for k in (0, 1)]
+    assert not np.allclose(found[0].numpy(), found[1].numpy())
+    np.testing.assert_array_equal(load_checkpoint(paths.controller, "controller")["parameters"], found[chosen])
+    for k in (0, 1):
+        single = copy_trained_m(trained_m, tmp_path / f"single{k}")
+        controller_stage.run(_config("controller.generations=2", f"controller.seed={3 + k}"), single, progress=False)
+        np.testing.assert_allclose(load_checkpoint(single.controller, "controller")["parameters"], found[k],
+                                   rtol=1e-6)
+        if k == chosen:
+            evaluate.run(_config("controller.generations=2", f"controller.seed={3 + k}"), single, progress=False)
+            assert Score.read(single.score("worldmodel")).mean == pytest.approx(searches["restart_real_means"][k])
+    chosen_log = MetricsLog(paths.metrics("controller"), step_key="generation").read()
+    assert chosen_log == MetricsLog(paths.metrics(f"controller_search{chosen + 1}"), step_key="generation").read()
+    controller_stage.run(_config("controller.generations=3", "controller.seed=3", "controller.restarts=2"), paths,
+                         progress=False)
+    for k in (0, 1):
+        records = MetricsLog(paths.metrics(f"controller_search{k + 1}"), step_key="generation").read()
+        assert [r["generation"] for r in records] == [1, 2, 3]
+
+
+def test_iterate_refuses_restarts(tmp_path):
+    from worldmodels.stages import iterate
+
+    with pytest.raises(ValueError, match=r"controller\.restarts=2"):
+        iterate.run(_config("controller.restarts=2", "iterate.iterations=1"), PipelinePaths(tmp_path / "x"))
+
+
 def test_an_evolution_stops_where_the_population_reaches_stop_at_and_stays_stopped(trained_m, tmp_path):
     """A mean every population reaches stops the run after its first generation, with C scored and
     saved; asked again (more generations) it stays stopped; without ``stop_at`` it goes on."""

@@ -261,10 +261,9 @@ def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_
 def test_the_state_model_note_shows_the_searches_beside_reality(tmp_path):
     import numpy as np
 
-    from worldmodels.evaluation import Score
-    from worldmodels.stages.state_model import _searches_beside_reality
+    from worldmodels.evaluation import Score, searches_beside_reality
 
-    searches = _searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
+    searches = searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
     path = tmp_path / "state_model.json"
     Score.of("state_model", np.array([999.0, 1000.0]), [1, 2], 10, dream_mean=970.0, zero_action_dream=513.0,
              zero_action_real=752.7, replay_correlation=0.69, **searches).write(path)

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import smoke_config
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_env
-from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.evaluation import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.paths import PipelinePaths
@@ -210,16 +210,9 @@ def test_restarts_keep_the_search_the_dream_scores_best(collected, tmp_path):
 
 
 def test_the_searches_beside_reality_correlate_as_computed_by_hand():
-    shown = state_model._searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
+    shown = searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
     dreams, reals = np.array([970.0, 435.0, 756.0]), np.array([999.6, 477.2, 783.9])
     by_hand = ((dreams - dreams.mean()) * (reals - reals.mean())).sum() / np.sqrt(
         ((dreams - dreams.mean()) ** 2).sum() * ((reals - reals.mean()) ** 2).sum())
     assert shown["restart_dream_real_correlation"] == pytest.approx(by_hand) and 0.99 < by_hand < 1.0
-    assert np.isnan(state_model._searches_beside_reality([1.0, 1.0], 0, [3.0, 4.0])["restart_dream_real_correlation"])
-
-
-def test_v_m_c_s_controller_refuses_restarts(tmp_path):
-    from worldmodels.stages.controller import Evolution
-
-    with pytest.raises(ValueError, match=r"controller\.restarts=2"):
-        Evolution(smoke_config("controller.restarts=2"), PipelinePaths(tmp_path / "x"))
+    assert np.isnan(searches_beside_reality([1.0, 1.0], 0, [3.0, 4.0])["restart_dream_real_correlation"])

@@ -317,8 +317,9 @@ class ControllerConfig:
     generations only wander (and each costs the longest dreams there are)."""
     popsize: int = 64
     restarts: int = 1
-    """Independent CMA-ES searches (seeds ``seed``, ``seed + 1``, ...); the one whose mean scores
-    best in ``eval_dream_rollouts`` dreams is C. Only ``wm state-model`` takes more than 1 so far."""
+    """Independent CMA-ES searches (seeds ``seed``, ``seed + 1``, ...); the one whose C scores best in
+    ``eval_dream_rollouts`` dreams is C (``wm train-controller`` and ``wm state-model``; ``wm iterate``
+    takes only 1)."""
     rollouts: int = 16
     """Dream rollouts per candidate; fitness is their mean return."""
     sigma0: float = 0.1

@@ -194,3 +194,12 @@ class Score:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
         return cls.from_dict(record, str(path))
+
+
+def searches_beside_reality(dreams: list[float], chosen: int, reals: list[float]) -> dict[str, Any]:
+    """Several CMA-ES searches of C: their dream scores, the dream's pick, and their real scores on the
+    evaluation episodes, shown beside the pick and never used by it: does the dream rank the searches as
+    reality does? (``restart_dream_real_correlation``: NaN where either side does not vary.)"""
+    spread = np.std(dreams) > 0 and np.std(reals) > 0
+    return {"restart_dream_means": dreams, "restart_chosen": chosen, "restart_real_means": reals,
+            "restart_dream_real_correlation": float(np.corrcoef(dreams, reals)[0, 1]) if spread else float("nan")}

@@ -18,8 +18,10 @@ The temperature sweep (``controller.temperatures``) evolves one C per dream temp
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +42,13 @@ from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.dream_starts import every_step_starts, first_latents
 from worldmodels.envs import make_exploration_policy
 from worldmodels.es import CMAES
-from worldmodels.evaluation import CHECK_STREAM, REAL_FITNESS_STREAM, evaluate_policy, evaluation_seeds
+from worldmodels.evaluation import (
+    CHECK_STREAM,
+    REAL_FITNESS_STREAM,
+    evaluate_policy,
+    evaluation_seeds,
+    searches_beside_reality,
+)
 from worldmodels.figures import cmaes_curve
 from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.controller import LinearController, memory_step_scales
@@ -54,7 +62,7 @@ from worldmodels.videos import controller_dream, write_gif
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = CONTROLLER_KIND
-# Settings that change how C is scored or run, not what it is evolved to (restarts: Evolution refuses any but 1).
+# Settings that change how C is scored or run, not what one search evolves (restarts: how many searches).
 _NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures", "restarts")
 # How many times longer than M's training windows a dream may run before C's ranking is suspect.
 # TakeCover measured: dreams of 2,100 steps on windows of 100 (21x) paid holding one direction ~2.5x
@@ -82,6 +90,11 @@ def _dream(model, start_mu, start_logvar, temperature, steps, seed, start_states
                     penalty=penalty)
 
 
+def search_name(index: int) -> str:
+    """The artifact stem of search ``index`` (from 1) of ``controller.restarts``: ``controller_search2``."""
+    return f"{CHECKPOINT_KIND}_search{index}"
+
+
 def sweep_name(temperature: float) -> str:
     """The artifact stem of the sweep's C evolved at ``temperature``: ``controller_tau1.5``."""
     return f"{CHECKPOINT_KIND}_tau{temperature:g}"
@@ -91,9 +104,6 @@ class Evolution:
     """Everything one CMA-ES run of C needs: M, V, the dream's start latents, and where it writes."""
 
     def __init__(self, config: PipelineConfig, paths: PipelinePaths) -> None:
-        if config.controller.restarts != 1:
-            raise ValueError(f"controller.restarts={config.controller.restarts}: only `wm state-model` runs several "
-                             "CMA-ES searches so far; set controller.restarts=1 for V+M+C's C")
         self.config, self.paths = config, paths
         self.runtime = resolve(config.runtime).apply()
         rollouts = RolloutReader(paths.rollouts)
@@ -115,6 +125,15 @@ class Evolution:
         self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
         self._vae = None
         self._real_workers: RealFitnessWorkers | None = None  # with fitness_in real: kept for one evolution
+
+    def with_seed(self, seed: int) -> Evolution:
+        """This evolution with ``controller.seed`` = ``seed``: another CMA-ES search (its own first
+        population, dreams and check episodes) in the same dream, sharing M, V and the dream's starts."""
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config,
+                                           controller=dataclasses.replace(self.config.controller, seed=seed))
+        other._real_workers = None
+        return other
 
     @property
     def vae(self):
@@ -330,9 +349,49 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
 
 def evolve_main(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> tuple[Evolution, Path]:
-    """Evolve the pipeline's C at ``controller.temperature`` (or continue it)."""
+    """Evolve the pipeline's C at ``controller.temperature`` (or continue it); with ``controller.restarts``
+    above 1, that many searches, the dream's pick copied to ``controller.pt``."""
     evolution = Evolution(config, paths)
-    return evolution, evolution.evolve(config.controller.temperature, progress=progress)
+    if config.controller.restarts == 1:
+        return evolution, evolution.evolve(config.controller.temperature, progress=progress)
+    return evolution, evolve_searches(evolution, progress)
+
+
+def evolve_searches(evolution: Evolution, progress: bool = True) -> Path:
+    """``controller.restarts`` independent CMA-ES searches of C (seeds ``controller.seed``, +1, ...), each
+    its own resumable run (``controller_search<k>.pt``, the single search of its seed); the dream alone
+    picks: the search whose C scores best on the same ``eval_dream_rollouts`` dreams becomes
+    ``controller.pt`` (its log ``metrics/controller.jsonl``, its CMA-ES curve and dream GIF drawn again
+    under the main names). Each search's real score on the evaluation episodes is measured beside the
+    pick, never used by it: ``scores/controller_searches.json``. Returns ``controller.pt``."""
+    config, paths = evolution.config, evolution.paths
+    settings = config.controller
+    found = []
+    for index in range(settings.restarts):
+        logger.info(f"C: search {index + 1}/{settings.restarts} (controller.seed {settings.seed + index})")
+        found.append(evolution.with_seed(settings.seed + index).evolve(settings.temperature, search_name(index + 1),
+                                                                       progress=progress))
+    parameters = [load_controller(path)[1]["parameters"].numpy() for path in found]
+    dreams = [evolution.dream_score(p, settings.temperature, settings.eval_dream_rollouts, settings.seed + 13)
+              for p in parameters]
+    chosen = int(np.argmax(dreams))
+    seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
+    reals = [float(evolution.real_returns(p, seeds).mean()) for p in parameters]
+    searches = searches_beside_reality(dreams, chosen, reals) | {
+        "restart_seeds": [settings.seed + index for index in range(settings.restarts)],
+        "restart_controllers": [path.name for path in found], "episodes": len(seeds),
+        "dream_rollouts": settings.eval_dream_rollouts, "temperature": settings.temperature}
+    output = paths.controller
+    atomic_write(output, lambda temporary: shutil.copyfile(found[chosen], temporary))
+    chosen_log = paths.metrics(search_name(chosen + 1))
+    atomic_write(paths.metrics(CHECKPOINT_KIND), lambda temporary: shutil.copyfile(chosen_log, temporary))
+    atomic_write(paths.score("controller_searches"), lambda temporary: temporary.write_text(json_text(searches)))
+    cmaes_curve(MetricsLog(chosen_log, step_key="generation").read(), paths.figure("cmaes_curve"))
+    evolution.video(output, settings.temperature, paths.video("controller_in_dream"))
+    logger.info(f"C: {settings.restarts} CMA-ES searches, dream / real ({len(seeds)} episodes): "
+                + ", ".join(f"{d:.0f} / {r:.0f}" for d, r in zip(dreams, reals, strict=True))
+                + f"; the dream picked search {chosen + 1} -> {output.name}")
+    return output
 
 
 def sweep(config: PipelineConfig, paths: PipelinePaths, evolution: Evolution, main: Path,

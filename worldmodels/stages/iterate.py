@@ -249,6 +249,9 @@ def write_agent_file(config: PipelineConfig, paths: PipelinePaths) -> Path:
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
     """Run the rounds not yet done, then write ``agent.json``; returns its path."""
     resolve(config.runtime).apply()
+    if config.iterate.iterations and config.controller.restarts != 1:
+        raise ValueError(f"controller.restarts={config.controller.restarts}: each round of `wm iterate` evolves one "
+                         "CMA-ES search; set controller.restarts=1 for the rounds")
     if not paths.controller.is_file():
         raise FileNotFoundError(f"{paths.controller}: no controller to start from; run `wm train-controller` first")
     log = MetricsLog(paths.metrics("iterate"), step_key="iteration")

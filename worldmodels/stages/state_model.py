@@ -40,7 +40,7 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.envs import has_true_state, make_env
 from worldmodels.es import CMAES
-from worldmodels.evaluation import Score, evaluation_seeds
+from worldmodels.evaluation import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.mdnrnn_training import heldout_losses, settings_that_matter, train_epoch
 from worldmodels.metrics import MetricsLog
 from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
@@ -202,7 +202,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     zero = np.zeros(dimension)
     real, zero_real = real_returns(controller), real_returns(zero)
-    restarts = {} if settings.restarts == 1 else _searches_beside_reality(
+    restarts = {} if settings.restarts == 1 else searches_beside_reality(
         search_dreams, chosen, [float(np.mean(real_returns(mean))) if index != chosen else float(np.mean(real))
                                 for index, mean in enumerate(searches)])
     oracle = _oracle_in_this_dream(paths, latents, form, dream_score)
@@ -347,14 +347,6 @@ def _oracle_in_this_dream(paths: PipelinePaths, latents: StateLatents, form: dic
     if flat is None:
         return {}
     return {"oracle_dream": dream_score(flat), "oracle_real": saved.mean}
-
-
-def _searches_beside_reality(dreams: list[float], chosen: int, reals: list[float]) -> dict[str, Any]:
-    """The searches' dream scores, the dream's pick, and their real scores on the evaluation episodes, shown
-    beside the pick and never used by it: does the dream rank C's searches as reality does?"""
-    spread = np.std(dreams) > 0 and np.std(reals) > 0
-    return {"restart_dream_means": dreams, "restart_chosen": chosen, "restart_real_means": reals,
-            "restart_dream_real_correlation": float(np.corrcoef(dreams, reals)[0, 1]) if spread else float("nan")}
 
 
 def _replay_correlation(model: MDNRNN, latents: StateLatents, rollouts: RolloutReader, episodes: np.ndarray,
