@@ -270,3 +270,24 @@ def test_the_state_model_note_shows_the_searches_beside_reality(tmp_path):
     note = sections._state_model_note(path)
     assert "of 3 CMA-ES searches the dream picked the one it scores 970 (their real scores 477 to 1000" in note
     assert f"correlation {searches['restart_dream_real_correlation']:.2f}" in note
+
+
+def test_c_s_searches_show_only_beside_the_controller_they_picked(tmp_path):
+    from worldmodels.checkpoint import file_sha256
+    from worldmodels.evaluation import searches_beside_reality
+    from worldmodels.reporting.page import Report
+
+    paths = PipelinePaths(tmp_path / "cartpole_balance").ensure()
+    paths.controller.write_bytes(b"the picked C")
+    searches = searches_beside_reality([968.0, 412.0], 0, [999.2, 420.5]) | {
+        "restart_seeds": [10, 11], "episodes": 100, "dream_rollouts": 256,
+        "controller_sha256": file_sha256(paths.controller)}
+    paths.score("controller_searches").write_text(json.dumps(searches))
+    report = Report(load_pipeline("cartpole_balance"), paths)
+    shown = sections._searches_table(report)
+    rows = re.findall(r"<tr>(.*?)</tr>", shown)
+    assert "2 CMA-ES searches" in shown and len(rows) == 3  # the header and one row per search
+    assert "999.2" in rows[1] and "picked" in rows[1] and "420.5" in rows[2] and "picked" not in rows[2]
+    assert "correlation 1.00" in shown
+    paths.controller.write_bytes(b"a C of a later single search")
+    assert sections._searches_table(report) == ""

@@ -395,6 +395,7 @@ def section_c(report: Report) -> str:
         paper = table(["tau", "dream score", "real score"], [list(r) for r in paper_temperature_table()])
         body += (f'<div class="side"><div><h3>This pipeline</h3>{temperature}</div>'
                  f"<div><h3>The paper: VizDoom TakeCover</h3>{paper}</div></div>")
+    body += _searches_table(report)
     rounds = MetricsLog(report.paths.metrics("iterate"), step_key="iteration").read()
     if rounds:
         keys = [k for k in ("iteration", "env_steps_of_data", "real_mean", "real_episodes", "dream_mean",
@@ -402,6 +403,24 @@ def section_c(report: Report) -> str:
                             "m/held_action_overestimate") if k in rounds[0]]
         body += "<h3>Iterative rounds</h3>" + table(keys, [[r.get(k) for k in keys] for r in rounds])
     return body + readout_table(report)
+
+
+def _searches_table(report: Report) -> str:
+    """C's CMA-ES searches (``controller.restarts``) side by side, when ``controller.pt`` is their pick."""
+    path = report.paths.score("controller_searches")
+    if not path.is_file() or not report.paths.controller.is_file():
+        return ""
+    searches = json.loads(path.read_text())
+    if searches.get("controller_sha256") != file_sha256(report.paths.controller):
+        return ""  # controller.pt came from another run since
+    rows = [[index + 1, seed, f"{dream:.1f}", f"{real:.1f}", "picked" if index == searches["restart_chosen"] else ""]
+            for index, (seed, dream, real) in enumerate(zip(searches["restart_seeds"], searches["restart_dream_means"],
+                                                            searches["restart_real_means"], strict=True))]
+    return (f"<h3>C's {len(rows)} CMA-ES searches: the dream picks, reality only watches</h3>"
+            + table(["search", "controller.seed", f"dream ({searches['dream_rollouts']} dreams)",
+                     f"real ({searches['episodes']} evaluation episodes)", ""], rows)
+            + f'<p class="note">Dream vs real across the searches: correlation '
+              f"{searches['restart_dream_real_correlation']:.2f}.</p>")
 
 
 def _state_model_note(path: Path) -> str:

@@ -383,6 +383,7 @@ def evolve_searches(evolution: Evolution, progress: bool = True) -> Path:
         "dream_rollouts": settings.eval_dream_rollouts, "temperature": settings.temperature}
     output = paths.controller
     atomic_write(output, lambda temporary: shutil.copyfile(found[chosen], temporary))
+    searches["controller_sha256"] = file_sha256(output)  # the report shows the searches only beside this C
     chosen_log = paths.metrics(search_name(chosen + 1))
     atomic_write(paths.metrics(CHECKPOINT_KIND), lambda temporary: shutil.copyfile(chosen_log, temporary))
     atomic_write(paths.score("controller_searches"), lambda temporary: temporary.write_text(json_text(searches)))
