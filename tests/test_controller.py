@@ -298,3 +298,32 @@ def test_the_agent_hands_a_two_frame_c_the_previous_frame_s_z():
             _, _, state = model(z[:, None], action[:, None], state)
             previous = z
     assert np.abs(acted[1] - acted[2]).max() > 1e-4, "different frames must give different actions"
+
+
+def test_a_c_with_a_hidden_layer_acts_as_computed_by_hand():
+    controller = LinearController(2, 3, 1, "z", layer_size=2)
+    assert controller.num_parameters == 2 * 2 + 2 + 2 + 1
+    # W1 rows (0.5, -1) and (2, 0.25), b1 (0.1, -0.2), W2 (1.5, -0.5), b2 0.3
+    vector = torch.tensor([0.5, -1.0, 2.0, 0.25, 0.1, -0.2, 1.5, -0.5, 0.3])
+    controller.set_flat(vector)
+    z = torch.tensor([[1.0, 2.0]])
+    hidden = torch.tanh(torch.tensor([0.5 - 2.0 + 0.1, 2.0 + 0.5 - 0.2]))
+    expected = torch.tanh(1.5 * hidden[0] - 0.5 * hidden[1] + 0.3).reshape(1, 1)
+    torch.testing.assert_close(controller(z, torch.zeros(1, 3)), expected)
+    torch.testing.assert_close(population_actions(vector[None], z, torch.zeros(1, 3), 1, "z", layer_size=2), expected)
+    torch.manual_seed(0)
+    many = torch.randn(5, controller.num_parameters)
+    zs, hs = torch.randn(5, 2), torch.randn(5, 3)
+    for row in range(5):
+        controller.set_flat(many[row])
+        torch.testing.assert_close(population_actions(many, zs, hs, 1, "z", layer_size=2)[row],
+                                   controller(zs[row:row + 1], hs[row:row + 1])[0])
+    with pytest.raises(ValueError, match="hidden layer of 2 on 2 inputs"):
+        population_actions(torch.zeros(1, 6), z, torch.zeros(1, 3), 1, "z", layer_size=2)
+
+
+def test_the_hidden_layer_s_weights_on_memory_take_the_memory_step_scale():
+    scales = memory_step_scales(2, 3, 1, "zh", bias=True, memory_scale=0.01, layer_size=2)
+    row = [1.0, 1.0, 0.01, 0.01, 0.01]
+    np.testing.assert_array_equal(scales, row + row + [1.0, 1.0] + [1.0, 1.0] + [1.0])
+    assert len(scales) == LinearController(2, 3, 1, "zh", layer_size=2).num_parameters

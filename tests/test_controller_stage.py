@@ -74,6 +74,27 @@ def test_restarts_keep_the_search_the_dream_scores_best_and_each_search_resumes(
         assert [r["generation"] for r in records] == [1, 2, 3]
 
 
+def test_a_c_with_a_hidden_layer_is_evolved_saved_and_scored(trained_m, tmp_path):
+    """controller.layer_size reaches the checkpoint: the saved C has the hidden layer's parameters, acts as
+    the population form of its flat vector does, and the evaluate stage plays it."""
+    import torch
+
+    from worldmodels.artifacts import load_controller
+    from worldmodels.models.controller import population_actions
+
+    paths = copy_trained_m(trained_m, tmp_path)
+    config = _config("controller.generations=2", "controller.layer_size=3")
+    controller_stage.run(config, paths, progress=False)
+    controller, checkpoint = load_controller(paths.controller)
+    inputs = controller.z_size + controller.hidden_size  # [z, h]
+    assert controller.layer_size == 3 and len(checkpoint["parameters"]) == 3 * inputs + 3 + 3 + 1
+    z, h = torch.randn(4, controller.z_size), torch.randn(4, controller.hidden_size)
+    flat = checkpoint["parameters"][None].expand(4, -1)
+    torch.testing.assert_close(controller(z, h), population_actions(flat, z, h, 1, "zh", layer_size=3))
+    evaluate.run(config, paths, progress=False)
+    assert len(Score.read(paths.score("worldmodel")).returns) == config.evaluate.episodes
+
+
 def test_iterate_refuses_restarts(tmp_path):
     from worldmodels.stages import iterate
 

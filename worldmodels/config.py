@@ -306,6 +306,9 @@ class ControllerConfig:
     place."""
     bias: bool = True
     """C's ``tanh(W x + b)`` has the bias ``b`` (the paper's Doom C has none: ``tanh(W x)``)."""
+    layer_size: int = 0
+    """0: the paper's linear C. Above 0: C has one tanh hidden layer of this many units before its
+    output, for inputs that carry the task only non-linearly (``wm readout`` measures which)."""
     dream_reward: Literal["model", "survival"] = "model"
     """The dream's reward: M's reward head (``model``), or 1 for every step survived until M's done
     head ends the dream (``survival``: the paper's Doom dream, where the reward is frames survived)."""
@@ -357,6 +360,7 @@ class ControllerConfig:
         for key in ("generations", "popsize", "restarts", "rollouts", "eval_every", "eval_dream_rollouts"):
             _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
+        _require(self.layer_size >= 0, "controller.layer_size", f"must be >= 0, got {self.layer_size}")
         _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
         _require(self.memory_step_scale > 0, "controller.memory_step_scale",
                  f"must be > 0, got {self.memory_step_scale}")

@@ -166,12 +166,13 @@ class DreamEnv:
 def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int, action_size: int,
                        inputs: str = "zh", starts: torch.Tensor | None = None,
                        start_noise: torch.Tensor | None = None,
-                       step_noise: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+                       step_noise: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                       layer_size: int = 0) -> torch.Tensor:
     """Mean dream return of each candidate controller, all rollouts as one batch.
 
-    ``parameters`` ``(P, D)``: one flat linear controller per candidate (see
-    ``models/controller.py``); each runs ``rollouts`` dreams, so the batch is ``P * rollouts``
-    (candidate-major). ``starts``, ``start_noise`` and ``step_noise(t)`` fix the randomness per
+    ``parameters`` ``(P, D)``: one flat controller per candidate (see ``models/controller.py``;
+    ``layer_size``: its hidden layer, 0 for none); each runs ``rollouts`` dreams, so the batch is
+    ``P * rollouts`` (candidate-major). ``starts``, ``start_noise`` and ``step_noise(t)`` fix the randomness per
     row for reproducible comparisons (default: the dream's generator). Returns ``(P,)`` on the CPU.
     """
     rows = parameters.to(dream.device).repeat_interleave(rollouts, dim=0)
@@ -183,7 +184,7 @@ def population_returns(dream: DreamEnv, parameters: torch.Tensor, rollouts: int,
     # `running_rows` their controllers (gathered again only when the batch shrinks).
     active, running_rows = torch.arange(len(rows), device=dream.device), rows
     for t in range(dream.max_steps):
-        actions = population_actions(running_rows, z, h, action_size, inputs, c, previous_z)
+        actions = population_actions(running_rows, z, h, action_size, inputs, c, previous_z, layer_size)
         previous_z = z
         noise = None if step_noise is None else tuple(part.to(dream.device)[active] for part in step_noise(t))
         result = dream.step(actions, noise)

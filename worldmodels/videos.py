@@ -118,15 +118,17 @@ def dream_with_actions(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, logvar: to
 
 def controller_dream(model: MDNRNN, vae: ConvVAE, parameters: torch.Tensor, inputs: str, mu: torch.Tensor,
                      logvar: torch.Tensor, temperature: float, steps: int, seed: int, reward: str = "model",
-                     start_state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """C (flat ``parameters`` ``(D,)``) acting in M's dream from one start latent for up to ``steps``
-    steps, as :func:`_decoded_dream` returns it."""
+                     start_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     layer_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """C (flat ``parameters`` ``(D,)``, a hidden layer of ``layer_size`` when above 0) acting in M's dream
+    from one start latent for up to ``steps`` steps, as :func:`_decoded_dream` returns it."""
     flat = parameters[None].float()
     previous = {}  # the z C read on the step before (for `zz`); the start's own on the first step
 
     def act(t: int, dream: DreamEnv, z: torch.Tensor) -> torch.Tensor:
         previous_z = previous.get("z", z)
         previous["z"] = z
-        return population_actions(flat.to(z.device), z, dream.h, model.action_size, inputs, dream.c, previous_z)
+        return population_actions(flat.to(z.device), z, dream.h, model.action_size, inputs, dream.c, previous_z,
+                                  layer_size)
 
     return _decoded_dream(model, vae, mu, logvar, act, steps, temperature, seed, reward, start_state)

@@ -122,6 +122,9 @@ class Evolution:
         self.model_args = {"z_size": self.model.z_size, "hidden_size": self.model.hidden_size,
                            "action_size": self.model.action_size, "inputs": config.controller.inputs,
                            "bias": config.controller.bias}
+        if config.controller.layer_size:  # only then: the paper's linear C keeps the checkpoints it had
+            self.model_args["layer_size"] = config.controller.layer_size
+        self.layer_size = config.controller.layer_size
         self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
         self._vae = None
         self._real_workers: RealFitnessWorkers | None = None  # with fitness_in real: kept for one evolution
@@ -147,7 +150,8 @@ class Evolution:
         dream = _dream(self.model, self.start_mu, self.start_logvar, temperature, self.steps, seed, self.start_states,
                        settings.dream_reward, settings.disagreement_penalty)
         flat = torch.from_numpy(np.asarray(parameters)).float()[None].expand(rollouts, -1)
-        return population_returns(dream, flat, 1, self.model.action_size, self.config.controller.inputs).numpy()
+        return population_returns(dream, flat, 1, self.model.action_size, self.config.controller.inputs,
+                                  layer_size=self.layer_size).numpy()
 
     def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
         """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
@@ -176,7 +180,8 @@ class Evolution:
                        settings.seed * 1_000_003 + generation, self.start_states, settings.dream_reward,
                        settings.disagreement_penalty)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
-                                     self.model.action_size, settings.inputs).double().numpy()
+                                     self.model.action_size, settings.inputs,
+                                     layer_size=self.layer_size).double().numpy()
         return fitness, dream.rows_stepped
 
     def evolve(self, temperature: float, name: str = CHECKPOINT_KIND, generations: int | None = None,
@@ -190,6 +195,8 @@ class Evolution:
             identity.pop("disagreement_penalty")
         if identity["memory_step_scale"] == 1.0:  # likewise for the isotropic start
             identity.pop("memory_step_scale")
+        if identity["layer_size"] == 0:  # and for the paper's linear form
+            identity.pop("layer_size")
         inputs = {"mdnrnn_sha256": self.mdnrnn_sha256, "settings": identity | {"temperature": temperature}}
         if start is not None:
             inputs["start"] = [float(x) for x in start]
@@ -277,7 +284,8 @@ class Evolution:
         settings = self.config.controller
         frames, returns = controller_dream(self.model, self.vae, checkpoint["parameters"], settings.inputs,
                                            self.start_mu[0], self.start_logvar[0], temperature, self.steps,
-                                           seed=settings.seed, reward=settings.dream_reward, start_state=start_state)
+                                           seed=settings.seed, reward=settings.dream_reward, start_state=start_state,
+                                           layer_size=self.layer_size)
         write_gif([(f"C, dream at tau {temperature:g}", frames, returns)], path)
 
     def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:

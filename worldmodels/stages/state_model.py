@@ -111,8 +111,9 @@ class StateWorldModelPolicy:
     (``models/controller.py``)."""
 
     def __init__(self, model: MDNRNN, latents: StateLatents, parameters: np.ndarray, action_size: int,
-                 inputs: str = "zh") -> None:
+                 inputs: str = "zh", layer_size: int = 0) -> None:
         self.model, self.latents, self.action_size, self.inputs = model, latents, action_size, inputs
+        self.layer_size = layer_size
         self.flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
 
     @torch.no_grad()
@@ -124,7 +125,7 @@ class StateWorldModelPolicy:
         while True:
             z = torch.from_numpy(self.latents.standardise(state))[None]
             previous_z = z if previous_z is None else previous_z
-            action = population_actions(self.flat, z, h, self.action_size, self.inputs, c, previous_z)
+            action = population_actions(self.flat, z, h, self.action_size, self.inputs, c, previous_z, self.layer_size)
             previous_z = z
             _, outputs, lstm = self.model(z[:, None], action[:, None], lstm)
             h, c = outputs[:, 0], lstm[1][0]
@@ -167,12 +168,12 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
 
     action_size = rollouts.action_size
     form = {"z_size": latents.z_size, "hidden_size": m_settings.hidden_size, "action_size": action_size,
-            "inputs": settings.inputs, "bias": settings.bias}
+            "inputs": settings.inputs, "bias": settings.bias, "layer_size": settings.layer_size}
     dimension = LinearController(**form).num_parameters
     def dream_score(parameters: np.ndarray) -> float:
         flat = torch.as_tensor(parameters, dtype=torch.float32)[None]
         return float(population_returns(dream(settings.seed + 99), flat, settings.eval_dream_rollouts, action_size,
-                                        settings.inputs)[0])
+                                        settings.inputs, layer_size=settings.layer_size)[0])
 
     searches = []
     for restart in range(settings.restarts):
@@ -184,7 +185,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             population = strategy.ask()
             fitness = population_returns(dream(seed * 1_000_003 + generation),
                                          torch.as_tensor(population, dtype=torch.float32), settings.rollouts,
-                                         action_size, settings.inputs).numpy()
+                                         action_size, settings.inputs, layer_size=settings.layer_size).numpy()
             strategy.tell(population, fitness)
             log.append({"step": m_settings.epochs + restart * settings.generations + generation, "stage": "C",
                         "restart": restart, "generation": generation, "mean": float(fitness.mean()),
@@ -196,7 +197,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     controller = searches[chosen]
 
     def real_returns(parameters: np.ndarray) -> list[float]:
-        policy = StateWorldModelPolicy(model, latents, parameters, action_size, settings.inputs)
+        policy = StateWorldModelPolicy(model, latents, parameters, action_size, settings.inputs, settings.layer_size)
         return [policy.episode_return(env, seed) for seed in seeds]
 
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
@@ -324,8 +325,9 @@ READS = {"z": "the true state", "zh": "[true state, h]", "zch": "[true state, c,
 def oracle_as_state_controller(oracle: np.ndarray, latents: StateLatents, form: dict) -> np.ndarray | None:
     """The oracle's ``tanh(W s + b)`` on the raw state, re-expressed as C's flat vector on the
     standardised state (weights on M's ``c`` and ``h`` 0): ``W' = W * std``, ``b' = b + W @ mean``, so
-    both give the same action for every state. None when C has no bias (``b'`` has nowhere to go)."""
-    if not form["bias"]:
+    both give the same action for every state. None when C has no bias (``b'`` has nowhere to go) or a
+    hidden layer."""
+    if not form["bias"] or form.get("layer_size"):
         return None
     actions, size = form["action_size"], latents.z_size
     weights = np.asarray(oracle[:actions * size], dtype=np.float64).reshape(actions, size)
