@@ -157,7 +157,7 @@ def _m_weights(paths: PipelinePaths) -> dict[str, torch.Tensor]:
     return torch.load(paths.state_model_m, weights_only=False)["model"]
 
 
-def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected, monkeypatch, tmp_path):
+def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected, monkeypatch, tmp_path, caplog):
     config, collected_paths = collected
     paths = PipelinePaths(tmp_path / "smoke")
     paths.ensure()
@@ -176,8 +176,10 @@ def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected,
 
     monkeypatch.setattr(state_model, "train_epoch", counted)
     state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=2"), paths, progress=False)
-    state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4"), paths, progress=False)
+    with caplog.at_level("INFO", logger="worldmodels.training"):
+        state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4"), paths, progress=False)
     assert trained == [1, 2, 3, 4]  # the second run went on from epoch 2
+    assert "resuming state-model M after epoch 2" in caplog.text  # its epochs, though the log's key is "step"
     for name, weight in _m_weights(straight).items():  # as if trained 4 epochs in one go
         torch.testing.assert_close(_m_weights(paths)[name], weight, atol=1e-5, rtol=1e-4)
     # Other C settings: M is read back, not trained again; its held-out losses stay in the log once each.

@@ -78,13 +78,15 @@ class TrainingRun:
 
     ``kind``: the checkpoint kind (``vae``, ``mdnrnn``, ...); ``identity``: the fields a resumable
     checkpoint must hold with equal values; ``step_key``: what a step is called in the log and the
-    checkpoint (``epoch``, ``generation``, ``update``); ``label``: how the log names the model.
+    checkpoint (``epoch``, ``generation``, ``update``); ``label``: how the log names the model;
+    ``step_name``: what messages call a step where the log's key is a generic one (default: the key).
     """
 
     def __init__(self, kind: str, identity: dict[str, Any], last: Path, best: Path, log: MetricsLog,
-                 runtime: Runtime, label: str) -> None:
+                 runtime: Runtime, label: str, step_name: str | None = None) -> None:
         self.kind, self.identity, self.last, self.best = kind, identity, Path(last), Path(best)
         self.log, self.runtime, self.label = log, runtime, label
+        self.step_name = step_name or log.step_key
         self._best_copy: dict[str, Any] | None = None
 
     @property
@@ -109,7 +111,7 @@ class TrainingRun:
         if "torch_rng" in state:
             restore_rng_state(state, self.runtime)
         self.log.keep_up_to_when_appending(step)
-        logger.info(f"resuming {self.label} after {self.step_key} {step}")
+        logger.info(f"resuming {self.label} after {self.step_name} {step}")
         return state
 
     def _continuing(self) -> dict[str, Any] | None:
@@ -179,9 +181,9 @@ class TrainingRun:
                                f"above its best {best:.4g}", "Lower the learning rate.")
 
     def _diverged(self, step: int, what: str, advice: str) -> None:
-        kept = (f"{self.last.name} and {self.best.name} still hold the last good {self.step_key}"
+        kept = (f"{self.last.name} and {self.best.name} still hold the last good {self.step_name}"
                 if self.last.is_file() else "nothing was saved")
-        raise TrainingDiverged(f"{self.label} diverged at {self.step_key} {step}: {what}; {kept}. {advice}")
+        raise TrainingDiverged(f"{self.label} diverged at {self.step_name} {step}: {what}; {kept}. {advice}")
 
     def save_last(self, state: dict[str, Any], with_rng: bool = True) -> None:
         """The resume state: ``state`` (step, models, optimizers...) plus the run's fields, RNG and a copy

@@ -254,7 +254,7 @@ def train_state_m(config: PipelineConfig, paths: PipelinePaths, rollouts: Rollou
     identity = {"settings": settings_that_matter(config), "model_args": shape,
                 "inputs": {"rollouts_fingerprint": rollouts.fingerprint, "latents": "standardised true state"}}
     run = TrainingRun(M_KIND, identity, paths.last_checkpoint(M_KIND), paths.state_model_m, log, runtime,
-                      "state-model M")
+                      "state-model M", step_name="epoch")
     state, start = run.resume(step_of=lambda saved: saved["epoch"]), 0
     if state is not None and state["epoch"] > m_settings.epochs:
         # Its epochs are a setting this stage measures: an M trained longer is not the M asked for.
