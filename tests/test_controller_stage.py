@@ -67,6 +67,13 @@ def test_restarts_keep_the_search_the_dream_scores_best_and_each_search_resumes(
             assert Score.read(single.score("worldmodel")).mean == pytest.approx(searches["restart_real_means"][k])
     chosen_log = MetricsLog(paths.metrics("controller"), step_key="generation").read()
     assert chosen_log == MetricsLog(paths.metrics(f"controller_search{chosen + 1}"), step_key="generation").read()
+    for main, searched in (("cmaes_curve.png", f"cmaes_curve_search{chosen + 1}.png"),
+                           ("controller_in_dream.gif", f"controller_in_dream_search{chosen + 1}.gif")):
+        assert (paths.figures_dir / main).read_bytes() == (paths.figures_dir / searched).read_bytes()
+    (paths.figures_dir / f"controller_in_dream_search{chosen + 1}.gif").unlink()  # a search stopped before its GIF
+    (paths.figures_dir / "controller_in_dream.gif").unlink()
+    controller_stage.run(config, paths, progress=False)
+    Image.open(paths.video("controller_in_dream")).verify()  # drawn again from the pick
     controller_stage.run(_config("controller.generations=3", "controller.seed=3", "controller.restarts=2"), paths,
                          progress=False)
     for k in (0, 1):

@@ -124,7 +124,6 @@ class Evolution:
                            "bias": config.controller.bias}
         if config.controller.layer_size:  # only then: the paper's linear C keeps the checkpoints it had
             self.model_args["layer_size"] = config.controller.layer_size
-        self.layer_size = config.controller.layer_size
         self.mdnrnn_sha256 = file_sha256(paths.mdnrnn)
         self._vae = None
         self._real_workers: RealFitnessWorkers | None = None  # with fitness_in real: kept for one evolution
@@ -151,7 +150,7 @@ class Evolution:
                        settings.dream_reward, settings.disagreement_penalty)
         flat = torch.from_numpy(np.asarray(parameters)).float()[None].expand(rollouts, -1)
         return population_returns(dream, flat, 1, self.model.action_size, self.config.controller.inputs,
-                                  layer_size=self.layer_size).numpy()
+                                  layer_size=self.config.controller.layer_size).numpy()
 
     def dream_score(self, parameters: np.ndarray, temperature: float, rollouts: int, seed: int) -> float:
         """Mean return of ``parameters`` over ``rollouts`` dreams at ``temperature``."""
@@ -181,7 +180,7 @@ class Evolution:
                        settings.disagreement_penalty)
         fitness = population_returns(dream, torch.from_numpy(population).float(), settings.rollouts,
                                      self.model.action_size, settings.inputs,
-                                     layer_size=self.layer_size).double().numpy()
+                                     layer_size=settings.layer_size).double().numpy()
         return fitness, dream.rows_stepped
 
     def evolve(self, temperature: float, name: str = CHECKPOINT_KIND, generations: int | None = None,
@@ -285,7 +284,7 @@ class Evolution:
         frames, returns = controller_dream(self.model, self.vae, checkpoint["parameters"], settings.inputs,
                                            self.start_mu[0], self.start_logvar[0], temperature, self.steps,
                                            seed=settings.seed, reward=settings.dream_reward, start_state=start_state,
-                                           layer_size=self.layer_size)
+                                           layer_size=settings.layer_size)
         write_gif([(f"C, dream at tau {temperature:g}", frames, returns)], path)
 
     def _evaluate_mean(self, mean: np.ndarray, temperature: float, check_seeds: list[int]) -> dict[str, float]:
@@ -392,11 +391,22 @@ def evolve_searches(evolution: Evolution, progress: bool = True) -> Path:
     output = paths.controller
     atomic_write(output, lambda temporary: shutil.copyfile(found[chosen], temporary))
     searches["controller_sha256"] = file_sha256(output)  # the report shows the searches only beside this C
+    atomic_write(paths.score("controller_searches"), lambda temporary: temporary.write_text(json_text(searches)))
     chosen_log = paths.metrics(search_name(chosen + 1))
     atomic_write(paths.metrics(CHECKPOINT_KIND), lambda temporary: shutil.copyfile(chosen_log, temporary))
-    atomic_write(paths.score("controller_searches"), lambda temporary: temporary.write_text(json_text(searches)))
-    cmaes_curve(MetricsLog(chosen_log, step_key="generation").read(), paths.figure("cmaes_curve"))
-    evolution.video(output, settings.temperature, paths.video("controller_in_dream"))
+    # The chosen search's curve and GIF as its run drew them; drawn again only where that run was stopped
+    # between its last checkpoint and its figures.
+    suffix = search_name(chosen + 1)[len(CHECKPOINT_KIND):]
+    drawings = ((paths.figure("cmaes_curve"), paths.figure(f"cmaes_curve{suffix}"),
+                 lambda: cmaes_curve(MetricsLog(chosen_log, step_key="generation").read(),
+                                     paths.figure("cmaes_curve"))),
+                (paths.video("controller_in_dream"), paths.video(f"controller_in_dream{suffix}"),
+                 lambda: evolution.video(output, settings.temperature, paths.video("controller_in_dream"))))
+    for main, searched, draw in drawings:
+        if searched.is_file():
+            atomic_write(main, lambda temporary, searched=searched: shutil.copyfile(searched, temporary))
+        else:
+            draw()
     logger.info(f"C: {settings.restarts} CMA-ES searches, dream / real ({len(seeds)} episodes): "
                 + ", ".join(f"{d:.0f} / {r:.0f}" for d, r in zip(dreams, reals, strict=True))
                 + f"; the dream picked search {chosen + 1} -> {output.name}")
