@@ -153,5 +153,6 @@ def test_the_m_stage_trains_every_member_and_saves_an_ensemble_that_loads_as_one
 def test_one_m_keeps_the_identity_it_had_before_ensembles(trained_ensemble):
     config, _ = trained_ensemble
     single = settings_that_matter(smoke_config())
-    assert "ensemble" not in single
+    assert "ensemble" not in single and "latents" not in single  # nor did M's z, unless it is V's mean
+    assert settings_that_matter(smoke_config("mdnrnn.latents=mean"))["latents"] == "mean"
     assert settings_that_matter(config)["ensemble"] == 3

@@ -110,3 +110,35 @@ def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
         model.lstm.weight_ih_l0[:, model.z_size:] = 0.0
     blind = mdnrnn_stage.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
     assert blind["real"] == seeing["real"] and blind["ratio"] == 0.0 < seeing["ratio"]
+
+
+def test_an_m_on_vs_means_ignores_vs_sigma_and_dreams_from_the_mean(encoded, tmp_path):
+    """mdnrnn.latents=mean: M trains on mu (two runs whose latents differ only in logvar end with
+    the same weights, while the paper's sampled z makes them differ), the checkpoint says so, and its
+    dreams start at the start frame's mu exactly."""
+    import h5py
+
+    from worldmodels.artifacts import load_mdnrnn
+    from worldmodels.dream import DreamEnv
+
+    def trained(name, latents, logvar_shift):
+        paths = _copy(encoded, tmp_path, name)
+        with h5py.File(paths.latents, "r+") as handle:
+            handle["logvar"][...] = handle["logvar"][...] + logvar_shift
+        mdnrnn_stage.run(_config("mdnrnn.epochs=2", f"mdnrnn.latents={latents}"), paths, progress=False)
+        return load_checkpoint(paths.last_checkpoint("mdnrnn"), "mdnrnn"), paths
+
+    mean_a, paths = trained("mean_a", "mean", 0.0)
+    mean_b, _ = trained("mean_b", "mean", 3.0)
+    sampled_a, _ = trained("sampled_a", "sampled", 0.0)
+    sampled_b, _ = trained("sampled_b", "sampled", 3.0)
+    for name, value in mean_a["model"].items():
+        torch.testing.assert_close(mean_b["model"][name], value, msg=name)
+    assert not torch.equal(sampled_a["model"]["lstm.weight_ih_l0"], sampled_b["model"]["lstm.weight_ih_l0"])
+    assert mean_a["model_args"]["latents"] == "mean" and "latents" not in sampled_a["model_args"]
+    model, _ = load_mdnrnn(paths.mdnrnn)
+    assert model.latents == "mean"
+    mu, logvar = torch.randn(3, model.z_size), torch.zeros(3, model.z_size)
+    torch.testing.assert_close(DreamEnv(model, mu, logvar).reset(3, starts=torch.arange(3)), mu)
+    model.latents = "sampled"
+    assert not torch.allclose(DreamEnv(model, mu, logvar).reset(3, starts=torch.arange(3)), mu)

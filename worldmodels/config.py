@@ -268,6 +268,11 @@ class MDNRNNConfig:
     open loop (M fed its own mixture means with the real actions) from a random point of the
     window, so that M learns to stay on track when fed its own predictions."""
     openloop_loss_weight: float = 1.0
+    latents: Literal["sampled", "mean"] = "sampled"
+    """What z M reads and predicts. ``sampled``: z drawn afresh from V's (mu, sigma) for every batch,
+    and each dream starts from such a draw (the paper). ``mean``: V's mu, in training and at the
+    dream's start: the z the agent reads in the real env, so M's inputs there are what it was trained
+    on, and V's posterior noise (on the unused dimensions, as wide as the prior) is not dreamed."""
     temperature: float = 1.0
     """Dream temperature for the dream metrics (replay gap) and for C's training; 0 is the
     deterministic dream (each step the mean of the most likely component)."""

@@ -101,7 +101,9 @@ class DreamEnv:
         mu, logvar = self.start_mu[starts], self.start_logvar[starts]
         if noise is None:
             noise = torch.randn(mu.shape, generator=self.generator)
-        self.z = mu + torch.exp(0.5 * logvar) * noise.to(self.device)
+        # An M trained on V's means (mdnrnn.latents: mean) starts from the mean, as it reads in the real env.
+        exact = self.model.latents == "mean"
+        self.z = mu if exact else mu + torch.exp(0.5 * logvar) * noise.to(self.device)
         hidden = self.model.hidden_size
         if self.start_states is None:
             zeros = torch.zeros(self.members, batch, hidden, device=self.device)

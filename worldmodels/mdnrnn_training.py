@@ -1,9 +1,9 @@
 """Training M, the MDN-RNN, one epoch at a time: what the M stage and ``wm state-model`` share.
 
 An epoch is one pass over padded windows of latent sequences (``data/sequences.py``), z drawn afresh
-from (mu, logvar) for every batch, every ensemble member on the same batch, Adam with elementwise
-gradient clipping; held-out losses take z = mu. :func:`settings_that_matter` names the settings
-that make a saved M another run.
+from (mu, logvar) for every batch (or mu itself: ``mdnrnn.latents: mean``), every ensemble member on
+the same batch, Adam with elementwise gradient clipping; held-out losses take z = mu.
+:func:`settings_that_matter` names the settings that make a saved M another run.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Late
     steps = 0.0
     for batch_number, start in enumerate(range(0, len(order), settings.batch_size), 1):
         batch = sequences.select(order[start:start + settings.batch_size])
-        z = runtime.to_device(batch.sample_z())
+        z = runtime.to_device(batch.mu if settings.latents == "mean" else batch.sample_z())
         batch = batch.to(runtime.device)
         if settings.openloop_loss_steps:
             length = batch.actions.shape[1]
@@ -85,5 +85,7 @@ def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
         settings.pop(key)
     if settings["ensemble"] == 1:  # a single M is what it was before ensembles existed: its runs resume
         settings.pop("ensemble")
+    if settings["latents"] == "sampled":  # likewise an M on sampled z, the only kind there was before
+        settings.pop("latents")
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings

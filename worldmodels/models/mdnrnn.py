@@ -40,12 +40,16 @@ class MDNRNN(nn.Module):
     """``forward(z, actions, state)`` -> (prediction for every step, final LSTM state)."""
 
     def __init__(self, z_size: int = 32, action_size: int = 1, hidden_size: int = 256, mixtures: int = 5,
-                 mixture: str = "per_dimension") -> None:
+                 mixture: str = "per_dimension", latents: str = "sampled") -> None:
         super().__init__()
         if mixture not in ("per_dimension", "shared"):
             raise ValueError(f"mixture must be 'per_dimension' or 'shared', got {mixture!r}")
+        if latents not in ("sampled", "mean"):
+            raise ValueError(f"latents must be 'sampled' or 'mean', got {latents!r}")
         self.z_size, self.action_size = z_size, action_size
         self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
+        self.latents = latents
+        """What z this M was trained on (``mdnrnn.latents``): its dreams start from the same."""
         self.lstm = nn.LSTM(z_size + action_size, hidden_size, batch_first=True)
         weights = mixtures * (z_size if mixture == "per_dimension" else 1)
         self.mixture_head = nn.Linear(hidden_size, weights + 2 * z_size * mixtures)
@@ -86,14 +90,15 @@ class MDNRNNEnsemble(nn.Module):
     """
 
     def __init__(self, members: int, z_size: int = 32, action_size: int = 1, hidden_size: int = 256,
-                 mixtures: int = 5, mixture: str = "per_dimension") -> None:
+                 mixtures: int = 5, mixture: str = "per_dimension", latents: str = "sampled") -> None:
         super().__init__()
         if members < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {members}")
-        self.members = nn.ModuleList(MDNRNN(z_size, action_size, hidden_size, mixtures, mixture)
+        self.members = nn.ModuleList(MDNRNN(z_size, action_size, hidden_size, mixtures, mixture, latents)
                                      for _ in range(members))
         self.z_size, self.action_size = z_size, action_size
         self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
+        self.latents = latents
 
     def heads(self, hidden: torch.Tensor) -> MixturePrediction:
         return self.members[0].heads(hidden)

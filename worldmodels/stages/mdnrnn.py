@@ -75,7 +75,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     paths.ensure()
     torch.manual_seed(settings.seed)
     shape = {"z_size": latents.z_size, "action_size": rollouts.action_size, "hidden_size": settings.hidden_size,
-             "mixtures": settings.mixtures, "mixture": settings.mixture}
+             "mixtures": settings.mixtures, "mixture": settings.mixture,
+             **({"latents": "mean"} if settings.latents == "mean" else {})}  # older checkpoints stay as they were
     model = (MDNRNN(**shape) if settings.ensemble == 1
              else MDNRNNEnsemble(settings.ensemble, **shape)).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
