@@ -184,3 +184,28 @@ def test_the_first_open_loop_step_is_the_one_step_loss_and_later_steps_read_pred
         torch.testing.assert_close(later_steps(changed), later_steps(z))
         teacher_forced = model(changed[:, :-1], actions)[0].means[:, 5]
         assert not torch.allclose(teacher_forced, model(z[:, :-1], actions)[0].means[:, 5])
+
+
+def test_a_policy_in_the_dream_scores_what_the_populations_loop_gives_the_same_controller():
+    """policy_dream_returns with a linear C written as a function of (z, h) equals population_returns
+    of its flat vector on the same dreams (one seed: the same starts and draws, the same rows finishing)."""
+    from worldmodels.dream import population_returns
+    from worldmodels.models.controller import LinearController
+    from worldmodels.simulator import policy_dream_returns
+
+    torch.manual_seed(0)
+    model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
+    with torch.no_grad():
+        model.done_head.bias.fill_(-1.0)  # some rollouts end early: the shrinking batch is exercised
+    controller = LinearController(4, 8, 1)
+    mu, logvar = torch.randn(6, 4), torch.full((6, 4), -1.0)
+
+    def dream():
+        return DreamEnv(model, mu, logvar, temperature=1.0, max_steps=12, generator=torch.Generator().manual_seed(5))
+
+    with torch.no_grad():
+        returns = policy_dream_returns(dream(), lambda z, h: controller(z, h), 10)
+    flat = controller.get_flat()[None].expand(10, -1)
+    expected = population_returns(dream(), flat, 1, 1)
+    torch.testing.assert_close(returns, expected)
+    assert returns.std() > 0, "the rollouts differ: the dream is random and some end early"

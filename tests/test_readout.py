@@ -99,6 +99,11 @@ def test_readout_scores_every_input_set_with_both_readouts(imitated):
     for row in result["rows"]:
         assert len(row["real_returns"]) == 2 and row["real_mean"] == pytest.approx(np.mean(row["real_returns"]))
         assert row["steps_of_data"] == 3 * 20, "2 oracle episodes and 1 DAgger episode of 20 steps"
+        # Only what C reads can be played in M's dream: it holds no true state.
+        assert ("dream_mean" in row) == (row["inputs"] == "zh")
+        if row["inputs"] == "zh":
+            assert np.isfinite(row["dream_mean"]) and row["dream_std"] >= 0
+    assert result["identity"]["dream"]["eval_dream_rollouts"] == config.controller.eval_dream_rollouts
     rounds = MetricsLog(paths.metrics("readout"), step_key="step").read()
     assert [(r["inputs"], r["round"]) for r in rounds] == [("state", 0), ("state", 1), ("zh", 0), ("zh", 1)]
 

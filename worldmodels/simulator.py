@@ -9,10 +9,15 @@ predictions with V and compares them with the real frames.
 Replay gap: each held-out episode's real actions replayed in the dream (sampled at the dream
 temperature) from its first frame; the dream's return against the episode's real return.
 
+Any policy of ``(z, h)`` can be played in the dream (:func:`policy_dream_returns`): how a policy known
+to balance in reality fares there says whether the dream can tell a good C at all.
+
 Inputs may live anywhere: they are moved to the models' device, and results come back on the CPU.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -151,3 +156,24 @@ def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch
             active = active[running]
     shape = (len(values), episodes, samples)
     return total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu()
+
+
+@torch.no_grad()
+def policy_dream_returns(dream: DreamEnv, policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         rollouts: int) -> torch.Tensor:
+    """The return of each of ``rollouts`` dreams ``(rollouts,)`` (on the CPU) of ``policy(z, h)``: ``z``
+    ``(N, Z)`` and M's ``h`` ``(N, H)`` of the still-running rollouts -> their actions ``(N, A)``."""
+    z = dream.reset(rollouts)
+    total = torch.zeros(rollouts, device=dream.device)
+    active = torch.arange(rollouts, device=dream.device)  # rows still dreaming, as indices of all rows
+    for _ in range(dream.max_steps):
+        result = dream.step(policy(z, dream.h))
+        total[active] += result.reward
+        running = ~result.done
+        if not bool(running.any()):
+            break
+        if not bool(running.all()):
+            dream.keep(running)
+            active = active[running]
+        z = dream.z
+    return total.cpu()

@@ -13,13 +13,17 @@ after the frames and actions before), by DAgger (Ross et al. 2011):
    actions: where even it fails, the inputs do not carry what the oracle acts on);
 3. ``dagger_rounds`` times: ``dagger_episodes`` episodes played by the mlp readout itself, labelled
    by the oracle, added to the data, both readouts fitted again;
-4. both readouts played on ``eval_episodes`` real episodes (the evaluation seeds).
+4. both readouts played on ``eval_episodes`` real episodes (the evaluation seeds), and the ones that
+   read ``[z, h]`` also in M's dream as C is judged there (``controller.temperature``, its reward and
+   length, ``controller.eval_dream_rollouts`` dreams from the training episodes' first frames): a
+   readout that balances in reality shows whether the dream pays a good C what reality does.
 
 ``readout.inputs`` names what each imitation reads; beside C's ``zh``, ``state`` (the procedure's
 own ceiling), ``z+velocity`` and ``position+h`` swap one half of C's inputs for the truth, which
 tells whether V's picture of the positions or M's memory of the motion is what falls short.
 
-Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error), kept
+Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error, the
+dream's mean +- std for ``zh``), kept
 after each input set so that a stopped run goes on with the next, and ``metrics/readout.jsonl``
 (each DAgger round's return). Needs a true state (dm_control) and the oracle.
 """
@@ -43,16 +47,23 @@ from worldmodels.agents import StateLinearPolicy
 from worldmodels.artifacts import load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig, ReadoutConfig
+from worldmodels.data.latents import LatentReader
+from worldmodels.data.split import split_episodes
+from worldmodels.data.store import RolloutReader
+from worldmodels.dream import DreamEnv
+from worldmodels.dream_starts import first_latents
 from worldmodels.envs import has_true_state, make_env
 from worldmodels.evaluation import evaluation_seeds
 from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
+from worldmodels.simulator import policy_dream_returns
 
 logger = logging.getLogger(__name__)
 
 READOUT_STREAM = 0x7EAD  # the imitation's own episodes (the oracle's and DAgger's)
+DREAM_SEED_OFFSET = 13  # the readouts' dreams: drawn from controller.seed + this, one draw for every readout
 
 
 def input_features(name: str, z: np.ndarray, h: np.ndarray, state: np.ndarray,
@@ -176,8 +187,9 @@ def acting(readout: Readout) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: MetricsLog,
-            progress: bool) -> list[dict[str, Any]]:
-    """The DAgger run of one input set; returns its rows (linear and mlp readouts, scored in the real env)."""
+            progress: bool, dream: Callable[[Readout], np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """The DAgger run of one input set; returns its rows (linear and mlp readouts, scored in the real env,
+    and by ``dream``, readout -> its dream returns, where given)."""
     episodes = settings.oracle_episodes + settings.dagger_rounds * settings.dagger_episodes
     seeds = iter(evaluation_seeds(settings.seed, episodes, READOUT_STREAM))
     inputs, targets = [], []
@@ -215,7 +227,36 @@ def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: Metri
             rows.append({"inputs": name, "readout": kind, "real_mean": float(np.mean(real)),
                          "real_std": float(np.std(real)), "real_returns": real, "fit_mse": error,
                          "steps_of_data": int(sum(len(x) for x in inputs))})
+            if dream is not None:
+                dreamed = dream(readout)
+                rows[-1] |= {"dream_mean": float(dreamed.mean()), "dream_std": float(dreamed.std())}
     return rows
+
+
+DREAM_SETTINGS = ("temperature", "eval_dream_rollouts", "dream_steps", "dream_reward", "disagreement_penalty", "seed")
+
+
+def dream_of_c(config: PipelineConfig, paths: PipelinePaths, model) -> Callable[[Readout], np.ndarray]:
+    """Readout -> its returns ``(R,)`` in M's dream as C is judged there: from the training episodes' first
+    frames (``controller.dream_starts: any`` too), at ``controller.temperature``, with C's reward, disagreement
+    penalty and dream length, ``R = controller.eval_dream_rollouts`` dreams from one seed for every readout
+    (``DREAM_SETTINGS`` name the settings it reads)."""
+    settings = config.controller
+    rollouts = RolloutReader(paths.rollouts)
+    latents = LatentReader(paths.latents, paths.vae, rollouts)
+    train_episodes, _ = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
+    start_mu, start_logvar = first_latents(latents, train_episodes)
+    steps = settings.dream_steps or int(rollouts.lengths.min())
+
+    def returns(readout: Readout) -> np.ndarray:
+        dream = DreamEnv(model, start_mu, start_logvar, temperature=settings.temperature, max_steps=steps,
+                         generator=torch.Generator().manual_seed(settings.seed + DREAM_SEED_OFFSET),
+                         reward=settings.dream_reward, penalty=settings.disagreement_penalty)
+        readout = readout.to(dream.device)
+        return policy_dream_returns(dream, lambda z, h: readout(torch.cat([z, h], dim=-1)),
+                                    settings.eval_dream_rollouts).double().numpy()
+
+    return returns
 
 
 def _fit_both(inputs: list[np.ndarray], preactivations: list[np.ndarray], settings: ReadoutConfig
@@ -255,7 +296,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     paths.ensure()
     identity = {"settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "inputs"},
                 "evaluate_seed": config.evaluate.seed, "oracle_sha256": file_sha256(oracle_file),
-                "vae_sha256": file_sha256(paths.vae), "mdnrnn_sha256": file_sha256(paths.mdnrnn)}
+                "vae_sha256": file_sha256(paths.vae), "mdnrnn_sha256": file_sha256(paths.mdnrnn),
+                "dream": {key: getattr(config.controller, key) for key in DREAM_SETTINGS}}
     output = paths.score("readout")
     done = _rows_of_the_same_run(output, identity)
     log = MetricsLog(paths.metrics("readout"), step_key="step")
@@ -268,7 +310,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     try:
         for name in todo:  # each input set's rows are kept as soon as they exist: a stopped run goes on from there
             started = time.perf_counter()
-            rows = imitate(imitation, name, settings, log, progress)
+            dream = dream_of_c(config, paths, imitation.model) if name == "zh" else None  # the dream has no truth
+            rows = imitate(imitation, name, settings, log, progress, dream)
             result["rows"] += [row | {"seconds": time.perf_counter() - started} for row in rows]
             atomic_write(output, lambda temporary: temporary.write_text(json_text(result)))
     finally:
@@ -277,6 +320,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     result["rows"].sort(key=lambda row: settings.inputs.index(row["inputs"]))
     atomic_write(output, lambda temporary: temporary.write_text(json_text(result)))
     for row in result["rows"]:
+        dreamed = f"; in M's dream {row['dream_mean']:.1f} +- {row['dream_std']:.1f}" if "dream_mean" in row else ""
         logger.info(f"readout {row['inputs']:>10} {row['readout']:>6}: {row['real_mean']:.1f} +- "
-                    f"{row['real_std']:.1f} (fit mse {row['fit_mse']:.4f})")
+                    f"{row['real_std']:.1f} (fit mse {row['fit_mse']:.4f}){dreamed}")
     return paths.score("readout")
