@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import smoke_config
 from worldmodels.agents import StateLinearPolicy
@@ -104,6 +105,8 @@ def test_readout_scores_every_input_set_with_both_readouts(imitated):
         if row["inputs"] == "zh":
             assert np.isfinite(row["dream_mean"]) and row["dream_std"] >= 0
     assert result["identity"]["dream"]["eval_dream_rollouts"] == config.controller.eval_dream_rollouts
+    gif = Image.open(paths.video("readout_real_vs_dream"))
+    assert gif.format == "GIF" and gif.n_frames == 21, "the reset frame and 20 steps, real beside dream"
     rounds = MetricsLog(paths.metrics("readout"), step_key="step").read()
     assert [(r["inputs"], r["round"]) for r in rounds] == [("state", 0), ("state", 1), ("zh", 0), ("zh", 1)]
 

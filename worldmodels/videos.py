@@ -116,6 +116,15 @@ def dream_with_actions(model: MDNRNN, vae: ConvVAE, mu: torch.Tensor, logvar: to
                           temperature, seed, reward)
 
 
+def policy_dream(model: MDNRNN, vae: ConvVAE, policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 mu: torch.Tensor, logvar: torch.Tensor, temperature: float, steps: int, seed: int,
+                 reward: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """``policy(z, h)`` (``(1, Z)``, ``(1, H)`` -> ``(1, A)``) acting in M's dream from one start latent for up
+    to ``steps`` steps, as :func:`_decoded_dream` returns it."""
+    return _decoded_dream(model, vae, mu, logvar, lambda t, dream, z: policy(z, dream.h), steps, temperature,
+                          seed, reward)
+
+
 def controller_dream(model: MDNRNN, vae: ConvVAE, parameters: torch.Tensor, inputs: str, mu: torch.Tensor,
                      logvar: torch.Tensor, temperature: float, steps: int, seed: int, reward: str = "model",
                      start_state: tuple[torch.Tensor, torch.Tensor] | None = None,

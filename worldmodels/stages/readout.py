@@ -23,9 +23,10 @@ own ceiling), ``z+velocity`` and ``position+h`` swap one half of C's inputs for 
 tells whether V's picture of the positions or M's memory of the motion is what falls short.
 
 Writes ``scores/readout.json`` (one row per inputs and readout: real mean +- std, fit error, the
-dream's mean +- std for ``zh``), kept
-after each input set so that a stopped run goes on with the next, and ``metrics/readout.jsonl``
-(each DAgger round's return). Needs a true state (dm_control) and the oracle.
+dream's mean +- std for ``zh``), kept after each input set so that a stopped run goes on with the
+next, ``metrics/readout.jsonl`` (each DAgger round's return) and ``figures/readout_real_vs_dream.gif``
+(the ``[z, h]`` mlp readout in a real episode beside its dream from the same first frame). Needs a
+true state (dm_control) and the oracle.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from worldmodels.models.vae import frames_to_input
 from worldmodels.paths import PipelinePaths
 from worldmodels.runtime import resolve
 from worldmodels.simulator import policy_dream_returns
+from worldmodels.videos import policy_dream, write_gif
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +155,17 @@ class Imitation:
         self.env.close()
 
     @torch.no_grad()
-    def play(self, name: str, seed: int, noise: float, policy: Callable[[np.ndarray], np.ndarray] | None = None
+    def play(self, name: str, seed: int, noise: float, policy: Callable[[np.ndarray], np.ndarray] | None = None,
+             frames: list[np.ndarray] | None = None, rewards: list[float] | None = None
              ) -> tuple[np.ndarray, np.ndarray, float]:
         """One episode acted by ``policy`` on the inputs (None: the oracle on the true state), plus
         Gaussian ``noise`` on the action. Returns the inputs ``(T, I)``, the oracle's actions there
-        ``(T, A)`` before its tanh, and the return."""
+        ``(T, A)`` before its tanh, and the return; ``frames`` and ``rewards``, where given, receive
+        the episode's frames ``(H, W, 3)`` (the reset frame first) and its rewards."""
         rng = np.random.default_rng(seed)
         frame = self.env.reset(seed)
+        if frames is not None:
+            frames.append(frame)
         state, lstm = self.env.state(), None
         h = torch.zeros(1, self.model.hidden_size, device=self.device)
         inputs, targets, total, done = [], [], 0.0, False
@@ -175,6 +181,10 @@ class Imitation:
             h = outputs[:, 0]
             result = self.env.step(action)
             frame, state, total = result.frame, self.env.state(), total + result.reward
+            if frames is not None:
+                frames.append(frame)
+            if rewards is not None:
+                rewards.append(result.reward)
             done = result.terminated or result.truncated
         return np.stack(inputs), np.stack(targets), total
 
@@ -187,9 +197,11 @@ def acting(readout: Readout) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: MetricsLog,
-            progress: bool, dream: Callable[[Readout], np.ndarray] | None = None) -> list[dict[str, Any]]:
+            progress: bool, dream: Callable[[Readout], np.ndarray] | None = None,
+            video: Path | None = None) -> list[dict[str, Any]]:
     """The DAgger run of one input set; returns its rows (linear and mlp readouts, scored in the real env,
-    and by ``dream``, readout -> its dream returns, where given)."""
+    and by ``dream``, readout -> its dream returns, where given). ``video``: where to draw the mlp
+    readout's first evaluation episode beside its dream from the same first frame (``[z, h]`` only)."""
     episodes = settings.oracle_episodes + settings.dagger_rounds * settings.dagger_episodes
     seeds = iter(evaluation_seeds(settings.seed, episodes, READOUT_STREAM))
     inputs, targets = [], []
@@ -230,7 +242,25 @@ def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: Metri
             if dream is not None:
                 dreamed = dream(readout)
                 rows[-1] |= {"dream_mean": float(dreamed.mean()), "dream_std": float(dreamed.std())}
+        if video is not None:
+            draw_real_beside_dream(imitation, fitted["mlp"][0], evaluation[0], video)
     return rows
+
+
+def draw_real_beside_dream(imitation: Imitation, readout: Readout, seed: int, path: Path) -> None:
+    """A GIF: ``readout`` (reading ``[z, h]``) playing the real episode of ``seed``, beside M's dream (at
+    ``controller.temperature``, C's dream reward) from that episode's first frame, decoded by V."""
+    frames, rewards = [], []
+    imitation.play("zh", seed, 0.0, acting(readout), frames, rewards)
+    settings = imitation.config.controller
+    device = imitation.device
+    mu, logvar = imitation.vae.encode(frames_to_input(torch.from_numpy(frames[0][None]).to(device)))
+    readout = readout.to(device)
+    dreamed, dream_returns = policy_dream(imitation.model, imitation.vae, lambda z, h: readout(torch.cat([z, h], -1)),
+                                          mu[0], logvar[0], settings.temperature, len(rewards),
+                                          settings.seed + DREAM_SEED_OFFSET, settings.dream_reward)
+    write_gif([("readout, real", np.stack(frames), np.concatenate([[0.0], np.cumsum(rewards)])),
+               ("readout, M's dream", dreamed, dream_returns)], path)
 
 
 DREAM_SETTINGS = ("temperature", "eval_dream_rollouts", "dream_steps", "dream_reward", "disagreement_penalty", "seed")
@@ -311,7 +341,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         for name in todo:  # each input set's rows are kept as soon as they exist: a stopped run goes on from there
             started = time.perf_counter()
             dream = dream_of_c(config, paths, imitation.model) if name == "zh" else None  # the dream has no truth
-            rows = imitate(imitation, name, settings, log, progress, dream)
+            rows = imitate(imitation, name, settings, log, progress, dream,
+                           paths.video("readout_real_vs_dream") if name == "zh" else None)
             result["rows"] += [row | {"seconds": time.perf_counter() - started} for row in rows]
             atomic_write(output, lambda temporary: temporary.write_text(json_text(result)))
     finally:
