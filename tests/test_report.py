@@ -89,7 +89,8 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     assert parsed.ids == _section_ids()
     assert parsed.missing == 0, re.findall(r'class="missing">(.*?)</div>', page)
     assert len(parsed.images) >= 9
-    assert sum(source.startswith("data:image/gif;base64,") for source in parsed.images) == 2  # the dream videos
+    # the dream videos: M replaying a real episode, C in the dream, the readout real beside dreamed
+    assert sum(source.startswith("data:image/gif;base64,") for source in parsed.images) == 3
     for source in parsed.images:
         assert source.startswith(("data:image/png;base64,", "data:image/gif;base64,"))  # nothing to fetch
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
@@ -106,8 +107,11 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     table = json.loads(paths.score("temperature_table").read_text())
     assert f"{table['rows'][0]['real_mean']:.0f} +- {table['rows'][0]['real_std']:.0f}" in page
     assert "2086 +- 140" in page  # the paper's table beside ours
-    imitation = json.loads(paths.score("readout").read_text())["rows"][-1]
-    assert f"<td>{imitation['inputs']}</td><td>{imitation['readout']}</td><td>{imitation['real_mean']:.1f}" in page
+    imitation = next(row for row in json.loads(paths.score("readout").read_text())["rows"] if row["inputs"] == "zh")
+    assert (f"<td>{imitation['inputs']}</td><td>{imitation['readout']}</td><td>{imitation['real_mean']:.1f} +- "
+            f"{imitation['real_std']:.1f}</td><td>{imitation['dream_mean']:.1f} +- {imitation['dream_std']:.1f}</td>"
+            ) in page
+    assert 'alt="the [z, h] readout, real beside the dream"' in page
     held = json.loads(paths.simulator_metrics.read_text())["held_action"]
     assert (f"<td>action held at +1 (whole episodes): real / dream return (steps)</td><td>"
             f"{held['real_return_mean'][2]:.1f} / {held['dream_return_mean'][2]:.1f}") in page

@@ -453,14 +453,19 @@ def readout_table(report: Report) -> str:
     if not path.is_file():
         return heading + missing_box(path, report.wm("readout"))
     result = json.loads(path.read_text())
-    rows = [[row["inputs"], row["readout"], f"{row['real_mean']:.1f} +- {row['real_std']:.1f}", row["fit_mse"]]
+    rows = [[row["inputs"], row["readout"], f"{row['real_mean']:.1f} +- {row['real_std']:.1f}",
+             f"{row['dream_mean']:.1f} +- {row['dream_std']:.1f}" if "dream_mean" in row else "-", row["fit_mse"]]
             for row in result["rows"]]
-    return (heading + table(["reads", "readout", f"real score ({result['episodes']} episodes)", "fit error (mse)"],
-                            rows)
+    gif = report.video("readout_real_vs_dream", report.wm("readout"), "the [z, h] readout, real beside the dream") \
+        if any("dream_mean" in row for row in result["rows"]) else ""
+    return (heading + table(["reads", "readout", f"real score ({result['episodes']} episodes)", "in M's dream",
+                             "fit error (mse)"], rows)
             + '<p class="note">DAgger on the oracle\'s actions; <code>linear</code> is C\'s own form, <code>mlp</code> '
               "one hidden tanh layer. <code>zh</code> is what C reads; <code>z+velocity</code> and "
               "<code>position+h</code> swap half of it for the truth, to show which half falls short. "
-              f"The oracle itself: {result['oracle_real_mean']:.1f}.</p>")
+              "Only <code>zh</code> can be played in M's dream (it holds no true state): a readout that "
+              "balances in reality but not there is a C the dream cannot tell from a bad one. "
+              f"The oracle itself: {result['oracle_real_mean']:.1f}.</p>" + gif)
 
 
 def section_dreamer(report: Report) -> str:
