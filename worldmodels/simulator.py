@@ -139,13 +139,25 @@ def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch
                      generator=torch.Generator().manual_seed(seed), reward=reward)
     starts = torch.arange(episodes).repeat_interleave(samples).repeat(len(values))
     held = torch.tensor(values, dtype=torch.float32).repeat_interleave(episodes * samples)
-    dream.reset(len(starts), starts=starts)
     actions = held[:, None].expand(-1, model.action_size).to(dream.device)
-    total = torch.zeros(len(starts), device=dream.device)
-    length = torch.zeros(len(starts), device=dream.device)
-    active = torch.arange(len(starts), device=dream.device)  # rows still dreaming, as indices of all rows
-    for _ in range(max_steps):
-        result = dream.step(actions[active])
+    total, length = dream_to_the_end(dream, lambda active: actions[active], len(starts), starts)
+    shape = (len(values), episodes, samples)
+    return total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu()
+
+
+def dream_to_the_end(dream: DreamEnv, act: Callable[[torch.Tensor], torch.Tensor], batch: int,
+                     starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` dreams (from ``starts`` ``(batch,)``, default random) stepped until M's done head or the
+    dream's step limit ends each; finished rollouts leave the batch. ``act(active)`` gives the actions
+    ``(N, A)`` of the still-running rollouts, ``active`` ``(N,)`` their indices among all (their z and h
+    are ``dream.z``, ``dream.h``). Returns each rollout's return and length, ``(batch,)`` each, on the
+    dream's device."""
+    dream.reset(batch, starts=starts)
+    total = torch.zeros(batch, device=dream.device)
+    length = torch.zeros(batch, device=dream.device)
+    active = torch.arange(batch, device=dream.device)
+    for _ in range(dream.max_steps):
+        result = dream.step(act(active))
         total[active] += result.reward
         length[active] += 1
         running = ~result.done
@@ -154,8 +166,7 @@ def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch
         if not bool(running.all()):
             dream.keep(running)
             active = active[running]
-    shape = (len(values), episodes, samples)
-    return total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu()
+    return total, length
 
 
 @torch.no_grad()
@@ -163,17 +174,5 @@ def policy_dream_returns(dream: DreamEnv, policy: Callable[[torch.Tensor, torch.
                          rollouts: int) -> torch.Tensor:
     """The return of each of ``rollouts`` dreams ``(rollouts,)`` (on the CPU) of ``policy(z, h)``: ``z``
     ``(N, Z)`` and M's ``h`` ``(N, H)`` of the still-running rollouts -> their actions ``(N, A)``."""
-    z = dream.reset(rollouts)
-    total = torch.zeros(rollouts, device=dream.device)
-    active = torch.arange(rollouts, device=dream.device)  # rows still dreaming, as indices of all rows
-    for _ in range(dream.max_steps):
-        result = dream.step(policy(z, dream.h))
-        total[active] += result.reward
-        running = ~result.done
-        if not bool(running.any()):
-            break
-        if not bool(running.all()):
-            dream.keep(running)
-            active = active[running]
-        z = dream.z
+    total, _ = dream_to_the_end(dream, lambda active: policy(dream.z, dream.h), rollouts)
     return total.cpu()

@@ -231,10 +231,13 @@ def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: Metri
         fitted = _fit_both(inputs, targets, settings)
         rows = []
         evaluation = evaluation_seeds(imitation.config.evaluate.seed, settings.eval_episodes)
+        shown_frames, shown_rewards = [], []  # the mlp readout's first evaluation episode, for the video
         for kind, (readout, error) in fitted.items():
             real = []
             for seed in evaluation:
-                real.append(imitation.play(name, seed, 0.0, acting(readout))[2])
+                shown = video is not None and kind == "mlp" and seed == evaluation[0]
+                real.append(imitation.play(name, seed, 0.0, acting(readout), shown_frames if shown else None,
+                                           shown_rewards if shown else None)[2])
                 bar.update(1)
             rows.append({"inputs": name, "readout": kind, "real_mean": float(np.mean(real)),
                          "real_std": float(np.std(real)), "real_returns": real, "fit_mse": error,
@@ -243,15 +246,15 @@ def imitate(imitation: Imitation, name: str, settings: ReadoutConfig, log: Metri
                 dreamed = dream(readout)
                 rows[-1] |= {"dream_mean": float(dreamed.mean()), "dream_std": float(dreamed.std())}
         if video is not None:
-            draw_real_beside_dream(imitation, fitted["mlp"][0], evaluation[0], video)
+            draw_real_beside_dream(imitation, fitted["mlp"][0], shown_frames, shown_rewards, video)
     return rows
 
 
-def draw_real_beside_dream(imitation: Imitation, readout: Readout, seed: int, path: Path) -> None:
-    """A GIF: ``readout`` (reading ``[z, h]``) playing the real episode of ``seed``, beside M's dream (at
-    ``controller.temperature``, C's dream reward) from that episode's first frame, decoded by V."""
-    frames, rewards = [], []
-    imitation.play("zh", seed, 0.0, acting(readout), frames, rewards)
+def draw_real_beside_dream(imitation: Imitation, readout: Readout, frames: list[np.ndarray], rewards: list[float],
+                           path: Path) -> None:
+    """A GIF: ``readout`` (reading ``[z, h]``) in a real episode (its ``frames`` ``(H, W, 3)``, the reset
+    frame first, and ``rewards``), beside M's dream (at ``controller.temperature``, C's dream reward)
+    from that episode's first frame, decoded by V."""
     settings = imitation.config.controller
     device = imitation.device
     mu, logvar = imitation.vae.encode(frames_to_input(torch.from_numpy(frames[0][None]).to(device)))
