@@ -106,6 +106,37 @@ def test_the_foreground_ratio_is_one_for_the_background_and_zero_for_a_perfect_v
         "heldout/foreground_ratio"] == pytest.approx(0.0)
 
 
+class _Brightness(_Fixed):
+    """A stand-in V whose first z dimension is the frame's mean brightness with sigma 0.001, its second a
+    constant with sigma 1: one dimension in use, one the KL term has won."""
+
+    def encode(self, x):
+        self._x = x
+        brightness = x.mean(dim=(1, 2, 3))
+        mu = torch.stack([brightness, torch.full_like(brightness, 0.3)], dim=1)
+        logvar = torch.stack([torch.full_like(brightness, 2 * np.log(0.001)), torch.zeros_like(brightness)], dim=1)
+        return mu, logvar
+
+
+def test_the_z_dimensions_in_use_are_those_whose_mu_varies_beyond_the_posterior_noise(paths):
+    reader = RolloutReader(paths.rollouts)
+    config = _config().vae
+    rows = reader.frame_rows()
+    background = median_frame(reader, rows, 50)
+    metrics = vae_stage.evaluate(_Brightness(background, True), reader, rows, background, config)
+    brightness = frames_to_input(torch.from_numpy(reader.read_frame_rows(np.sort(rows)))).mean(dim=(1, 2, 3))
+    assert metrics["heldout/z_dims_in_use"] == 1
+    assert metrics["heldout/z_snr_in_use"] == pytest.approx(float(brightness.std(unbiased=False)) / 0.001, rel=1e-3)
+    assert vae_stage.evaluate(_Fixed(background, True), reader, rows, background, config)["heldout/z_dims_in_use"] == 0
+
+
+def test_the_latent_signal_to_noise_is_mus_spread_over_the_mean_sigma():
+    mu = torch.tensor([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]])
+    sigma = torch.tensor([[0.5, 1.0], [1.5, 1.0], [1.0, 1.0]])
+    expected = [np.std([0.0, 2.0, 4.0]) / 1.0, 0.0]
+    assert vae_stage.latent_signal_to_noise(mu, sigma).tolist() == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start(device):
     torch.manual_seed(0)

@@ -325,13 +325,15 @@ def section_v(report: Report) -> str:
     best = _vae_metrics(report.paths)
     if best is None:
         raise Missing(report.paths.vae, report.make("vae"))
-    rows = [[key, best[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl")
-            if key in best]
+    rows = [[key, best[key]] for key in ("epoch", "heldout/mse", "heldout/foreground_ratio", "heldout/loss/kl",
+                                         "heldout/z_dims_in_use", "heldout/z_snr_in_use") if key in best]
     return (report.figure("vae_reconstruction", report.make("vae"), "V: real frames and reconstructions")
             + table(["held-out measure of vae.pt (its best epoch)", "value"], rows)
             + '<p class="note">Foreground ratio: the reconstruction error on the task\'s objects (pixels that '
               "differ from the median frame) over the error a background-only image would make there; "
-              "1 means V ignores the objects, 0 means it draws them perfectly.</p>")
+              "1 means V ignores the objects, 0 means it draws them perfectly. z dimensions in use: those whose mu "
+              "varies across frames more than V's posterior sigma on them; the rest are noise in a z drawn "
+              "from the posterior (vae.kl_tolerance sets how many nats of KL go unpenalised).</p>")
 
 
 def section_m(report: Report) -> str:

@@ -9,6 +9,12 @@ The held-out score includes the *foreground ratio*: the squared error summed ove
 pixels (those that differ from the median training frame by more than a threshold), divided by
 the same sum when the median frame itself is the reconstruction. A V that draws only the
 background scores ~0.9 even when its per-pixel MSE looks as good as a working one's.
+
+It also counts the *z dimensions in use*: those whose mu varies across the held-out frames more
+than V's own posterior noise on them (signal-to-noise above ``ACTIVE_SNR``). The KL term pushes
+every dimension towards the prior; the ones it wins are noise in a z drawn from the posterior,
+which M must then learn and dream as noise. The mean signal-to-noise of the dimensions in use says
+how finely z places what V sees.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = VAE_KIND
 COLLAPSE_RATIO = 0.8  # a foreground ratio above this after a few epochs: V draws only the background
+ACTIVE_SNR = 1.0  # a z dimension is in use when mu's spread across frames exceeds the posterior's sigma
 EVAL_BATCH = 500
 FIGURE_FRAMES = 8
 
@@ -63,15 +70,19 @@ def pixel_weights(x: torch.Tensor, background: torch.Tensor, config: VAEConfig) 
 @torch.no_grad()
 def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background: torch.Tensor,
              config: VAEConfig) -> dict[str, float]:
-    """Held-out losses (reconstructing from z = mu), per-pixel MSE and foreground ratio.
+    """Held-out losses (reconstructing from z = mu), per-pixel MSE, foreground ratio and the z
+    dimensions in use (see `latent_signal_to_noise`).
 
     ``background`` ``(3, H, W)`` on the model's device; frames are moved to it in batches."""
     model.eval()
     totals = {"recon": 0.0, "kl": 0.0, "kl_loss": 0.0, "squared": 0.0, "fg_model": 0.0, "fg_median": 0.0}
+    mus, sigmas = [], []
     for start in range(0, len(rows), EVAL_BATCH):
         frames = torch.from_numpy(reader.read_frame_rows(np.sort(rows[start:start + EVAL_BATCH])))
         x = _memory_format(frames_to_input(frames.to(background.device)), config)
         mu, logvar = model.encode(x)
+        mus.append(mu.float().cpu())
+        sigmas.append(torch.exp(0.5 * logvar.float()).cpu())
         reconstruction = model.decode(mu)
         losses = vae_loss(reconstruction, x, mu, logvar, config.kl_tolerance, pixel_weights(x, background, config))
         count = len(x)
@@ -84,13 +95,23 @@ def evaluate(model: ConvVAE, reader: RolloutReader, rows: np.ndarray, background
         totals["fg_median"] += float(((background - x).pow(2) * mask).sum())
     frames = len(rows)
     model.train()
+    snr = latent_signal_to_noise(torch.cat(mus), torch.cat(sigmas))
+    in_use = snr > ACTIVE_SNR
     return {
         "heldout/loss/recon": totals["recon"] / frames,
         "heldout/loss/kl": totals["kl"] / frames,
         "heldout/loss/total": (totals["recon"] + totals["kl_loss"]) / frames,
         "heldout/mse": totals["squared"] / (frames * 3 * FRAME_SIZE * FRAME_SIZE),
         "heldout/foreground_ratio": totals["fg_model"] / max(totals["fg_median"], 1e-12),
+        "heldout/z_dims_in_use": int(in_use.sum()),
+        "heldout/z_snr_in_use": float(snr[in_use].mean()) if bool(in_use.any()) else 0.0,
     }
+
+
+def latent_signal_to_noise(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per z dimension, ``(Z,)``: the standard deviation of mu across frames over the mean posterior
+    sigma. ``mu``, ``sigma``: ``(N, Z)``. Below ~1 a dimension drawn from the posterior is mostly noise."""
+    return mu.std(dim=0, unbiased=False) / sigma.mean(dim=0).clamp_min(1e-12)
 
 
 def _memory_format(x: torch.Tensor, config: VAEConfig) -> torch.Tensor:
@@ -190,7 +211,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                        "best_heldout": best, "untrained_heldout": untrained, "metrics": metrics})
         logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
                     f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
-                    f"{metrics['img_per_s']:.0f} img/s{' (best, saved vae.pt)' if improved else ''}")
+                    f"z dimensions in use {metrics['heldout/z_dims_in_use']}/{settings.z_size} (signal/noise "
+                    f"{metrics['heldout/z_snr_in_use']:.1f}), {metrics['img_per_s']:.0f} img/s"
+                    f"{' (best, saved vae.pt)' if improved else ''}")
         _warn_if_collapsed(metrics, epoch)
     return paths.vae
 
