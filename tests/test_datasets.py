@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import write_synthetic
 from worldmodels.data.datasets import FrameDataset, WindowDataset
-from worldmodels.data.split import heldout_mask, split_episodes
+from worldmodels.data.split import heldout_mask, repeat_played, split_episodes
 
 
 def test_windows_never_cross_an_episode_boundary(synthetic_file):
@@ -69,6 +69,15 @@ def test_heldout_split_is_deterministic_and_stable_when_episodes_are_added():
 def test_heldout_split_holds_out_at_least_one_of_two_or_more_episodes():
     assert heldout_mask(np.array([5, 6]), 0.01).sum() == 1
     assert heldout_mask(np.array([5, 6]), 0.0).sum() == 0
+
+
+def test_played_episodes_are_listed_as_often_as_asked_and_exploration_once():
+    sources = np.array([b"collect:held_random", b"iteration1:worldmodel+noise0.3", b"collect:held_random",
+                        b"iteration2:worldmodel+noise0.3"], dtype="S32")
+    np.testing.assert_array_equal(repeat_played(np.array([0, 1, 3]), sources, 3), [0, 1, 3, 1, 3, 1, 3])
+    np.testing.assert_array_equal(repeat_played(np.array([0, 2]), sources, 3), [0, 2])
+    np.testing.assert_array_equal(repeat_played(np.array([0, 1, 3]), sources, 1), [0, 1, 3])
+    np.testing.assert_array_equal(repeat_played(np.array([1]), sources.astype(str), 2), [1, 1])
 
 
 def test_the_last_window_ends_the_last_episode(tmp_path):

@@ -152,6 +152,35 @@ def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):
     assert json.loads(paths.score("worldmodel").read_text())["env_steps_of_data"] == 6 * 20 * 8
 
 
+def test_m_trains_on_the_played_episodes_as_often_as_asked(two_rounds, tmp_path, monkeypatch):
+    """Round 2's data (4 exploration + 4 played episodes) with ``mdnrnn.played_repeat=3``: M's
+    training windows list each played training episode 3 times, each exploration episode once."""
+    _, paths = two_rounds
+    current = PipelinePaths(tmp_path / "m")
+    current.ensure()
+    for name in ("rollouts", "vae", "latents"):
+        shutil.copyfile(getattr(paths.round(2), name), getattr(current, name))
+    built = []
+    real_build = mdnrnn_stage.build_sequences
+
+    def recording_build(latents, rollouts, episodes, length):
+        built.append(np.asarray(episodes))
+        return real_build(latents, rollouts, episodes, length)
+
+    monkeypatch.setattr(mdnrnn_stage, "build_sequences", recording_build)
+    config = _config("mdnrnn.played_repeat=3", "mdnrnn.epochs=1")
+    mdnrnn_stage.run(config, current, progress=False)
+    sources = [row.decode() for row in RolloutReader(current.rollouts).episodes["source"]]
+    train, heldout = built[0], built[1]
+    counts = {int(e): int((train == e).sum()) for e in set(train.tolist())}
+    played = [e for e, s in enumerate(sources) if s.startswith("iteration") and e not in heldout]
+    assert played and all(counts[e] == 3 for e in played)
+    assert all(n == 1 for e, n in counts.items() if e not in played)
+    assert len(set(heldout.tolist())) == len(heldout), "held-out episodes are never repeated"
+    m_state = load_checkpoint(current.last_checkpoint("mdnrnn"), "mdnrnn")
+    assert m_state["settings"]["played_repeat"] == 3
+
+
 def test_a_round_whose_successor_was_deleted_says_how_to_redo_the_rounds(two_rounds, tmp_path):
     config, paths = two_rounds
     previous, current = paths.round(1), PipelinePaths(tmp_path / "iterations" / "2")

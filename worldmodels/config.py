@@ -273,6 +273,10 @@ class MDNRNNConfig:
     and each dream starts from such a draw (the paper). ``mean``: V's mu, in training and at the
     dream's start: the z the agent reads in the real env, so M's inputs there are what it was trained
     on, and V's posterior noise (on the unused dimensions, as wide as the prior) is not dreamed."""
+    played_repeat: int = 1
+    """How many times each training episode a V + M + C played (the iterative rounds' episodes) is
+    in an epoch's windows; 1: once, like every other episode (the paper). A few dozen played
+    episodes are otherwise a small share of data that is mostly exploration."""
     temperature: float = 1.0
     """Dream temperature for the dream metrics (replay gap) and for C's training; 0 is the
     deterministic dream (each step the mean of the most likely component)."""
@@ -288,7 +292,7 @@ class MDNRNNConfig:
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "mixtures", "epochs", "batch_size", "sequence_length", "eval_every",
-                    "context_frames", "openloop_steps", "dream_samples", "ensemble"):
+                    "context_frames", "openloop_steps", "dream_samples", "ensemble", "played_repeat"):
             _require(getattr(self, key) >= 1, f"mdnrnn.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.learning_rate > 0, "mdnrnn.learning_rate", f"must be > 0, got {self.learning_rate}")
         _require(self.grad_clip > 0, "mdnrnn.grad_clip", f"must be > 0, got {self.grad_clip}")

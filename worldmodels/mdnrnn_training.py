@@ -87,5 +87,7 @@ def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
         settings.pop("ensemble")
     if settings["latents"] == "sampled":  # likewise an M on sampled z, the only kind there was before
         settings.pop("latents")
+    if settings["played_repeat"] == 1:  # likewise an M that weighs every episode alike
+        settings.pop("played_repeat")
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings

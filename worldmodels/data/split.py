@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldmodels.data.store import PLAYED_SOURCE_PREFIX
+
 
 def heldout_mask(episode_seeds: np.ndarray, fraction: float) -> np.ndarray:
     """``(E,)`` env seeds -> ``(E,)`` bool, True for held-out episodes.
@@ -28,3 +30,18 @@ def split_episodes(episode_seeds: np.ndarray, fraction: float) -> tuple[np.ndarr
     """Episode numbers ``(train, heldout)``, each sorted ascending."""
     mask = heldout_mask(episode_seeds, fraction)
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def repeat_played(episodes: np.ndarray, sources: np.ndarray, repeat: int) -> np.ndarray:
+    """``(E,)`` episode numbers -> the same with every episode a V + M + C played listed ``repeat``
+    times (the copies appended after the originals), so that a training epoch sees it that often.
+
+    ``sources``: the source of every episode of the file (``rollouts.episodes["source"]``, bytes or
+    str), indexed by episode number.
+    """
+    episodes = np.asarray(episodes, dtype=np.int64)
+    if repeat == 1 or len(episodes) == 0:
+        return episodes
+    names = np.char.decode(sources, "utf-8") if np.asarray(sources).dtype.kind == "S" else np.asarray(sources)
+    played = episodes[np.char.startswith(names[episodes], PLAYED_SOURCE_PREFIX)]
+    return np.concatenate([episodes, np.tile(played, repeat - 1)])

@@ -13,7 +13,8 @@ frames (the reset frame, then the frame after each action) and ``T`` actions, re
     /episodes    compound (E,)          one row per COMMITTED episode:
         step_offset, frame_offset (int64), length (int32, T), seed (uint64: env seed),
         policy_seed (uint64), index (int64: i in the (base_seed, i) seeding), base_seed (int64),
-        source (S32: who collected it, e.g. "collect:held_random"), return (float32)
+        source (S32: who collected it, e.g. "collect:held_random"; an episode a V + M + C played in
+        an iterative round starts with ``PLAYED_SOURCE_PREFIX``), return (float32)
 
     attributes: schema_version, kind = "rollouts", env_config (JSON of the pipeline's env
     section), env_info (JSON: backend facts such as action bounds), frame_shape, action_size,
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ROLLOUTS_KIND = "rollouts"
 FRAME_CHUNK = 16
+PLAYED_SOURCE_PREFIX = "iteration"
+"""The source of every episode a V + M + C played in an iterative round (``wm iterate``)."""
 STEP_CHUNK = 4096
 # Readers keep recently used frame chunks in memory: windows overlap chunks, so a cache of a
 # few hundred chunks turns most repeat reads into memory copies.

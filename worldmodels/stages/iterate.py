@@ -42,7 +42,7 @@ from worldmodels.agents import WorldModelAgent
 from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae
 from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
-from worldmodels.data.store import RolloutReader, RolloutWriter
+from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
 from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.metrics import MetricsLog
@@ -61,7 +61,7 @@ ROUND_SEED_OFFSET = 10_000
 
 
 def round_source(round_index: int, noise_std: float) -> str:
-    return f"iteration{round_index}:worldmodel+noise{noise_std:g}"
+    return f"{PLAYED_SOURCE_PREFIX}{round_index}:worldmodel+noise{noise_std:g}"
 
 
 def round_episode_seeds(base_seed: int, round_index: int, index: int) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import MDNRNNConfig, PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
-from worldmodels.data.split import split_episodes
+from worldmodels.data.split import repeat_played, split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
@@ -70,7 +70,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
         raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
-    train = build_sequences(latents, rollouts, train_episodes, settings.sequence_length)
+    # Played episodes listed again are windows built again: a few dozen episodes, a few MB at most.
+    train = build_sequences(latents, rollouts, repeat_played(train_episodes, rollouts.episodes["source"],
+                                                             settings.played_repeat), settings.sequence_length)
     heldout = build_sequences(latents, rollouts, heldout_episodes, settings.sequence_length).to(runtime.device)
     paths.ensure()
     torch.manual_seed(settings.seed)
