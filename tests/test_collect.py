@@ -56,6 +56,24 @@ def test_rerunning_resumes_and_raising_the_count_appends(reference, tmp_path):
     assert_same_rollouts(reference, path)
 
 
+def test_cut_episodes_are_the_heads_of_the_full_ones_marked_truncated_and_kept_apart(reference, tmp_path):
+    """``collect.episode_steps=4``: each episode is the first 4 steps of the same episode played to
+    the env's end (6 steps), truncated there; a file of full episodes refuses cut ones."""
+    path = _collect(tmp_path, "collect.episodes=3", "collect.workers=0", "collect.episode_steps=4")
+    with RolloutReader(path) as cut, RolloutReader(reference) as full:
+        assert list(cut.lengths) == [4] * 3
+        for index in range(3):
+            short, whole = cut.episode(index), full.episode(index)
+            np.testing.assert_array_equal(short.frames, whole.frames[:5])
+            np.testing.assert_array_equal(short.actions, whole.actions[:4])
+            np.testing.assert_array_equal(short.rewards, whole.rewards[:4])
+            assert short.truncated.tolist() == [False, False, False, True] and not short.terminated.any()
+            assert short.source == "collect:held_random@4"
+    _collect(tmp_path / "full", "collect.episodes=1", "collect.workers=0")
+    with pytest.raises(StoreError, match="held_random@4"):
+        _collect(tmp_path / "full", "collect.episodes=2", "collect.workers=0", "collect.episode_steps=4")
+
+
 def test_another_seed_in_the_same_file_is_refused(reference, tmp_path):
     _collect(tmp_path, "collect.episodes=1", "collect.workers=0")
     with pytest.raises(StoreError, match="collect.seed=4"):

@@ -164,6 +164,11 @@ class CollectConfig:
     action_scale_min: float = 1.0
     """Each episode's actions are scaled by a factor uniform in ``[action_scale_min, 1]``
     (1: full-strength random actions, the paper's data)."""
+    episode_steps: int = 0
+    """0: each exploration episode runs to the env's own end (the paper). k > 0: it is cut after k
+    agent steps (marked truncated), so that the same env steps hold more starts: random play on
+    cartpole-balance knocks the pole over within ~10 of an episode's 125 steps, and the rest of the
+    episode is spent far from where a balancing C acts."""
     compression: Literal["none", "lzf", "gzip"] = "none"
     """HDF5 filter for frames. ``none`` reads random windows ~10x faster; compressed files are
     6-15x smaller."""
@@ -180,6 +185,7 @@ class CollectConfig:
         _require(self.threads_per_worker >= 1, "collect.threads_per_worker",
                  f"must be >= 1, got {self.threads_per_worker}")
         _require(self.seed >= 0, "collect.seed", f"must be >= 0, got {self.seed}")
+        _require(self.episode_steps >= 0, "collect.episode_steps", f"must be >= 0, got {self.episode_steps}")
         _require(self.hold_min >= 1, "collect.hold_min", f"must be >= 1, got {self.hold_min}")
         _require(self.hold_max >= self.hold_min, "collect.hold_max",
                  f"must be >= collect.hold_min ({self.hold_min}), got {self.hold_max}")

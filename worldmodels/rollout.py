@@ -19,8 +19,9 @@ def episode_seeds(base_seed: int, index: int) -> tuple[int, int]:
     return int(env_seed), int(policy_seed)
 
 
-def run_episode(env: PixelEnv, policy: Policy, env_seed: int, policy_seed: int) -> Episode:
-    """Play one episode until the env terminates or truncates it.
+def run_episode(env: PixelEnv, policy: Policy, env_seed: int, policy_seed: int, max_steps: int = 0) -> Episode:
+    """Play one episode until the env terminates or truncates it, or (``max_steps > 0``) until
+    ``max_steps`` agent steps, where it is marked truncated.
 
     Returns an :class:`Episode` with ``T + 1`` frames and ``T`` actions (seed fields set, source
     fields left for the caller).
@@ -36,8 +37,8 @@ def run_episode(env: PixelEnv, policy: Policy, env_seed: int, policy_seed: int) 
         actions.append(action)
         rewards.append(result.reward)
         terminated.append(result.terminated)
-        truncated.append(result.truncated)
-        if result.terminated or result.truncated:
+        truncated.append(result.truncated or len(actions) == max_steps)
+        if result.terminated or truncated[-1]:
             break
     return Episode(frames=np.stack(frames), actions=np.asarray(actions, dtype=np.float32),
                    rewards=np.asarray(rewards, dtype=np.float32),

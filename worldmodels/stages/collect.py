@@ -48,13 +48,16 @@ def _init_worker(env_config: EnvConfig, collect_config: CollectConfig) -> None:
         collect_config.policy, env.action_size, collect_config.hold_min, collect_config.hold_max,
         collect_config.brownian_std, collect_config.action_scale_min)
     _worker["base_seed"] = collect_config.seed
+    _worker["episode_steps"] = collect_config.episode_steps
     _worker["source"] = collect_source(collect_config)
 
 
 def collect_source(config: CollectConfig) -> str:
-    """The ``source`` of this config's episodes: the policy, and its action scaling when there is one."""
+    """The ``source`` of this config's episodes: the policy, its action scaling when there is one
+    and its episode length when cut (``@<steps>``), as the file's 32 bytes hold it."""
     scaled = f"*U[{config.action_scale_min:g},1]" if config.action_scale_min < 1 else ""
-    return SOURCE_PREFIX + config.policy + scaled
+    cut = f"@{config.episode_steps}" if config.episode_steps else ""
+    return (SOURCE_PREFIX + config.policy + scaled + cut).encode()[:32].decode()
 
 
 def _describe(index: int, base_seed: int) -> str:
@@ -66,7 +69,7 @@ def _collect_episode(index: int) -> Episode:
     base_seed = _worker["base_seed"]
     env_seed, policy_seed = episode_seeds(base_seed, index)
     try:
-        episode = run_episode(_worker["env"], _worker["policy"], env_seed, policy_seed)
+        episode = run_episode(_worker["env"], _worker["policy"], env_seed, policy_seed, _worker["episode_steps"])
     except Exception as error:
         detail = traceback.format_exc(limit=-3)
         raise WorkerError(f"{_describe(index, base_seed)} failed: {type(error).__name__}: {error}\n"
