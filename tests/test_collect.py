@@ -74,6 +74,17 @@ def test_cut_episodes_are_the_heads_of_the_full_ones_marked_truncated_and_kept_a
         _collect(tmp_path / "full", "collect.episodes=2", "collect.workers=0", "collect.episode_steps=4")
 
 
+def test_a_source_longer_than_the_file_holds_still_resumes(tmp_path):
+    """``held_random*U[0.125,1]@50`` is 33 bytes with its prefix; the file keeps 32, and a
+    resumed collect must still know its own episodes."""
+    settings = ("collect.workers=0", "collect.action_scale_min=0.125", "collect.episode_steps=50")
+    _collect(tmp_path, "collect.episodes=1", *settings)
+    path = _collect(tmp_path, "collect.episodes=2", *settings)
+    with RolloutReader(path) as reader:
+        assert reader.num_episodes == 2
+        assert reader.episode(1).source == "collect:held_random*U[0.125,1]@5"
+
+
 def test_another_seed_in_the_same_file_is_refused(reference, tmp_path):
     _collect(tmp_path, "collect.episodes=1", "collect.workers=0")
     with pytest.raises(StoreError, match="collect.seed=4"):
