@@ -8,7 +8,7 @@ from tests.conftest import smoke_config
 from worldmodels.artifacts import load_vae
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.data.latents import LatentReader, write_latents
-from worldmodels.data.store import RolloutReader
+from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode, evaluate, iterate
@@ -173,7 +173,7 @@ def test_m_trains_on_the_played_episodes_as_often_as_asked(two_rounds, tmp_path,
     sources = [row.decode() for row in RolloutReader(current.rollouts).episodes["source"]]
     train, heldout = built[0], built[1]
     counts = {int(e): int((train == e).sum()) for e in set(train.tolist())}
-    played = [e for e, s in enumerate(sources) if s.startswith("iteration") and e not in heldout]
+    played = [e for e, s in enumerate(sources) if s.startswith(PLAYED_SOURCE_PREFIX) and e not in heldout]
     assert played and all(counts[e] == 3 for e in played)
     assert all(n == 1 for e, n in counts.items() if e not in played)
     assert len(set(heldout.tolist())) == len(heldout), "held-out episodes are never repeated"

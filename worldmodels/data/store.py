@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ROLLOUTS_KIND = "rollouts"
 FRAME_CHUNK = 16
+SOURCE_BYTES = 32
 PLAYED_SOURCE_PREFIX = "iteration"
 """The source of every episode a V + M + C played in an iterative round (``wm iterate``)."""
 STEP_CHUNK = 4096
@@ -61,7 +62,7 @@ EPISODE_DTYPE = np.dtype([
     ("policy_seed", np.uint64),
     ("index", np.int64),
     ("base_seed", np.int64),
-    ("source", "S32"),
+    ("source", f"S{SOURCE_BYTES}"),
     ("return", np.float32),
 ])
 
@@ -118,6 +119,11 @@ def open_h5(path: Path, mode: str) -> h5py.File:
     except OSError as error:
         raise StoreError(f"{path}: cannot open as HDF5 (truncated, still being written by another "
                          f"process, or not an HDF5 file): {error}") from None
+
+
+def stored_source(source: str) -> str:
+    """``source`` as an episode row holds it: its first ``SOURCE_BYTES`` bytes (UTF-8)."""
+    return source.encode()[:SOURCE_BYTES].decode(errors="ignore")
 
 
 STEP_DATASETS = ("actions", "rewards", "terminated", "truncated")
@@ -336,7 +342,7 @@ class RolloutWriter:
         row["step_offset"], row["frame_offset"], row["length"] = step_offset, frame_offset, steps
         row["seed"], row["policy_seed"] = episode.seed, episode.policy_seed
         row["index"], row["base_seed"] = episode.index, episode.base_seed
-        row["source"] = episode.source.encode()[:32]
+        row["source"] = stored_source(episode.source).encode()
         row["return"] = episode.total_return
         episodes = data["episodes"]
         count = len(episodes)

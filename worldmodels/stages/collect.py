@@ -26,6 +26,7 @@ from worldmodels.data.store import (
     StoreError,
     env_differences,
     first_unwritten_episode,
+    stored_source,
 )
 from worldmodels.envs import make_env, make_exploration_policy, probe_env
 from worldmodels.parallel import WorkerError, ordered_map
@@ -57,7 +58,7 @@ def collect_source(config: CollectConfig) -> str:
     and its episode length when cut (``@<steps>``), as the file's 32 bytes hold it."""
     scaled = f"*U[{config.action_scale_min:g},1]" if config.action_scale_min < 1 else ""
     cut = f"@{config.episode_steps}" if config.episode_steps else ""
-    return (SOURCE_PREFIX + config.policy + scaled + cut).encode()[:32].decode()
+    return stored_source(SOURCE_PREFIX + config.policy + scaled + cut)
 
 
 def _describe(index: int, base_seed: int) -> str:
