@@ -111,7 +111,7 @@ def window_rate(path: Path, steps: int, count: int) -> float:
 
 def memory_growth(episodes: int, data_dir: Path) -> dict[str, float]:
     """Resident memory (MiB) of the `wm collect` process after successive committed episodes."""
-    command = [sys.executable, "-m", "worldmodels.cli", "collect", "--pipeline", "cartpole_balance",
+    command = [sys.executable, "-m", "worldmodels.cli", "collect", "--pipeline", "cartpole_balance_oneshot",
                "--data-dir", str(data_dir), "--no-progress", "--set", f"collect.episodes={episodes}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     samples = {}
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--memory-episodes", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/collect.json"))
     args = parser.parse_args()
-    config = load_pipeline("cartpole_balance")
+    config = load_pipeline("cartpole_balance_oneshot")
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "task": f"{config.env.id}, action repeat {config.env.action_repeat}, {config.env.frame_size}px",

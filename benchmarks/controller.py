@@ -6,8 +6,8 @@ real-env evaluation with 1 and 2 worker processes; JSON.
 At the paper's CarRacing sizes (z 32, LSTM 256, 3 actions, 867 controller parameters, 64
 candidates x 16 rollouts): the seconds of one generation with the whole population as one batch,
 and the rate of one rollout at a time over a sample of rollouts, in the same run. Then V + M + C
-(untrained weights: the cost is the same) plays the default pipeline's cartpole episodes in 0, 1
-and 2 worker processes (0: in this process).
+(untrained weights: the cost is the same) plays the one-shot recipe's cartpole episodes (camera 0)
+in 0, 1 and 2 worker processes (0: in this process).
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ def main() -> None:
 
 
 def real_evaluation(episodes: int) -> dict[str, float]:
-    """Episodes/s of V + M + C in the default pipeline's env, in this process and in 1 and 2 workers.
+    """Episodes/s of V + M + C in the one-shot recipe's env (camera 0, as the README measured it), in
+    this process and in 1 and 2 workers.
 
     Groups of 8 lockstep envs, as ``wm evaluate`` plays them; a worker's start-up (spawning,
     imports, the EGL context) is included, as it is in every evaluation.
     """
-    env = load_pipeline("cartpole_balance").env
+    env = load_pipeline("cartpole_balance_oneshot").env
     agent = WorldModelAgent(ConvVAE(32), MDNRNN(32, 1, 256, 5), LinearController(32, 256, 1))
     seeds = evaluation_seeds(0, episodes)
     rates = {}

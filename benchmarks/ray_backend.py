@@ -50,7 +50,7 @@ PAPER_EVOLUTION_STEPS = 1_800 * 64 * 16 * 1_000  # generations x population x ro
 
 def collect_rate(backend: str, episodes: int, scratch: Path) -> dict[str, float]:
     """Agent steps/s of the collect stage with 2 workers on ``backend``."""
-    config = load_pipeline("cartpole_balance", [f"collect.episodes={episodes}", "collect.workers=2",
+    config = load_pipeline("cartpole_balance_oneshot", [f"collect.episodes={episodes}", "collect.workers=2",
                                                 f"runtime.backend={backend}"])
     paths = PipelinePaths.for_pipeline(scratch / backend, config.name)
     started = time.perf_counter()

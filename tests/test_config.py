@@ -124,3 +124,11 @@ def test_the_configs_frame_size_is_the_models():
     from worldmodels.models.vae import FRAME_SIZE
 
     assert MODEL_FRAME_SIZE == FRAME_SIZE == 64
+
+
+def test_the_default_pipeline_learns_from_at_most_200k_env_steps_of_cut_episodes():
+    config = load_pipeline("cartpole_balance")
+    env_steps = config.collect.episodes * config.collect.episode_steps * config.env.action_repeat
+    assert 150_000 <= env_steps <= 200_000
+    assert config.collect.episode_steps < 1000 // config.env.action_repeat  # cut before the env's end
+    assert config.controller.dream_steps == 1000 // config.env.action_repeat  # C is dreamed the whole episode

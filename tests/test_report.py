@@ -233,14 +233,25 @@ def test_stage_times_count_work_not_no_ops_and_add_up_interrupted_runs(tmp_path)
     assert "finished" in finished
 
 
-def test_the_papers_recipe_pipeline_differs_from_the_default_only_in_v():
+def _difference_rows(config, paper) -> list[tuple[str, str, str]]:
+    differences = sections._paper_differences(config, paper)
+    return re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", differences)
+
+
+def test_the_papers_recipe_pipeline_is_the_one_shot_recipe_with_the_papers_v():
+    paper = load_pipeline("cartpole_balance_paper")
+    assert _difference_rows(load_pipeline("cartpole_balance_oneshot"), paper) == [
+        ("vae.epochs", "10", "8"), ("vae.foreground_weight", "0.0", "19.0"), ("vae.learning_rate", "0.0001", "0.001")]
+
+
+def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting_that_differs():
     default = load_pipeline("cartpole_balance")
     paper = sections._paper_pipeline(default)
     assert paper is not None and paper.name == "cartpole_balance_paper"
-    differences = sections._paper_differences(default, paper)
-    rows = re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", differences)
-    assert rows == [("vae.epochs", "10", "8"), ("vae.foreground_weight", "0.0", "19.0"),
-                    ("vae.learning_rate", "0.0001", "0.001")]
+    rows = _difference_rows(default, paper)
+    assert ("collect.episode_steps", "0", "50") in rows and ("env.camera", "0", "1") in rows
+    assert ("vae.foreground_weight", "0.0", "19.0") in rows
+    assert all(setting.split(".")[0] in ("env", "collect", "vae", "mdnrnn", "controller") for setting, _, _ in rows)
 
 
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
