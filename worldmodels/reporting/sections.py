@@ -288,8 +288,9 @@ def section_budgets(report: Report) -> str:
     where = (f"{runtime['device']} ({runtime.get('device_name', '')}), {runtime['precision']}, "
              f"{runtime['threads']} CPU threads" if runtime else "not recorded (no config.yaml)")
     return (table(["model", "this run", "the paper"], rows)
-            + f'<p class="note">Ran on {html.escape(where)}. The CPU defaults keep <code>make all</code> within '
-              "30 minutes on a 2-core CPU; scores at these budgets are not the papers' results at theirs.</p>")
+            + f'<p class="note">Ran on {html.escape(where)}. The defaults are sized for <code>make all</code> on a '
+              "2-core CPU (each stage's time is below, and by machine in the README); scores at these budgets are "
+              "not the papers' results at theirs.</p>")
 
 
 def section_data(report: Report) -> str:
