@@ -38,11 +38,16 @@ def _copy(encoded, tmp_path, name):
     return paths
 
 
-def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_path):
+def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_path, caplog):
     paths = _copy(encoded, tmp_path, "run")
-    mdnrnn_stage.run(_config(), paths, progress=False)
+    with caplog.at_level("INFO", logger=mdnrnn_stage.logger.name):
+        mdnrnn_stage.run(_config(), paths, progress=False)
     records = MetricsLog(paths.metrics("mdnrnn")).read()
     assert [r["epoch"] for r in records if not r.get("simulator")] == [2, 4]
+    kept = load_checkpoint(paths.mdnrnn, "mdnrnn")
+    assert kept["epoch"] in (2, 4)
+    assert (f"mdnrnn.pt keeps epoch {kept['epoch']}, the best held-out loss "
+            f"(z NLL {kept['metrics']['heldout/loss/z_nll']:.3f})") in caplog.text
     assert all(r["heldout/loss/z_nll"] == r["heldout/loss/z_nll"] for r in records if not r.get("simulator"))
     simulator = json.loads((paths.metrics_dir / "mdnrnn_simulator.json").read_text())
     assert len(simulator["openloop_latent_error"]) == 10 and len(simulator["openloop_pixel_mse"]) == 10

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.artifacts import MDNRNN_KIND, load_mdnrnn, load_vae
-from worldmodels.checkpoint import atomic_write, file_sha256
+from worldmodels.checkpoint import atomic_write, file_sha256, load_checkpoint
 from worldmodels.config import MDNRNNConfig, PipelineConfig
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
@@ -132,8 +132,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                 run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                            "best_heldout": best, "untrained_heldout": untrained})
+    kept = load_checkpoint(paths.mdnrnn, MDNRNN_KIND)
+    # The last epoch is not always the one kept: past its best, M overfits and mdnrnn.pt stays put.
     logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
-                f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
+                f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}; {paths.mdnrnn.name} keeps epoch "
+                f"{kept['epoch']}, the best held-out loss (z NLL {kept['metrics']['heldout/loss/z_nll']:.3f})")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
 
