@@ -254,6 +254,12 @@ def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting
     assert all(setting.split(".")[0] in ("env", "collect", "vae", "mdnrnn", "controller") for setting, _, _ in rows)
 
 
+def test_the_short_pipeline_is_the_default_at_larger_m_and_c_budgets():
+    short = load_pipeline("cartpole_balance_cartcam_short")
+    assert _difference_rows(short, load_pipeline("cartpole_balance")) == [
+        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"), ("mdnrnn.epochs", "400", "600")]
+
+
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
     from worldmodels.evaluation import Score
     from worldmodels.reporting.page import Report
