@@ -207,24 +207,28 @@ def test_finished_dreams_leave_the_batch_without_changing_any_return():
 
 def test_a_held_action_dream_is_the_replay_of_that_action_until_the_done_head_ends_it():
     """Never done: each held value's dream is the replay of an action sequence of that value (the same
-    draws, computed by another loop), and the values differ (M reads the action). Always done: one
-    step, which survival pays 1."""
+    draws, computed by another loop), its per-step rewards add up to its return, and the values differ
+    (M reads the action). Always done: one step, which survival pays 1, and nothing after it."""
     model = _survival_model(-20.0)
     with torch.no_grad():
         model.reward_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
     start_mu, start_logvar = torch.randn(3, 4), torch.full((3, 4), -2.0)
     returns = {}
     for value in (-1.0, 1.0):
-        held, length = held_action_dream(model, start_mu, start_logvar, (value,), 1.0, 5, 9, "model", seed=4)
+        held = held_action_dream(model, start_mu, start_logvar, (value,), 1.0, 5, 9, "model", seed=4)
         replayed = replay_returns(model, start_mu, start_logvar, torch.full((3, 9, 1), value), 1.0, 5, seed=4)
-        torch.testing.assert_close(held[0], replayed.mean(1))
-        torch.testing.assert_close(length, torch.full((1, 3), 9.0))
-        returns[value] = held[0]
+        torch.testing.assert_close(held.returns[0], replayed.mean(1))
+        torch.testing.assert_close(held.lengths, torch.full((1, 3), 9.0))
+        assert held.step_rewards.shape == (1, 3, 9)
+        torch.testing.assert_close(held.step_rewards.sum(-1), held.returns)
+        assert bool((held.step_rewards.std(-1) > 1e-4).all()), "M's reward varies along a dream"
+        returns[value] = held.returns[0]
     assert (returns[-1.0] - returns[1.0]).abs().min() > 1e-3
-    ended, length = held_action_dream(_survival_model(20.0), start_mu, start_logvar, (0.0, 1.0), 1.0, 2, 9,
-                                      "survival", seed=0)
-    torch.testing.assert_close(ended, torch.ones(2, 3))
-    torch.testing.assert_close(length, torch.ones(2, 3))
+    ended = held_action_dream(_survival_model(20.0), start_mu, start_logvar, (0.0, 1.0), 1.0, 2, 9, "survival",
+                              seed=0)
+    torch.testing.assert_close(ended.returns, torch.ones(2, 3))
+    torch.testing.assert_close(ended.lengths, torch.ones(2, 3))
+    torch.testing.assert_close(ended.step_rewards, torch.cat([torch.ones(2, 3, 1), torch.zeros(2, 3, 8)], dim=-1))
 
 
 def test_a_replay_of_episodes_of_different_lengths_scores_each_up_to_its_own_end():

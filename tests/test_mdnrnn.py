@@ -160,6 +160,27 @@ def test_the_loss_falls_on_a_tiny_dataset(mixture, device):
     assert np.mean(history[-20:]) < history[0] - 1.5, "z NLL must fall by nats, not a rounding error"
 
 
+@pytest.mark.parametrize("mixture", ["per_dimension", "shared"])
+def test_a_residual_m_predicts_the_change_of_z(mixture):
+    """With the same weights, a residual M's means are the plain M's means plus the z read at that step
+    (everything else equal); with its mixture head zeroed it predicts that z stays where it is."""
+    torch.manual_seed(0)
+    plain = MDNRNN(z_size=3, action_size=1, hidden_size=8, mixtures=2, mixture=mixture)
+    residual = MDNRNN(z_size=3, action_size=1, hidden_size=8, mixtures=2, mixture=mixture, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    z, actions = torch.randn(2, 5, 3), torch.randn(2, 5, 1)
+    expected, got = plain(z, actions)[0], residual(z, actions)[0]
+    torch.testing.assert_close(got.means, expected.means + z[..., None])
+    for name in ("logits", "log_stds", "reward", "done_logit"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name))
+    with torch.no_grad():
+        residual.mixture_head.weight.zero_()
+        residual.mixture_head.bias.zero_()
+    still = residual(z, actions)[0]
+    torch.testing.assert_close(still.means, z[..., None].expand(-1, -1, -1, 2))
+    torch.testing.assert_close(sample_mixture(select_step(still, 4), 0.0, mixture_noise(z[:, 4].shape)), z[:, 4])
+
+
 def test_select_step_picks_one_time_step():
     prediction = _random_prediction(shape=(2, 3))
     picked = select_step(prediction, 1)

@@ -73,7 +73,12 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
         "doing nothing keeps the pole up longer than pushing one way"
     assert held["largest_overestimate"] == pytest.approx(
         max(d - r for d, r in zip(held["dream_return_mean"], held["real_return_mean"], strict=True)))
-    for name in ("openloop_vm", "dream_rollouts"):
+    for kind in ("real", "dream"):  # the per-step rewards add up to the returns, measured apart
+        assert [len(curve) for curve in held[f"{kind}_reward_per_step"]] == [held["steps"]] * 3
+        np.testing.assert_allclose(np.sum(held[f"{kind}_reward_per_step"], axis=1), held[f"{kind}_return_mean"],
+                                   rtol=1e-5)
+    assert held["real_reward_per_step"][1][0] > 0 and held["real_reward_per_step"][1] != held["real_reward_per_step"][0]
+    for name in ("openloop_vm", "dream_rollouts", "held_action_rewards"):
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)
     Image.open(figure).verify()

@@ -115,6 +115,7 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     held = json.loads(paths.simulator_metrics.read_text())["held_action"]
     assert (f"<td>action held at +1 (whole episodes): real / dream return (steps)</td><td>"
             f"{held['real_return_mean'][2]:.1f} / {held['dream_return_mean'][2]:.1f}") in page
+    assert 'alt="held-action rewards per step"' in page
     for stage in ("collect", "train-vae", "train-mdnrnn", "dreamer"):
         assert f"<td>{stage}</td>" in page  # wall clock per stage
 

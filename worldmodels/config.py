@@ -279,6 +279,10 @@ class MDNRNNConfig:
     and each dream starts from such a draw (the paper). ``mean``: V's mu, in training and at the
     dream's start: the z the agent reads in the real env, so M's inputs there are what it was trained
     on, and V's posterior noise (on the unused dimensions, as wide as the prior) is not dreamed."""
+    residual: bool = False
+    """False: M's mixture predicts the next z (the paper). True: its means are offsets from the z it
+    has just read, so M learns how z changes (standing still is what an untrained head predicts) and
+    its capacity goes to the dynamics rather than to copying z forward."""
     played_repeat: int = 1
     """How many times each training episode a V + M + C played (the iterative rounds' episodes) is
     in an epoch's windows; 1: once, like every other episode (the paper). A few dozen played

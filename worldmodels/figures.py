@@ -95,6 +95,26 @@ def cmaes_curve(records: list[dict], path: Path) -> None:
     _save(figure, path)
 
 
+def held_action_rewards(held: dict, path: Path) -> None:
+    """The mean reward at every step of the held-action episodes, real against M's dream, one panel per
+    held value (``held``: ``metrics/mdnrnn_simulator.json``'s ``held_action``): where the two curves
+    part, the dream stops simulating what doing that does."""
+    values = held["actions"]
+    figure, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.2), sharey=True, squeeze=False)
+    for axis, value, real, dream, real_total, dream_total in zip(
+            axes[0], values, held["real_reward_per_step"], held["dream_reward_per_step"],
+            held["real_return_mean"], held["dream_return_mean"], strict=True):
+        steps = np.arange(1, len(real) + 1)
+        axis.plot(steps, real, label=f"real: return {real_total:.0f}")
+        axis.plot(steps, dream, label=f"dream: return {dream_total:.0f}")
+        axis.set_title(f"action held at {value:+g}", fontsize=9)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"mean reward ({held['episodes']} starts)")
+    _save(figure, path)
+
+
 def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
     """Histograms of real-env returns, one per agent, on shared bins."""
     figure, axis = plt.subplots(figsize=(7, 4))

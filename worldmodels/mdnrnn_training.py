@@ -89,5 +89,7 @@ def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
         settings.pop("latents")
     if settings["played_repeat"] == 1:  # likewise an M that weighs every episode alike
         settings.pop("played_repeat")
+    if not settings["residual"]:  # likewise an M that predicts the next z itself
+        settings.pop("residual")
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings

@@ -18,6 +18,7 @@ Inputs may live anywhere: they are moved to the models' device, and results come
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -122,17 +123,27 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
 
 
 @torch.no_grad()
+class HeldActionDreams(NamedTuple):
+    """Dreams of held actions, averaged over each start's samples: ``returns`` and ``lengths``
+    ``(V, E)`` (held values x starts), ``step_rewards`` ``(V, E, max_steps)`` (0 after a dream's end)."""
+
+    returns: torch.Tensor
+    lengths: torch.Tensor
+    step_rewards: torch.Tensor
+
+
 def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor, values: tuple[float, ...],
                       temperature: float, samples: int, max_steps: int, reward: str,
-                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                      seed: int) -> HeldActionDreams:
     """Dreams with every action dimension held at each of ``values``, from each start latent
     ``(E, Z)``, until M's done head ends them or ``max_steps``, rewarded as C's dream is (``reward``:
     ``model`` or ``survival``).
 
     This is the probe an exploiting C runs first: a held action is the simplest policy, and one the
-    exploration data (actions held a few steps at most) may never show for long.
+    exploration data (actions held a few steps at most) may never show for long. The reward of every
+    step says where along the episode the dream parts from reality.
 
-    Returns the mean return and the mean length over ``samples`` dreams, each ``(len(values), E)`` on the CPU.
+    Returns the means over ``samples`` dreams per start, on the CPU (:class:`HeldActionDreams`).
     """
     episodes = len(start_mu)
     dream = DreamEnv(model, start_mu, start_logvar, temperature=temperature, max_steps=max_steps,
@@ -140,25 +151,31 @@ def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch
     starts = torch.arange(episodes).repeat_interleave(samples).repeat(len(values))
     held = torch.tensor(values, dtype=torch.float32).repeat_interleave(episodes * samples)
     actions = held[:, None].expand(-1, model.action_size).to(dream.device)
-    total, length = dream_to_the_end(dream, lambda active: actions[active], len(starts), starts)
+    step_rewards = torch.zeros(len(starts), max_steps, device=dream.device)
+    total, length = dream_to_the_end(dream, lambda active: actions[active], len(starts), starts, step_rewards)
     shape = (len(values), episodes, samples)
-    return total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu()
+    return HeldActionDreams(total.view(shape).mean(-1).cpu(), length.view(shape).mean(-1).cpu(),
+                            step_rewards.view(*shape, max_steps).mean(2).cpu())
 
 
 def dream_to_the_end(dream: DreamEnv, act: Callable[[torch.Tensor], torch.Tensor], batch: int,
-                     starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     starts: torch.Tensor | None = None,
+                     step_rewards: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` dreams (from ``starts`` ``(batch,)``, default random) stepped until M's done head or the
     dream's step limit ends each; finished rollouts leave the batch. ``act(active)`` gives the actions
     ``(N, A)`` of the still-running rollouts, ``active`` ``(N,)`` their indices among all (their z and h
     are ``dream.z``, ``dream.h``). Returns each rollout's return and length, ``(batch,)`` each, on the
-    dream's device."""
+    dream's device; ``step_rewards``, a ``(batch, dream.max_steps)`` tensor of zeros on that device, is
+    filled with every step's reward when given."""
     dream.reset(batch, starts=starts)
     total = torch.zeros(batch, device=dream.device)
     length = torch.zeros(batch, device=dream.device)
     active = torch.arange(batch, device=dream.device)
-    for _ in range(dream.max_steps):
+    for step in range(dream.max_steps):
         result = dream.step(act(active))
         total[active] += result.reward
+        if step_rewards is not None:
+            step_rewards[active, step] = result.reward
         length[active] += 1
         running = ~result.done
         if not bool(running.any()):

@@ -6,6 +6,8 @@ Two mixture forms, plus a reward head and a done head:
 - ``shared``: one mixture of ``K`` diagonal Gaussians over the whole ``z``, so a component is a
   joint mode of all dimensions (one set of weights per step).
 
+With ``residual`` the means are offsets from the z read at that step (M predicts z's change).
+
 Shapes: ``z`` ``(B, T, Z)``, actions ``(B, T, A)``; means and log-stds ``(B, T, Z, K)``; mixture
 log-weights ``(B, T, Z, K)`` per dimension or ``(B, T, 1, K)`` shared; reward and done logits
 ``(B, T)``; LSTM state ``(h, c)`` each ``(1, B, H)``.
@@ -13,6 +15,7 @@ log-weights ``(B, T, Z, K)`` per dimension or ``(B, T, 1, K)`` shared; reward an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -40,7 +43,7 @@ class MDNRNN(nn.Module):
     """``forward(z, actions, state)`` -> (prediction for every step, final LSTM state)."""
 
     def __init__(self, z_size: int = 32, action_size: int = 1, hidden_size: int = 256, mixtures: int = 5,
-                 mixture: str = "per_dimension", latents: str = "sampled") -> None:
+                 mixture: str = "per_dimension", latents: str = "sampled", residual: bool = False) -> None:
         super().__init__()
         if mixture not in ("per_dimension", "shared"):
             raise ValueError(f"mixture must be 'per_dimension' or 'shared', got {mixture!r}")
@@ -50,6 +53,9 @@ class MDNRNN(nn.Module):
         self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
         self.latents = latents
         """What z this M was trained on (``mdnrnn.latents``): its dreams start from the same."""
+        self.residual = residual
+        """The mixture's means are offsets from the z just read (``mdnrnn.residual``): M predicts how z
+        changes, so that standing still is what an untrained head predicts."""
         self.lstm = nn.LSTM(z_size + action_size, hidden_size, batch_first=True)
         weights = mixtures * (z_size if mixture == "per_dimension" else 1)
         self.mixture_head = nn.Linear(hidden_size, weights + 2 * z_size * mixtures)
@@ -76,7 +82,10 @@ class MDNRNN(nn.Module):
         assert actions.shape[:2] == z.shape[:2] and actions.shape[-1] == self.action_size, \
             f"actions must be (B, T, {self.action_size}) like z, got {tuple(actions.shape)}"
         outputs, state = self.lstm(torch.cat([z, actions], dim=-1), state)
-        return self.heads(outputs), outputs, state
+        prediction = self.heads(outputs)
+        if self.residual:
+            prediction = dataclasses.replace(prediction, means=prediction.means + z[..., None])
+        return prediction, outputs, state
 
 
 class MDNRNNEnsemble(nn.Module):
@@ -90,15 +99,16 @@ class MDNRNNEnsemble(nn.Module):
     """
 
     def __init__(self, members: int, z_size: int = 32, action_size: int = 1, hidden_size: int = 256,
-                 mixtures: int = 5, mixture: str = "per_dimension", latents: str = "sampled") -> None:
+                 mixtures: int = 5, mixture: str = "per_dimension", latents: str = "sampled",
+                 residual: bool = False) -> None:
         super().__init__()
         if members < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {members}")
-        self.members = nn.ModuleList(MDNRNN(z_size, action_size, hidden_size, mixtures, mixture, latents)
+        self.members = nn.ModuleList(MDNRNN(z_size, action_size, hidden_size, mixtures, mixture, latents, residual)
                                      for _ in range(members))
         self.z_size, self.action_size = z_size, action_size
         self.hidden_size, self.mixtures, self.mixture = hidden_size, mixtures, mixture
-        self.latents = latents
+        self.latents, self.residual = latents, residual
 
     def heads(self, hidden: torch.Tensor) -> MixturePrediction:
         return self.members[0].heads(hidden)

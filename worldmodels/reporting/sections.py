@@ -371,7 +371,9 @@ def section_m(report: Report) -> str:
             + "<h3>A held-out episode beside M's dream from its first frame, fed its actions</h3>"
             + report.video("dream_vs_real", report.make("mdnrnn"), "real episode beside M's dream")
             + report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")
-            + table(["M as a simulator (held-out episodes)", "value"], rows))
+            + table(["M as a simulator (held-out episodes)", "value"], rows)
+            + "<h3>Holding the action: the mean reward at every step, real against M's dream</h3>"
+            + report.figure("held_action_rewards", report.make("mdnrnn"), "held-action rewards per step"))
 
 
 def section_c(report: Report) -> str:

@@ -8,7 +8,8 @@ resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves,
 After training: open-loop latent and pixel error against horizon, the dream's replay gap, the
 zero-action and held-action dreams against the real env, and M's action sensitivity, on the
 held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
-last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png`` and ``dream_rollouts.png``, and
+last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png``, ``held_action_rewards.png`` (the
+held-action episodes' reward at every step, real against dream) and ``dream_rollouts.png``, and
 the video ``dream_vs_real.gif`` (a held-out episode beside M's dream with its actions).
 """
 
@@ -32,7 +33,7 @@ from worldmodels.data.split import repeat_played, split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.dream import DreamEnv
 from worldmodels.dream_starts import first_latents
-from worldmodels.figures import frame_rows, openloop_strip
+from worldmodels.figures import frame_rows, held_action_rewards, openloop_strip
 from worldmodels.mdnrnn_training import heldout_losses, settings_that_matter, train_epoch
 from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble
@@ -78,7 +79,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     torch.manual_seed(settings.seed)
     shape = {"z_size": latents.z_size, "action_size": rollouts.action_size, "hidden_size": settings.hidden_size,
              "mixtures": settings.mixtures, "mixture": settings.mixture,
-             **({"latents": "mean"} if settings.latents == "mean" else {})}  # older checkpoints stay as they were
+             **({"latents": "mean"} if settings.latents == "mean" else {}),  # older checkpoints stay as they were
+             **({"residual": True} if settings.residual else {})}
     model = (MDNRNN(**shape) if settings.ensemble == 1
              else MDNRNNEnsemble(settings.ensemble, **shape)).to(runtime.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
@@ -188,6 +190,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     openloop_strip(truth.numpy(), model_frames.numpy(), context,
                    f"V+M open loop on held-out episodes: {context} context frames, then {steps} predicted "
                    "from M's mean with the real actions (rows: truth / model / error)", paths.figure("openloop_vm"))
+    held_action_rewards(held, paths.figure("held_action_rewards"))
     _dream_figure(model, vae, latents, rollouts, usable[0], steps, paths.figure("dream_rollouts"))
     dream_video(model, vae, latents, rollouts, usable[0], settings.temperature, config.controller.dream_reward,
                 paths.video("dream_vs_real"))
@@ -243,8 +246,8 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
     real, teacher_forced = [], []
     try:
         for episode in episodes:
-            frames, total = held_action_episode(env, int(rollouts.episodes["seed"][episode]), 0.0, horizon)
-            real.append(total)
+            frames, rewards = held_action_episode(env, int(rollouts.episodes["seed"][episode]), 0.0, horizon)
+            real.append(float(rewards.sum()))
             device = next(model.parameters()).device
             z, _ = vae.encode(frames_to_input(torch.from_numpy(np.stack(frames[:-1])).to(device)))
             prediction = model(z[None], torch.zeros(1, len(z), rollouts.action_size, device=device))[0]
@@ -266,19 +269,19 @@ HELD_ACTIONS = (-1.0, 0.0, 1.0)
 SENSITIVITY_STEPS = 20
 
 
-def held_action_episode(env, seed: int, value: float, steps: int) -> tuple[list[np.ndarray], float]:
+def held_action_episode(env, seed: int, value: float, steps: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Up to ``steps`` steps of ``env`` from ``reset(seed)`` with every action dimension held at ``value``:
-    the frames (the reset frame first) and the return. Stops where the episode ends (doing nothing
-    ends a TakeCover episode), so there may be fewer than ``steps + 1`` frames."""
-    frames, total = [env.reset(seed)], 0.0
+    the frames (the reset frame first) and every step's reward ``(n,)``. Stops where the episode ends
+    (doing nothing ends a TakeCover episode), so there may be fewer than ``steps + 1`` frames."""
+    frames, rewards = [env.reset(seed)], []
     action = np.full(env.action_size, value)
     for _ in range(steps):
         result = env.step(action)
-        total += result.reward
+        rewards.append(result.reward)
         frames.append(result.frame)
         if result.terminated or result.truncated:
             break
-    return frames, total
+    return frames, np.asarray(rewards, dtype=np.float64)
 
 
 @torch.no_grad()
@@ -339,33 +342,36 @@ def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts
     long, survives in the dream and walks into the wall in the game).
 
     Returns per held value (lists in the order of ``actions``) the real and dream return and episode
-    length means, and ``largest_overestimate``: the largest dream - real return over the values.
+    length means, their mean reward at every step (``real_reward_per_step``, ``dream_reward_per_step``:
+    where along the episode the dream parts from reality; 0 after an episode's end), and
+    ``largest_overestimate``: the largest dream - real return over the values.
     """
     from worldmodels.envs import make_env
 
     episodes = np.sort(episodes)[:count]
     steps = config.controller.dream_steps or int(rollouts.lengths.min())
     env = make_env(config.env)
-    real_returns = np.zeros((len(HELD_ACTIONS), len(episodes)))
-    real_lengths = np.zeros_like(real_returns)
+    real_rewards = np.zeros((len(HELD_ACTIONS), len(episodes), steps))  # 0 after an episode's end
+    real_lengths = np.zeros((len(HELD_ACTIONS), len(episodes)))
     try:
         for row, value in enumerate(HELD_ACTIONS):
             for column, episode in enumerate(episodes):
-                frames, total = held_action_episode(env, int(rollouts.episodes["seed"][episode]), value, steps)
-                real_returns[row, column], real_lengths[row, column] = total, len(frames) - 1
+                _, rewards = held_action_episode(env, int(rollouts.episodes["seed"][episode]), value, steps)
+                real_rewards[row, column, :len(rewards)], real_lengths[row, column] = rewards, len(rewards)
     finally:
         env.close()
     starts_mu, starts_logvar = first_latents(latents, episodes)
-    dream_returns, dream_lengths = held_action_dream(
-        model, starts_mu, starts_logvar, HELD_ACTIONS, config.mdnrnn.temperature, config.mdnrnn.dream_samples,
-        steps, config.controller.dream_reward, config.mdnrnn.seed)
-    real, dream = real_returns.mean(1), dream_returns.double().numpy().mean(1)
+    dreams = held_action_dream(model, starts_mu, starts_logvar, HELD_ACTIONS, config.mdnrnn.temperature,
+                               config.mdnrnn.dream_samples, steps, config.controller.dream_reward, config.mdnrnn.seed)
+    real, dream = real_rewards.sum(2).mean(1), dreams.returns.double().numpy().mean(1)
     return {"actions": list(HELD_ACTIONS), "episodes": len(episodes), "steps": steps,
             "temperature": config.mdnrnn.temperature,
             "real_return_mean": real.tolist(), "dream_return_mean": dream.tolist(),
             "real_length_mean": real_lengths.mean(1).tolist(),
-            "dream_length_mean": dream_lengths.double().numpy().mean(1).tolist(),
-            "largest_overestimate": float((dream - real).max())}
+            "dream_length_mean": dreams.lengths.double().numpy().mean(1).tolist(),
+            "largest_overestimate": float((dream - real).max()),
+            "real_reward_per_step": real_rewards.mean(1).tolist(),
+            "dream_reward_per_step": dreams.step_rewards.double().numpy().mean(1).tolist()}
 
 
 @torch.no_grad()

@@ -247,7 +247,8 @@ def train_state_m(config: PipelineConfig, paths: PipelinePaths, rollouts: Rollou
     train = build_sequences(latents, rollouts, train_episodes, m_settings.sequence_length)
     heldout = build_sequences(latents, rollouts, heldout_episodes, m_settings.sequence_length)
     shape = {"z_size": latents.z_size, "action_size": rollouts.action_size, "hidden_size": m_settings.hidden_size,
-             "mixtures": m_settings.mixtures, "mixture": m_settings.mixture}
+             "mixtures": m_settings.mixtures, "mixture": m_settings.mixture,
+             **({"residual": True} if m_settings.residual else {})}  # older runs resume as they were
     torch.manual_seed(m_settings.seed)
     model = MDNRNN(**shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=m_settings.learning_rate)
