@@ -122,7 +122,6 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
     return total.view(episodes, samples).cpu()
 
 
-@torch.no_grad()
 class HeldActionDreams(NamedTuple):
     """Dreams of held actions, averaged over each start's samples: ``returns`` and ``lengths``
     ``(V, E)`` (held values x starts), ``step_rewards`` ``(V, E, max_steps)`` (0 after a dream's end)."""
@@ -132,6 +131,7 @@ class HeldActionDreams(NamedTuple):
     step_rewards: torch.Tensor
 
 
+@torch.no_grad()
 def held_action_dream(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Tensor, values: tuple[float, ...],
                       temperature: float, samples: int, max_steps: int, reward: str,
                       seed: int) -> HeldActionDreams:
