@@ -85,6 +85,16 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     for video in ("dream_vs_real", "dream_vs_real_tau1"):
         gif = Image.open(paths.video(video))
         assert gif.format == "GIF" and gif.n_frames >= 2
+    # A run measured before the per-step figure existed: asked again, M is measured again, not retrained.
+    trained = paths.mdnrnn.stat().st_mtime_ns
+    paths.figure("held_action_rewards").unlink()
+    old = {key: value for key, value in held.items() if not key.endswith("_per_step")}
+    paths.simulator_metrics.write_text(json.dumps(simulator | {"held_action": old}))
+    mdnrnn_stage.run(_config(), paths, progress=False)
+    assert paths.mdnrnn.stat().st_mtime_ns == trained
+    Image.open(paths.figure("held_action_rewards")).verify()
+    remeasured = json.loads(paths.simulator_metrics.read_text())["held_action"]
+    assert remeasured["dream_reward_per_step"] == held["dream_reward_per_step"]
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):

@@ -373,7 +373,7 @@ def section_m(report: Report) -> str:
             + report.figure("openloop_vm", report.make("mdnrnn"), "V+M open loop")
             + table(["M as a simulator (held-out episodes)", "value"], rows)
             + "<h3>Holding the action: the mean reward at every step, real against M's dream</h3>"
-            + report.figure("held_action_rewards", report.make("mdnrnn"), "held-action rewards per step"))
+            + report.figure("held_action_rewards", report.wm("train-mdnrnn"), "held-action rewards per step"))
 
 
 def section_c(report: Report) -> str:

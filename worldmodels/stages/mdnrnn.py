@@ -55,6 +55,7 @@ from worldmodels.videos import dream_with_actions, write_gif
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = MDNRNN_KIND
+HELD_ACTION_FIGURE = "held_action_rewards"
 DREAM_TEMPERATURES = (0.5, 1.0, 1.5)
 
 
@@ -111,7 +112,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     if start_epoch >= settings.epochs:
         run.require_best()
         logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
-        if not paths.simulator_metrics.is_file():
+        # A run measured before a measure existed (the per-step held-action figure) is measured again.
+        if not paths.simulator_metrics.is_file() or not paths.figure(HELD_ACTION_FIGURE).is_file():
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
     paths.simulator_metrics.unlink(missing_ok=True)
@@ -190,7 +192,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     openloop_strip(truth.numpy(), model_frames.numpy(), context,
                    f"V+M open loop on held-out episodes: {context} context frames, then {steps} predicted "
                    "from M's mean with the real actions (rows: truth / model / error)", paths.figure("openloop_vm"))
-    held_action_rewards(held, paths.figure("held_action_rewards"))
+    held_action_rewards(held, paths.figure(HELD_ACTION_FIGURE))
     _dream_figure(model, vae, latents, rollouts, usable[0], steps, paths.figure("dream_rollouts"))
     dream_video(model, vae, latents, rollouts, usable[0], settings.temperature, config.controller.dream_reward,
                 paths.video("dream_vs_real"))
