@@ -63,7 +63,9 @@ def trained(tmp_path_factory):
 
 def _copy_all(source: PipelinePaths, tmp_path: Path) -> PipelinePaths:
     paths = copy_trained_m(source, tmp_path)
-    for path in [source.controller, *source.root.glob("checkpoints/*"), *source.root.glob("metrics/*")]:
+    # A finished run whole: M's stage measures a trained M again when one of its figures is missing.
+    for path in [source.controller, *source.root.glob("checkpoints/*"), *source.root.glob("metrics/*"),
+                 *source.root.glob("figures/*")]:
         target = paths.root / path.relative_to(source.root)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
