@@ -1,3 +1,5 @@
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,47 @@ def test_a_policy_in_the_dream_scores_what_the_populations_loop_gives_the_same_c
     expected = population_returns(dream(), flat, 1, 1)
     torch.testing.assert_close(returns, expected)
     assert returns.std() > 0, "the rollouts differ: the dream is random and some end early"
+
+
+def test_the_dream_of_doing_nothing_is_placed_on_the_noise_curve_in_log_std():
+    from worldmodels.simulator import describe_zero_action_noise, noise_equivalent
+
+    stds, returns = [0.01, 0.1, 1.0], [700.0, 500.0, 300.0]
+    # 600 is halfway from 700 to 500: halfway from log 0.01 to log 0.1.
+    assert noise_equivalent(stds, returns, 750.0, 600.0) == {"std": pytest.approx(10 ** -1.5), "bound": "at"}
+    assert noise_equivalent(stds, returns, 750.0, 400.0) == {"std": pytest.approx(10 ** -0.5), "bound": "at"}
+    assert noise_equivalent(stds, returns, 750.0, 720.0) == {"std": 0.01, "bound": "below"}
+    assert noise_equivalent(stds, returns, 750.0, 250.0) == {"std": 1.0, "bound": "above"}
+    assert noise_equivalent(stds, returns, 750.0, 800.0) == {"std": None, "bound": "over"}
+    # A curve that is not monotone (few episodes): the first bracketing pair is used.
+    bumpy = noise_equivalent([0.01, 0.1, 1.0, 10.0], [700.0, 500.0, 520.0, 300.0], 750.0, 510.0)
+    assert bumpy == {"std": pytest.approx(10 ** (-2 + 0.95)), "bound": "at"}
+    held = {"actions": [-1.0, 0.0, 1.0], "dream_return_mean": [100.0, 600.0, 100.0],
+            "zero_action_noise": {"stds": stds, "real_return_mean": returns,
+                                  "dream_as_noise": noise_equivalent(stds, returns, 750.0, 600.0)}}
+    assert describe_zero_action_noise(held) == ("real zero action with action noise 0.01 / 0.1 / 1: 700 / 500 / "
+                                                "300; M's dream of doing nothing (600) is as if the real one had "
+                                                "action noise of std 0.0316")
+
+
+def test_a_held_action_episode_plays_the_seeded_noise_around_the_held_value():
+    from worldmodels.stages.mdnrnn import held_action_episode
+
+    class Echo:  # rewards each step with the action it was given
+        action_size = 1
+
+        def reset(self, seed):
+            return np.zeros((2, 2, 3), np.uint8)
+
+        def step(self, action):
+            return types.SimpleNamespace(reward=float(action[0]), frame=np.zeros((2, 2, 3), np.uint8),
+                                         terminated=False, truncated=False)
+
+    _, exact = held_action_episode(Echo(), 0, 0.5, 2000)
+    assert np.all(exact == 0.5)
+    _, noisy = held_action_episode(Echo(), 0, 0.5, 2000, noise_std=0.1, noise_seed=3)
+    assert noisy.mean() == pytest.approx(0.5, abs=0.01) and noisy.std() == pytest.approx(0.1, rel=0.05)
+    np.testing.assert_array_equal(held_action_episode(Echo(), 0, 0.5, 2000, noise_std=0.1, noise_seed=3)[1], noisy)
+    assert not np.array_equal(held_action_episode(Echo(), 0, 0.5, 2000, noise_std=0.1, noise_seed=4)[1], noisy)
+    _, clipped = held_action_episode(Echo(), 0, 0.95, 2000, noise_std=0.5, noise_seed=3)
+    assert clipped.max() == 1.0 and clipped.min() >= -1.0

@@ -9,6 +9,7 @@ from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
 from worldmodels.metrics import MetricsLog
 from worldmodels.paths import PipelinePaths
+from worldmodels.simulator import noise_equivalent
 from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
@@ -78,6 +79,13 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
         np.testing.assert_allclose(np.sum(held[f"{kind}_reward_per_step"], axis=1), held[f"{kind}_return_mean"],
                                    rtol=1e-5)
     assert held["real_reward_per_step"][1][0] > 0 and held["real_reward_per_step"][1] != held["real_reward_per_step"][0]
+    noise = held["zero_action_noise"]
+    assert noise["stds"] == list(mdnrnn_stage.ZERO_ACTION_NOISE_STDS)
+    assert len(noise["real_return_mean"]) == len(noise["stds"])
+    assert noise["real_return_mean"][-1] != pytest.approx(held["real_return_mean"][1], abs=1e-6), \
+        "the noisy zero action is played, not the zero action"
+    assert noise["dream_as_noise"] == noise_equivalent(noise["stds"], noise["real_return_mean"],
+                                                       held["real_return_mean"][1], held["dream_return_mean"][1])
     for name in ("openloop_vm", "dream_rollouts", "held_action_rewards"):
         Image.open(paths.figure(name)).verify()
     figure = mdnrnn_stage.run_dream(_config(), paths, 1.0, count=1)
@@ -95,6 +103,13 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     Image.open(paths.figure("held_action_rewards")).verify()
     remeasured = json.loads(paths.simulator_metrics.read_text())["held_action"]
     assert remeasured["dream_reward_per_step"] == held["dream_reward_per_step"]
+    # ... and one measured before the zero action's noise curve existed, figure and all.
+    without_noise = {key: value for key, value in remeasured.items() if key != "zero_action_noise"}
+    paths.simulator_metrics.write_text(json.dumps(simulator | {"held_action": without_noise}))
+    mdnrnn_stage.run(_config(), paths, progress=False)
+    assert paths.mdnrnn.stat().st_mtime_ns == trained
+    remeasured = json.loads(paths.simulator_metrics.read_text())["held_action"]
+    assert remeasured["zero_action_noise"] == noise
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):

@@ -116,6 +116,8 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     assert (f"<td>action held at +1 (whole episodes): real / dream return (steps)</td><td>"
             f"{held['real_return_mean'][2]:.1f} / {held['dream_return_mean'][2]:.1f}") in page
     assert 'alt="held-action rewards per step"' in page
+    curve = " / ".join(f"{r:.0f}" for r in held["zero_action_noise"]["real_return_mean"])
+    assert f"real zero action with action noise 0.003 / 0.01 / 0.03 / 0.1: {curve}; M&#x27;s dream" in page
     for stage in ("collect", "train-vae", "train-mdnrnn", "dreamer"):
         assert f"<td>{stage}</td>" in page  # wall clock per stage
 

@@ -17,8 +17,9 @@ Inputs may live anywhere: they are moved to the models' device, and results come
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -120,6 +121,45 @@ def replay_returns(model: MDNRNN, start_mu: torch.Tensor, start_logvar: torch.Te
         reward = dream.step(actions[rows, t]).reward
         total += torch.where(limits > t, reward, torch.zeros_like(reward))
     return total.view(episodes, samples).cpu()
+
+
+def noise_equivalent(stds: list[float], noisy_returns: list[float], zero_return: float,
+                     dream_return: float) -> dict[str, Any]:
+    """Where M's dream of doing nothing sits on the real env's own sensitivity curve: the real
+    zero-action return falls as Gaussian action noise of growing std is added (``noisy_returns``, one
+    per std of the increasing ``stds``); the std at which it falls to the dream's return says how
+    far off the dream is in the env's own units (a learned simulator is at best a slightly wrong
+    physics, and near an unstable equilibrium a small error costs as much as a small push).
+
+    Returns ``{"std": s, "bound": b}``: ``b`` is ``"at"`` with ``s`` interpolated linearly in log std
+    between the two measured stds whose returns bracket the dream's; ``"below"`` (``s`` the smallest
+    std) when the dream is within the smallest noise's effect; ``"above"`` (``s`` the largest std)
+    when it is below even the largest noise's return; ``"over"`` (``s`` None) when the dream pays
+    doing nothing more than reality does, which no noise explains.
+    """
+    if dream_return > zero_return:
+        return {"std": None, "bound": "over"}
+    if dream_return >= noisy_returns[0]:
+        return {"std": float(stds[0]), "bound": "below"}
+    for (low, high), (upper, lower) in zip(itertools.pairwise(stds), itertools.pairwise(noisy_returns), strict=True):
+        if lower <= dream_return <= upper and upper > lower:
+            fraction = (upper - dream_return) / (upper - lower)
+            return {"std": float(np.exp(np.log(low) + fraction * (np.log(high) - np.log(low)))), "bound": "at"}
+    return {"std": float(stds[-1]), "bound": "above"}
+
+
+def describe_zero_action_noise(held: dict[str, Any]) -> str:
+    """One line: the real zero action's return under each noise, and the noise M's dream of it matches."""
+    noise = held["zero_action_noise"]
+    curve = " / ".join(f"{r:.0f}" for r in noise["real_return_mean"])
+    stds = " / ".join(f"{s:g}" for s in noise["stds"])
+    dream = held["dream_return_mean"][held["actions"].index(0.0)]
+    equivalent = noise["dream_as_noise"]
+    where = {"at": f"as if the real one had action noise of std {equivalent['std']:.3g}",
+             "below": f"within what action noise of std {equivalent['std']:g} costs the real one",
+             "above": f"below even the real one with action noise of std {equivalent['std']:g}",
+             "over": "above the real one: no action noise explains it"}[equivalent["bound"]]
+    return f"real zero action with action noise {stds}: {curve}; M's dream of doing nothing ({dream:.0f}) is {where}"
 
 
 class HeldActionDreams(NamedTuple):

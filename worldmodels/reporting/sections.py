@@ -33,6 +33,7 @@ from worldmodels.reporting.anchors import (
 )
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
 from worldmodels.runtime import cpu_description
+from worldmodels.simulator import describe_zero_action_noise
 from worldmodels.stage_times import read_stage_times
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
@@ -364,6 +365,9 @@ def section_m(report: Report) -> str:
                          f"{real:.1f} / {dream:.1f} ({real_length:.0f} / {dream_length:.0f})"])
         rows.append(["held actions: largest dream - real return (what a C exploiting the dream finds first)",
                      held["largest_overestimate"]])
+        if "zero_action_noise" in held:
+            rows.append(["the zero action in the real env with small action noise, and M's dream of doing "
+                         "nothing on that curve", describe_zero_action_noise(held)])
     dreams = "".join(report.figure(path.stem, report.wm("dream") + " --temperature T",
                                    f"dream at {path.stem}")
                      for path in sorted(report.paths.figures_dir.glob("dream_tau*.png")))

@@ -6,7 +6,9 @@ clipping. Every ``eval_every`` epochs: held-out losses (z = mu) to ``metrics/mdn
 resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves, ``mdnrnn.pt``.
 
 After training: open-loop latent and pixel error against horizon, the dream's replay gap, the
-zero-action and held-action dreams against the real env, and M's action sensitivity, on the
+zero-action and held-action dreams against the real env (and the real zero action under small
+action noise: how far off the dream of doing nothing is, in the env's own units), and M's action
+sensitivity, on the
 held-out episodes (``simulator.py``), written to ``metrics/mdnrnn_simulator.json`` and the
 last line of ``metrics/mdnrnn.jsonl``; figures ``openloop_vm.png``, ``held_action_rewards.png`` (the
 held-action episodes' reward at every step, real against dream) and ``dream_rollouts.png``, and
@@ -15,6 +17,7 @@ the video ``dream_vs_real.gif`` (a held-out episode beside M's dream with its ac
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -43,7 +46,9 @@ from worldmodels.runtime import Runtime, resolve
 from worldmodels.simulator import (
     REPORTED_HORIZONS,
     decode,
+    describe_zero_action_noise,
     held_action_dream,
+    noise_equivalent,
     openloop_episodes,
     openloop_errors,
     openloop_latents,
@@ -112,8 +117,9 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     if start_epoch >= settings.epochs:
         run.require_best()
         logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
-        # A run measured before a measure existed (the per-step held-action figure) is measured again.
-        if not paths.simulator_metrics.is_file() or not paths.figure(HELD_ACTION_FIGURE).is_file():
+        # A run measured before a measure existed (the per-step held-action figure, the zero action's
+        # noise curve) is measured again.
+        if not _measured_by_every_measure(paths):
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
     paths.simulator_metrics.unlink(missing_ok=True)
@@ -140,6 +146,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
+
+
+def _measured_by_every_measure(paths: PipelinePaths) -> bool:
+    if not paths.simulator_metrics.is_file() or not paths.figure(HELD_ACTION_FIGURE).is_file():
+        return False
+    held = json.loads(paths.simulator_metrics.read_text()).get("held_action", {})
+    return "zero_action_noise" in held
 
 
 def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader,
@@ -204,7 +217,8 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
             f"{calibration['teacher_forced_return_mean']:.0f}); action sensitivity (dream / real): "
             f"{sensitivity['ratio']:.2f}; held actions -1 / 0 / +1, dream vs real: "
                 + ", ".join(f"{d:.0f} vs {r:.0f}" for d, r in zip(held["dream_return_mean"], held["real_return_mean"],
-                                                                 strict=True)))
+                                                                 strict=True))
+                + f"; {describe_zero_action_noise(held)}")
     return summary
 
 
@@ -268,17 +282,25 @@ def _zero_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollout
 
 
 HELD_ACTIONS = (-1.0, 0.0, 1.0)
+ZERO_ACTION_NOISE_STDS = (0.003, 0.01, 0.03, 0.1)
+"""Stds of the Gaussian action noise around the zero action at which the real env is also played,
+to put M's dream of doing nothing on the env's own sensitivity curve (cartpole-balance: a noise
+of std 0.01, 1% of the action range, already costs 11% of the zero action's return)."""
 SENSITIVITY_STEPS = 20
 
 
-def held_action_episode(env, seed: int, value: float, steps: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Up to ``steps`` steps of ``env`` from ``reset(seed)`` with every action dimension held at ``value``:
+def held_action_episode(env, seed: int, value: float, steps: int, noise_std: float = 0.0,
+                        noise_seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Up to ``steps`` steps of ``env`` from ``reset(seed)`` with every action dimension held at ``value``
+    (plus, with ``noise_std``, Gaussian noise of that std drawn from ``noise_seed``, clipped to [-1, 1]):
     the frames (the reset frame first) and every step's reward ``(n,)``. Stops where the episode ends
     (doing nothing ends a TakeCover episode), so there may be fewer than ``steps + 1`` frames."""
     frames, rewards = [env.reset(seed)], []
     action = np.full(env.action_size, value)
+    noise = np.random.default_rng(noise_seed)
     for _ in range(steps):
-        result = env.step(action)
+        played = action if not noise_std else np.clip(action + noise_std * noise.standard_normal(action.shape), -1, 1)
+        result = env.step(played)
         rewards.append(result.reward)
         frames.append(result.frame)
         if result.terminated or result.truncated:
@@ -346,7 +368,10 @@ def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts
     Returns per held value (lists in the order of ``actions``) the real and dream return and episode
     length means, their mean reward at every step (``real_reward_per_step``, ``dream_reward_per_step``:
     where along the episode the dream parts from reality; 0 after an episode's end), and
-    ``largest_overestimate``: the largest dream - real return over the values.
+    ``largest_overestimate``: the largest dream - real return over the values. ``zero_action_noise``:
+    the real zero action's return with Gaussian action noise of each std in ``ZERO_ACTION_NOISE_STDS``
+    (the same starts; noise seeded by the start's index), and ``dream_as_noise``, the noise std whose
+    real return the dream of doing nothing matches (:func:`~worldmodels.simulator.noise_equivalent`).
     """
     from worldmodels.envs import make_env
 
@@ -360,12 +385,17 @@ def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts
             for column, episode in enumerate(episodes):
                 _, rewards = held_action_episode(env, int(rollouts.episodes["seed"][episode]), value, steps)
                 real_rewards[row, column, :len(rewards)], real_lengths[row, column] = rewards, len(rewards)
+        noisy = np.array([[held_action_episode(env, int(rollouts.episodes["seed"][episode]), 0.0, steps, std,
+                                               noise_seed=column)[1].sum()
+                           for column, episode in enumerate(episodes)] for std in ZERO_ACTION_NOISE_STDS])
     finally:
         env.close()
     starts_mu, starts_logvar = first_latents(latents, episodes)
     dreams = held_action_dream(model, starts_mu, starts_logvar, HELD_ACTIONS, config.mdnrnn.temperature,
                                config.mdnrnn.dream_samples, steps, config.controller.dream_reward, config.mdnrnn.seed)
     real, dream = real_rewards.sum(2).mean(1), dreams.returns.double().numpy().mean(1)
+    zero = HELD_ACTIONS.index(0.0)
+    noisy_means = noisy.mean(1).tolist()
     return {"actions": list(HELD_ACTIONS), "episodes": len(episodes), "steps": steps,
             "temperature": config.mdnrnn.temperature,
             "real_return_mean": real.tolist(), "dream_return_mean": dream.tolist(),
@@ -373,7 +403,10 @@ def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts
             "dream_length_mean": dreams.lengths.double().numpy().mean(1).tolist(),
             "largest_overestimate": float((dream - real).max()),
             "real_reward_per_step": real_rewards.mean(1).tolist(),
-            "dream_reward_per_step": dreams.step_rewards.double().numpy().mean(1).tolist()}
+            "dream_reward_per_step": dreams.step_rewards.double().numpy().mean(1).tolist(),
+            "zero_action_noise": {"stds": list(ZERO_ACTION_NOISE_STDS), "real_return_mean": noisy_means,
+                                  "dream_as_noise": noise_equivalent(list(ZERO_ACTION_NOISE_STDS), noisy_means,
+                                                                     float(real[zero]), float(dream[zero]))}}
 
 
 @torch.no_grad()
