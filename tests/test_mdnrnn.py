@@ -276,3 +276,24 @@ def test_a_held_action_episode_plays_the_seeded_noise_around_the_held_value():
     assert not np.array_equal(held_action_episode(Echo(), 0, 0.5, 2000, noise_std=0.1, noise_seed=4)[1], noisy)
     _, clipped = held_action_episode(Echo(), 0, 0.95, 2000, noise_std=0.5, noise_seed=3)
     assert clipped.max() == 1.0 and clipped.min() >= -1.0
+
+
+def test_the_cosine_rate_falls_from_the_rate_to_zero_over_the_run_and_constant_stays():
+    from worldmodels.config import MDNRNNConfig
+    from worldmodels.mdnrnn_training import scheduled_learning_rate
+
+    settings = MDNRNNConfig(epochs=4, learning_rate=0.002, learning_rate_schedule="cosine")
+    assert scheduled_learning_rate(settings, 1, 1, 10) == pytest.approx(0.002)
+    assert scheduled_learning_rate(settings, 3, 1, 10) == pytest.approx(0.001)  # half the batches done
+    assert scheduled_learning_rate(settings, 2, 1, 10) == pytest.approx(0.001 * (1 + np.cos(np.pi / 4)))
+    assert scheduled_learning_rate(settings, 4, 10, 10) == pytest.approx(0.001 * (1 + np.cos(np.pi * 39 / 40)))
+
+
+def test_the_schedule_is_part_of_a_runs_identity_only_when_it_is_cosine():
+    from worldmodels.config import load_pipeline
+    from worldmodels.mdnrnn_training import settings_that_matter
+
+    constant = settings_that_matter(load_pipeline("smoke"))
+    assert "learning_rate_schedule" not in constant and "epochs" not in constant  # older runs resume as they were
+    cosine = settings_that_matter(load_pipeline("smoke", ["mdnrnn.learning_rate_schedule=cosine", "mdnrnn.epochs=7"]))
+    assert cosine == constant | {"learning_rate_schedule": "cosine", "epochs": 7}

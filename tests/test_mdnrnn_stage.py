@@ -128,6 +128,45 @@ def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
         torch.testing.assert_close(second["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_cosine_run_resumes_its_schedule_and_a_longer_one_starts_over(encoded, tmp_path, monkeypatch):
+    cosine = "mdnrnn.learning_rate_schedule=cosine"
+    whole = _copy(encoded, tmp_path, "whole")
+    mdnrnn_stage.run(_config(cosine, "mdnrnn.epochs=4"), whole, progress=False)
+    uninterrupted = load_checkpoint(whole.last_checkpoint("mdnrnn"), "mdnrnn")
+    # Asked for more epochs, a cosine run is another run: it starts over (its schedule spans the epochs).
+    longer = _copy(encoded, tmp_path, "longer")
+    mdnrnn_stage.run(_config(cosine, "mdnrnn.epochs=2"), longer, progress=False)
+    mdnrnn_stage.run(_config(cosine, "mdnrnn.epochs=4"), longer, progress=False)
+    # Stopped after its epoch-2 checkpoint, it continues the same schedule.
+    stopped = _copy(encoded, tmp_path, "stopped")
+    train_epoch = mdnrnn_stage.train_epoch
+
+    def stop_at_epoch_3(model, optimizer, train, epoch, *args):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return train_epoch(model, optimizer, train, epoch, *args)
+
+    monkeypatch.setattr(mdnrnn_stage, "train_epoch", stop_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        mdnrnn_stage.run(_config(cosine, "mdnrnn.epochs=4"), stopped, progress=False)
+    monkeypatch.setattr(mdnrnn_stage, "train_epoch", train_epoch)
+    mdnrnn_stage.run(_config(cosine, "mdnrnn.epochs=4"), stopped, progress=False)
+    for paths in (longer, stopped):
+        second = load_checkpoint(paths.last_checkpoint("mdnrnn"), "mdnrnn")
+        assert second["optimizer"]["param_groups"][0]["lr"] == uninterrupted["optimizer"]["param_groups"][0]["lr"]
+        for name, value in uninterrupted["model"].items():
+            torch.testing.assert_close(second["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    constant = load_checkpoint(_trained(encoded, tmp_path, "constant"), "mdnrnn")
+    assert constant["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert 0 < uninterrupted["optimizer"]["param_groups"][0]["lr"] < 1e-3 / 50, "near 0 at the last batch"
+
+
+def _trained(encoded, tmp_path, name, *overrides):
+    paths = _copy(encoded, tmp_path, name)
+    mdnrnn_stage.run(_config("mdnrnn.epochs=4", *overrides), paths, progress=False)
+    return paths.last_checkpoint("mdnrnn")
+
+
 def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
     """The same M with the action's input weights zeroed: its futures cannot part by action (ratio 0),
     while the real ones do."""

@@ -261,6 +261,13 @@ class MDNRNNConfig:
     """Episodes are cut into windows of this many steps; the last window of an episode is padded
     and its padding masked out of every loss."""
     learning_rate: float = 1e-3
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
+    """``constant``: Adam at ``learning_rate`` to the last epoch (the paper). ``cosine``: from
+    ``learning_rate`` down to 0 along a half cosine over the ``epochs`` (set at every batch), so M
+    ends at a point rather than jittering around it: at a constant rate the weights' jitter is a
+    small one-step bias that the dream adds up over a whole episode (on cartpole-balance the cart
+    drifts away and the fallen pole loses its way back to the top). The schedule spans ``epochs``,
+    so with it the number of epochs is part of what a run is: asked for more, M starts over."""
     grad_clip: float = 1.0
     """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
     done_pos_weight: float = 10.0

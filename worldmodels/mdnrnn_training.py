@@ -9,6 +9,7 @@ the same batch, Adam with elementwise gradient clipping; held-out losses take z 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -36,6 +37,15 @@ def _mean_over_members(losses: list[dict[str, torch.Tensor]]) -> dict[str, torch
     return {name: torch.stack([member[name] for member in losses]).mean() for name in losses[0]}
 
 
+def scheduled_learning_rate(settings: MDNRNNConfig, epoch: int, batch_number: int, batches: int) -> float:
+    """The cosine schedule's rate for batch ``batch_number`` (1-based) of ``batches`` in ``epoch``
+    (1-based): ``learning_rate * (1 + cos(pi * done)) / 2``, ``done`` the share of the run's batches
+    before this one (so the first batch gets the full rate and the rate nears 0 at the last). A
+    function of the position alone, so a resumed run continues the schedule exactly."""
+    done = ((epoch - 1) * batches + batch_number - 1) / (settings.epochs * batches)
+    return settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
 def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: LatentSequences, epoch: int,
                  settings: MDNRNNConfig, runtime: Runtime, run: TrainingRun) -> dict[str, float]:
     """One pass over the training windows (held on the CPU: each batch's z is drawn there, then moved).
@@ -45,7 +55,12 @@ def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Late
     order = torch.randperm(len(sequences), generator=generator)
     sums: dict[str, float] = {}
     steps = 0.0
+    batches = math.ceil(len(order) / settings.batch_size)
     for batch_number, start in enumerate(range(0, len(order), settings.batch_size), 1):
+        if settings.learning_rate_schedule == "cosine":
+            rate = scheduled_learning_rate(settings, epoch, batch_number, batches)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
         batch = sequences.select(order[start:start + settings.batch_size])
         z = runtime.to_device(batch.mu if settings.latents == "mean" else batch.sample_z())
         batch = batch.to(runtime.device)
@@ -91,5 +106,9 @@ def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
         settings.pop("played_repeat")
     if not settings["residual"]:  # likewise an M that predicts the next z itself
         settings.pop("residual")
+    if settings["learning_rate_schedule"] == "constant":  # likewise an M trained at one rate
+        settings.pop("learning_rate_schedule")
+    else:  # the schedule spans the epochs: a longer run is another run
+        settings["epochs"] = config.mdnrnn.epochs
     settings["heldout_fraction"] = config.data.heldout_fraction
     return settings
