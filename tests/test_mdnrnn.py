@@ -253,6 +253,11 @@ def test_the_dream_of_doing_nothing_is_placed_on_the_noise_curve_in_log_std():
     assert describe_zero_action_noise(held) == ("real zero action with action noise 0.01 / 0.1 / 1: 700 / 500 / "
                                                 "300; M's dream of doing nothing (600) is as if the real one had "
                                                 "action noise of std 0.0316")
+    # A dream that pays doing nothing more than reality (TakeCover's exploit) has no std to print.
+    over = held | {"dream_return_mean": [100.0, 800.0, 100.0],
+                   "zero_action_noise": held["zero_action_noise"] | {
+                       "dream_as_noise": noise_equivalent(stds, returns, 750.0, 800.0)}}
+    assert describe_zero_action_noise(over).endswith("(800) is above the real one: no action noise explains it")
 
 
 def test_a_held_action_episode_plays_the_seeded_noise_around_the_held_value():

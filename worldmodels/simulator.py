@@ -154,11 +154,13 @@ def describe_zero_action_noise(held: dict[str, Any]) -> str:
     curve = " / ".join(f"{r:.0f}" for r in noise["real_return_mean"])
     stds = " / ".join(f"{s:g}" for s in noise["stds"])
     dream = held["dream_return_mean"][held["actions"].index(0.0)]
-    equivalent = noise["dream_as_noise"]
-    where = {"at": f"as if the real one had action noise of std {equivalent['std']:.3g}",
-             "below": f"within what action noise of std {equivalent['std']:g} costs the real one",
-             "above": f"below even the real one with action noise of std {equivalent['std']:g}",
-             "over": "above the real one: no action noise explains it"}[equivalent["bound"]]
+    bound, std = noise["dream_as_noise"]["bound"], noise["dream_as_noise"]["std"]
+    if bound == "over":  # std is None: nothing to format
+        where = "above the real one: no action noise explains it"
+    else:
+        where = {"at": f"as if the real one had action noise of std {std:.3g}",
+                 "below": f"within what action noise of std {std:g} costs the real one",
+                 "above": f"below even the real one with action noise of std {std:g}"}[bound]
     return f"real zero action with action noise {stds}: {curve}; M's dream of doing nothing ({dream:.0f}) is {where}"
 
 
