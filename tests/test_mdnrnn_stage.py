@@ -110,6 +110,15 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     assert paths.mdnrnn.stat().st_mtime_ns == trained
     remeasured = json.loads(paths.simulator_metrics.read_text())["held_action"]
     assert remeasured["zero_action_noise"] == noise
+    # Asked at another dream temperature, the same M is measured at it; asked again, left alone.
+    mdnrnn_stage.run(_config("mdnrnn.temperature=0"), paths, progress=False)
+    assert paths.mdnrnn.stat().st_mtime_ns == trained
+    cold = json.loads(paths.simulator_metrics.read_text())
+    assert cold["temperature"] == cold["held_action"]["temperature"] == 0.0
+    assert cold["held_action"]["real_return_mean"] == held["real_return_mean"], "reality has no temperature"
+    measured = paths.simulator_metrics.stat().st_mtime_ns
+    mdnrnn_stage.run(_config("mdnrnn.temperature=0"), paths, progress=False)
+    assert paths.simulator_metrics.stat().st_mtime_ns == measured
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):

@@ -118,8 +118,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
         run.require_best()
         logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         # A run measured before a measure existed (the per-step held-action figure, the zero action's
-        # noise curve) is measured again.
-        if not _measured_by_every_measure(paths):
+        # noise curve), or at another dream temperature, is measured again.
+        if not _measured_as_asked(paths, settings.temperature):
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
     paths.simulator_metrics.unlink(missing_ok=True)
@@ -148,11 +148,15 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     return paths.mdnrnn
 
 
-def _measured_by_every_measure(paths: PipelinePaths) -> bool:
+def _measured_as_asked(paths: PipelinePaths, temperature: float) -> bool:
+    """Whether M's simulator measures on disk are every measure there is, taken at ``temperature``
+    (the dream temperature is not part of what M is, so a trained M is measured again at another)."""
     if not paths.simulator_metrics.is_file() or not paths.figure(HELD_ACTION_FIGURE).is_file():
         return False
-    held = json.loads(paths.simulator_metrics.read_text()).get("held_action", {})
-    return "zero_action_noise" in held
+    measured = json.loads(paths.simulator_metrics.read_text())
+    held = measured.get("held_action", {})
+    return ("zero_action_noise" in held and measured.get("temperature") == temperature
+            and held.get("temperature") == temperature)
 
 
 def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: RolloutReader,
