@@ -255,14 +255,16 @@ def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting
     assert ("collect.episode_steps", "0", "50") in rows and ("env.camera", "0", "1") in rows
     assert ("vae.foreground_weight", "0.0", "19.0") in rows
     assert ("mdnrnn.learning_rate_schedule", "constant", "cosine") in rows
+    assert ("controller.temperature", "1.0", "0.0") in rows and ("mdnrnn.temperature", "1.0", "0.0") in rows
     assert all(setting.split(".")[0] in ("env", "collect", "vae", "mdnrnn", "controller") for setting, _, _ in rows)
 
 
 def test_the_short_pipeline_is_the_default_at_larger_m_and_c_budgets():
     short = load_pipeline("cartpole_balance_cartcam_short")
     assert _difference_rows(short, load_pipeline("cartpole_balance")) == [
-        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"), ("mdnrnn.epochs", "400", "600"),
-        ("mdnrnn.learning_rate", "0.002", "0.001"), ("mdnrnn.learning_rate_schedule", "cosine", "constant")]
+        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"), ("controller.temperature", "0.0", "1.0"),
+        ("mdnrnn.epochs", "400", "600"), ("mdnrnn.learning_rate", "0.002", "0.001"),
+        ("mdnrnn.learning_rate_schedule", "cosine", "constant"), ("mdnrnn.temperature", "0.0", "1.0")]
 
 
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
