@@ -262,8 +262,9 @@ def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting
 def test_the_short_pipeline_is_the_default_at_larger_m_and_c_budgets():
     short = load_pipeline("cartpole_balance_cartcam_short")
     assert _difference_rows(short, load_pipeline("cartpole_balance")) == [
-        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"), ("controller.temperature", "0.0", "1.0"),
-        ("mdnrnn.epochs", "400", "600"), ("mdnrnn.learning_rate", "0.002", "0.001"),
+        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"),
+        ("controller.temperature", "0.0", "1.0"), ("mdnrnn.epochs", "400", "600"),
+        ("mdnrnn.learning_rate", "0.002", "0.001"),
         ("mdnrnn.learning_rate_schedule", "cosine", "constant"), ("mdnrnn.temperature", "0.0", "1.0")]
 
 
