@@ -119,7 +119,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
         logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
         # A run measured before a measure existed (the per-step held-action figure, the zero action's
         # noise curve), or at another dream temperature, is measured again.
-        if not _measured_as_asked(paths, settings.temperature):
+        if not _measured_as_asked(paths, 1.0):
             measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
         return paths.mdnrnn
     paths.simulator_metrics.unlink(missing_ok=True)
