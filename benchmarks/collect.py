@@ -29,8 +29,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from worldmodels.config import EnvConfig, load_pipeline  # noqa: E402
 from worldmodels.data.store import RolloutReader, RolloutWriter  # noqa: E402
 from worldmodels.envs import make_env, make_exploration_policy  # noqa: E402
-from worldmodels.parallel import environment, ordered_map, thread_limits  # noqa: E402
-from worldmodels.rollout import episode_seeds, run_episode  # noqa: E402
+from worldmodels.evaluation.rollout import episode_seeds, run_episode  # noqa: E402
+from worldmodels.pools.backend import ordered_map  # noqa: E402
+from worldmodels.pools.workers import environment, thread_limits
 from worldmodels.stages import collect  # noqa: E402
 
 

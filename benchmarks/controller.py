@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from worldmodels.agents import WorldModelAgent
 from worldmodels.config import load_pipeline
-from worldmodels.dream import DreamEnv, population_returns
-from worldmodels.es import CMAES
-from worldmodels.evaluation import evaluate_policy, evaluation_seeds
+from worldmodels.core.es import CMAES
+from worldmodels.evaluation.episodes import evaluate_policy, evaluation_seeds
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
+from worldmodels.vmc.agent import WorldModelAgent
+from worldmodels.vmc.dream import DreamEnv, population_returns
 
 Z, H, A, POPSIZE, ROLLOUTS = 32, 256, 3, 64, 16
 

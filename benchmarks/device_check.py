@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dreamer import _batch, seconds_per_update  # noqa: E402
 from worldmodels.config import DreamerConfig, RuntimeConfig  # noqa: E402
-from worldmodels.dream import DreamEnv, population_returns  # noqa: E402
+from worldmodels.core.runtime import Runtime, resolve  # noqa: E402
 from worldmodels.models.controller import LinearController  # noqa: E402
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss  # noqa: E402
 from worldmodels.models.vae import ConvVAE, frames_to_input, vae_loss  # noqa: E402
-from worldmodels.runtime import Runtime, resolve  # noqa: E402
+from worldmodels.vmc.dream import DreamEnv, population_returns  # noqa: E402
 
 
 def _synchronize(device: torch.device) -> None:

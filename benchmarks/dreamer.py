@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from worldmodels.config import DreamerConfig
-from worldmodels.dreamer import Dreamer, update
+from worldmodels.core.runtime import Runtime, cpu_description, cpu_has_native_bf16, resolve_threads
+from worldmodels.dreamer.learner import Dreamer, update
 from worldmodels.models.actor_critic import behaviour_losses
 from worldmodels.models.rssm import world_model_losses
-from worldmodels.runtime import Runtime, cpu_description, cpu_has_native_bf16, resolve_threads
 
 
 def _batch(size: int, length: int) -> dict[str, torch.Tensor]:

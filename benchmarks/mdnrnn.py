@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from worldmodels.dream import DreamEnv
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss
+from worldmodels.vmc.dream import DreamEnv
 
 Z, A, H = 32, 1, 256
 

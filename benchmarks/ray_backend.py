@@ -31,18 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from worldmodels.agents import WorldModelAgent  # noqa: E402
 from worldmodels.config import load_pipeline  # noqa: E402
+from worldmodels.core.paths import PipelinePaths  # noqa: E402
+from worldmodels.core.runtime import cpu_description  # noqa: E402
 from worldmodels.envs import make_exploration_policy  # noqa: E402
-from worldmodels.evaluation import evaluation_seeds, play_episodes  # noqa: E402
+from worldmodels.evaluation.episodes import evaluation_seeds, play_episodes  # noqa: E402
 from worldmodels.models.controller import LinearController  # noqa: E402
 from worldmodels.models.mdnrnn import MDNRNN  # noqa: E402
 from worldmodels.models.vae import ConvVAE  # noqa: E402
-from worldmodels.parallel import use_backend  # noqa: E402
-from worldmodels.paths import PipelinePaths  # noqa: E402
-from worldmodels.real_fitness import RealFitnessWorkers  # noqa: E402
-from worldmodels.runtime import cpu_description  # noqa: E402
+from worldmodels.pools.backend import use_backend  # noqa: E402
 from worldmodels.stages import collect  # noqa: E402
+from worldmodels.vmc.agent import WorldModelAgent  # noqa: E402
+from worldmodels.vmc.real_fitness import RealFitnessWorkers  # noqa: E402
 
 PAPER_COLLECT_STEPS = 10_000 * 1_000  # 10,000 random episodes of 1,000 frames
 PAPER_EVOLUTION_STEPS = 1_800 * 64 * 16 * 1_000  # generations x population x rollouts x frames
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--carracing-steps", type=int, default=2000, help="CarRacing steps per rate")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ray.json"))
     args = parser.parse_args()
-    from worldmodels.ray_pool import connect
+    from worldmodels.pools.ray_cluster import connect
 
     results: dict[str, object] = {"machine": {"cpu": cpu_description(), "python": platform.python_version(),
                                               "torch": torch.__version__}}

@@ -46,10 +46,10 @@ def _workload(name: str):
     """A function doing one unit of ``name``'s work, and the items (timesteps, steps, images) it does."""
     import torch
 
-    from worldmodels.dream import DreamEnv
     from worldmodels.models.controller import population_actions
     from worldmodels.models.mdnrnn import MDNRNN, mdn_loss
     from worldmodels.models.vae import ConvVAE, vae_loss
+    from worldmodels.vmc.dream import DreamEnv
 
     torch.manual_seed(0)
     if name == "mdnrnn_train":
@@ -131,7 +131,7 @@ def main() -> None:
 
     import torch
 
-    from worldmodels.runtime import cpu_description
+    from worldmodels.core.runtime import cpu_description
 
     cores = os.cpu_count() or 1
     rows = []

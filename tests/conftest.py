@@ -90,7 +90,7 @@ def synthetic_file(tmp_path: Path) -> tuple[Path, list[Episode]]:
 def copy_trained_m(source, tmp_path):
     """A fresh smoke pipeline folder holding ``source``'s rollouts, V, latents and M (the inputs of C and
     Dreamer), so that each test trains on the same models without retraining them."""
-    from worldmodels.paths import PipelinePaths
+    from worldmodels.core.paths import PipelinePaths
 
     paths = PipelinePaths(tmp_path / "smoke").ensure()
     for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):

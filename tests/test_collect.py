@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import assert_same_rollouts, smoke_config, synthetic_episode
 from worldmodels.config import load_pipeline
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.parallel import WorkerError
-from worldmodels.paths import PipelinePaths
-from worldmodels.rollout import episode_seeds
+from worldmodels.evaluation.rollout import episode_seeds
+from worldmodels.pools.workers import WorkerError
 from worldmodels.stages import collect
 
 SMOKE = ["env.max_episode_steps=6"]

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.dream import DreamEnv, population_returns
-from worldmodels.es import CMAES
+from worldmodels.core.es import CMAES
 from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
-from worldmodels.simulator import held_action_dream, replay_returns
+from worldmodels.vmc.dream import DreamEnv, population_returns
+from worldmodels.vmc.simulator import held_action_dream, replay_returns
 
 
 @pytest.mark.parametrize("inputs, expected", [("zh", (32 + 256) * 3 + 3), ("z", 32 * 3 + 3), ("zz", 64 * 3 + 3)])
@@ -279,8 +279,8 @@ def test_a_two_frame_c_steps_every_weight_at_full_scale():
 def test_the_agent_hands_a_two_frame_c_the_previous_frame_s_z():
     """V+M+C in the real env with ``zz``: C's action at each frame equals C on [z now, z of the frame
     before] (the first frame's own z at the first), with M's state stepped by (z, action)."""
-    from worldmodels.agents import WorldModelAgent
     from worldmodels.models.vae import ConvVAE, frames_to_input
+    from worldmodels.vmc.agent import WorldModelAgent
 
     torch.manual_seed(0)
     vae, model = ConvVAE(4).eval(), MDNRNN(4, 1, 8, 2).eval()

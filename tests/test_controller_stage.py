@@ -5,14 +5,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import copy_trained_m, smoke_config
-from worldmodels.agents import ZeroPolicy
-from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
-from worldmodels.es import CMAES
-from worldmodels.evaluation import CHECK_STREAM, Score, evaluate_policy, evaluation_seeds
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
-from worldmodels.rollout import episode_seeds
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.es import CMAES
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.evaluation.baselines import ZeroPolicy
+from worldmodels.evaluation.episodes import CHECK_STREAM, Score, evaluate_policy, evaluation_seeds
+from worldmodels.evaluation.rollout import episode_seeds
 from worldmodels.stages import collect, encode, evaluate
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
@@ -168,8 +168,8 @@ def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, 
 
 
 def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(trained_m, tmp_path):
-    from worldmodels.evaluation import REAL_FITNESS_STREAM
-    from worldmodels.real_fitness import real_population_fitness
+    from worldmodels.evaluation.episodes import REAL_FITNESS_STREAM
+    from worldmodels.vmc.real_fitness import real_population_fitness
 
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("controller.workers=1")
@@ -194,7 +194,7 @@ def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
 
 
 def test_evaluation_in_workers_matches_evaluation_in_process_and_a_dead_worker_is_an_error():
-    from worldmodels.parallel import WorkerError
+    from worldmodels.pools.workers import WorkerError
 
     config = load_pipeline("smoke")
     seeds = evaluation_seeds(0, 5)

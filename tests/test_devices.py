@@ -8,9 +8,9 @@ import yaml
 from click.testing import CliRunner
 
 from tests.conftest import DEVICES
-from worldmodels.checkpoint import load_checkpoint
 from worldmodels.cli import main
-from worldmodels.paths import PipelinePaths
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.paths import PipelinePaths
 
 STAGES = ["collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "evaluate", "dreamer"]
 

@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import copy_trained_m, smoke_config
-from worldmodels.checkpoint import load_checkpoint
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.store import RolloutReader
-from worldmodels.dreamer import updates_due
-from worldmodels.figures import dreamer_returns
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
+from worldmodels.dreamer.learner import updates_due
 from worldmodels.reference import dreamer_v1_curve
+from worldmodels.reporting.figures import dreamer_returns
 from worldmodels.stages import collect, encode
 from worldmodels.stages import dreamer as dreamer_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage

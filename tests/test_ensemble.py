@@ -8,9 +8,8 @@ import torch
 from tests.conftest import DEVICES, smoke_config, tolerance
 from worldmodels.artifacts import load_mdnrnn
 from worldmodels.config import ConfigError
-from worldmodels.dream import DreamEnv
-from worldmodels.mdnrnn_training import settings_that_matter
-from worldmodels.metrics import MetricsLog
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.models.mdnrnn import (
     MDNRNNEnsemble,
     MixturePrediction,
@@ -18,10 +17,11 @@ from worldmodels.models.mdnrnn import (
     member_rows,
     members_of,
 )
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
+from worldmodels.vmc.dream import DreamEnv
+from worldmodels.vmc.m_training import settings_that_matter
 
 FIELDS = ("logits", "means", "log_stds", "reward", "done_logit")
 

@@ -18,15 +18,15 @@ import pytest
 import torch
 
 from tests.conftest import SYNTHETIC_ENV, assert_same_rollouts, copy_trained_m, smoke_config, synthetic_episode
-from worldmodels.checkpoint import file_sha256, load_checkpoint
+from worldmodels.core.checkpoint import file_sha256, load_checkpoint
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.training import TrainingDiverged, TrainingOutputError
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import dreamer as dreamer_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
-from worldmodels.training import TrainingDiverged, TrainingOutputError
 
 WM = [sys.executable, "-m", "worldmodels.cli"]
 
@@ -202,9 +202,9 @@ def test_a_diverging_m_stops_and_keeps_the_last_good_m(trained, tmp_path):
 
 
 def test_an_exploding_heldout_loss_is_divergence_even_when_finite():
-    from worldmodels.metrics import MetricsLog
-    from worldmodels.runtime import resolve
-    from worldmodels.training import TrainingRun
+    from worldmodels.core.metrics import MetricsLog
+    from worldmodels.core.runtime import resolve
+    from worldmodels.core.training import TrainingRun
 
     run = TrainingRun("m", {}, Path("/nonexistent/last.pt"), Path("/nonexistent/best.pt"),
                       MetricsLog(Path("/nonexistent/log.jsonl")), resolve(smoke_config().runtime), "M")
@@ -439,8 +439,8 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path):
 def test_a_dead_worker_of_real_env_fitness_is_an_error_naming_its_candidates(trained):
     from worldmodels.artifacts import load_mdnrnn, load_vae
     from worldmodels.models.controller import LinearController
-    from worldmodels.parallel import WorkerError
-    from worldmodels.real_fitness import real_population_fitness
+    from worldmodels.pools.workers import WorkerError
+    from worldmodels.vmc.real_fitness import real_population_fitness
 
     dying = smoke_config("env.id=gym:tests.faulty_envs:Dying-v0")
     vae, _ = load_vae(trained.vae)

@@ -6,11 +6,11 @@ import pytest
 
 from tests.conftest import smoke_config
 from worldmodels.artifacts import load_vae
-from worldmodels.checkpoint import load_checkpoint
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.latents import LatentReader, write_latents
 from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode, evaluate, iterate
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import mdnrnn as mdnrnn_stage
@@ -189,8 +189,8 @@ def test_a_round_whose_successor_was_deleted_says_how_to_redo_the_rounds(two_rou
 
 
 def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
-    from worldmodels.evaluation import evaluation_seeds
-    from worldmodels.rollout import episode_seeds
+    from worldmodels.evaluation.episodes import evaluation_seeds
+    from worldmodels.evaluation.rollout import episode_seeds
 
     rounds = {iterate.round_episode_seeds(0, k, i)[0] for k in range(1, 6) for i in range(500)}
     assert len(rounds) == 2500

@@ -6,7 +6,6 @@ import torch
 from torch import distributions
 
 from tests.conftest import DEVICES, tolerance
-from worldmodels.dream import DreamEnv
 from worldmodels.models.mdnrnn import (
     MDNRNN,
     MixturePrediction,
@@ -17,6 +16,7 @@ from worldmodels.models.mdnrnn import (
     sample_mixture,
     select_step,
 )
+from worldmodels.vmc.dream import DreamEnv
 
 
 def _random_prediction(shape=(3, 4), z_size=5, mixtures=3, seed=0):
@@ -212,9 +212,9 @@ def test_the_first_open_loop_step_is_the_one_step_loss_and_later_steps_read_pred
 def test_a_policy_in_the_dream_scores_what_the_populations_loop_gives_the_same_controller():
     """policy_dream_returns with a linear C written as a function of (z, h) equals population_returns
     of its flat vector on the same dreams (one seed: the same starts and draws, the same rows finishing)."""
-    from worldmodels.dream import population_returns
     from worldmodels.models.controller import LinearController
-    from worldmodels.simulator import policy_dream_returns
+    from worldmodels.vmc.dream import population_returns
+    from worldmodels.vmc.simulator import policy_dream_returns
 
     torch.manual_seed(0)
     model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
@@ -235,7 +235,7 @@ def test_a_policy_in_the_dream_scores_what_the_populations_loop_gives_the_same_c
 
 
 def test_the_dream_of_doing_nothing_is_placed_on_the_noise_curve_in_log_std():
-    from worldmodels.simulator import describe_zero_action_noise, noise_equivalent
+    from worldmodels.vmc.simulator import describe_zero_action_noise, noise_equivalent
 
     stds, returns = [0.01, 0.1, 1.0], [700.0, 500.0, 300.0]
     # 600 is halfway from 700 to 500: halfway from log 0.01 to log 0.1.
@@ -285,7 +285,7 @@ def test_a_held_action_episode_plays_the_seeded_noise_around_the_held_value():
 
 def test_the_cosine_rate_falls_from_the_rate_to_zero_over_the_run_and_constant_stays():
     from worldmodels.config import MDNRNNConfig
-    from worldmodels.mdnrnn_training import scheduled_learning_rate
+    from worldmodels.vmc.m_training import scheduled_learning_rate
 
     settings = MDNRNNConfig(epochs=4, learning_rate=0.002, learning_rate_schedule="cosine")
     assert scheduled_learning_rate(settings, 1, 1, 10) == pytest.approx(0.002)
@@ -296,7 +296,7 @@ def test_the_cosine_rate_falls_from_the_rate_to_zero_over_the_run_and_constant_s
 
 def test_the_schedule_is_part_of_a_runs_identity_only_when_it_is_cosine():
     from worldmodels.config import load_pipeline
-    from worldmodels.mdnrnn_training import settings_that_matter
+    from worldmodels.vmc.m_training import settings_that_matter
 
     constant = settings_that_matter(load_pipeline("smoke"))
     assert "learning_rate_schedule" not in constant and "epochs" not in constant  # older runs resume as they were

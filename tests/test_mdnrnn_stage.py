@@ -5,14 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
-from worldmodels.simulator import noise_equivalent
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
+from worldmodels.vmc.simulator import noise_equivalent
 
 SMOKE = ["vae.epochs=1", "mdnrnn.epochs=4"]
 
@@ -202,7 +202,7 @@ def test_an_m_on_vs_means_ignores_vs_sigma_and_dreams_from_the_mean(encoded, tmp
     import h5py
 
     from worldmodels.artifacts import load_mdnrnn
-    from worldmodels.dream import DreamEnv
+    from worldmodels.vmc.dream import DreamEnv
 
     def trained(name, latents, logvar_shift):
         paths = _copy(encoded, tmp_path, name)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from worldmodels.config import EnvConfig, load_pipeline
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.envs import make_env
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import oracle
 from worldmodels.stages.oracle import state_policy_return
 

@@ -2,7 +2,7 @@ import os
 
 import torch
 
-from worldmodels.parallel import ordered_map
+from worldmodels.pools.backend import ordered_map
 
 
 def _nothing():

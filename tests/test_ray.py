@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from tests.conftest import assert_same_rollouts, smoke_config
-from worldmodels.agents import ZeroPolicy
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_exploration_policy
-from worldmodels.evaluation import evaluate_policy, evaluation_seeds, play_in_workers
-from worldmodels.parallel import WorkerError, open_pool, use_backend
-from worldmodels.paths import PipelinePaths
+from worldmodels.evaluation.baselines import ZeroPolicy
+from worldmodels.evaluation.episodes import evaluate_policy, evaluation_seeds, play_in_workers
+from worldmodels.pools.backend import open_pool, use_backend
+from worldmodels.pools.workers import WorkerError
 from worldmodels.stages import collect
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
@@ -25,7 +26,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    from worldmodels.ray_pool import connect
+    from worldmodels.pools.ray_cluster import connect
 
     connect(None, num_cpus=2)
     yield
@@ -87,7 +88,7 @@ def test_real_env_fitness_on_ray_is_the_local_fitness():
     from worldmodels.models.controller import LinearController
     from worldmodels.models.mdnrnn import MDNRNN
     from worldmodels.models.vae import ConvVAE
-    from worldmodels.real_fitness import real_population_fitness
+    from worldmodels.vmc.real_fitness import real_population_fitness
 
     torch.manual_seed(0)
     vae, model = ConvVAE(8).eval(), MDNRNN(8, 1, 16, 2).eval()

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from tests.conftest import smoke_config
-from worldmodels.agents import StateLinearPolicy
 from worldmodels.config import ConfigError
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.envs import make_env
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
+from worldmodels.evaluation.baselines import StateLinearPolicy
 from worldmodels.stages import collect, encode, oracle, readout
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage

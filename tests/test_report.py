@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from worldmodels.config import load_pipeline
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.stage_times import read_stage_times, timed_stage
 from worldmodels.reporting import sections
-from worldmodels.stage_times import read_stage_times, timed_stage
 from worldmodels.stages import (
     collect,
     controller,
@@ -269,7 +269,7 @@ def test_the_short_pipeline_is_the_default_at_larger_m_and_c_budgets():
 
 
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
-    from worldmodels.evaluation import Score
+    from worldmodels.evaluation.episodes import Score
     from worldmodels.reporting.page import Report
 
     default = load_pipeline("cartpole_balance")
@@ -290,7 +290,7 @@ def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_
 def test_the_state_model_note_shows_the_searches_beside_reality(tmp_path):
     import numpy as np
 
-    from worldmodels.evaluation import Score, searches_beside_reality
+    from worldmodels.evaluation.episodes import Score, searches_beside_reality
 
     searches = searches_beside_reality([970.0, 435.0, 756.0], 0, [999.6, 477.2, 783.9])
     path = tmp_path / "state_model.json"
@@ -302,8 +302,8 @@ def test_the_state_model_note_shows_the_searches_beside_reality(tmp_path):
 
 
 def test_c_s_searches_show_only_beside_the_controller_they_picked(tmp_path):
-    from worldmodels.checkpoint import file_sha256
-    from worldmodels.evaluation import searches_beside_reality
+    from worldmodels.core.checkpoint import file_sha256
+    from worldmodels.evaluation.episodes import searches_beside_reality
     from worldmodels.reporting.page import Report
 
     paths = PipelinePaths(tmp_path / "cartpole_balance").ensure()

@@ -7,10 +7,10 @@ import torch
 
 from tests.conftest import DEVICES, tolerance
 from worldmodels.artifacts import load_mdnrnn
-from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import ConfigError, RuntimeConfig, load_pipeline
+from worldmodels.core.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.core.runtime import resolve, resolve_device, resolve_precision
 from worldmodels.models.mdnrnn import MDNRNN
-from worldmodels.runtime import resolve, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 

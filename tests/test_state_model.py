@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import smoke_config
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_env
-from worldmodels.evaluation import Score, evaluation_seeds, searches_beside_reality
+from worldmodels.evaluation.episodes import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, state_model
 
 
@@ -176,7 +176,7 @@ def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected,
 
     monkeypatch.setattr(state_model, "train_epoch", counted)
     state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=2"), paths, progress=False)
-    with caplog.at_level("INFO", logger="worldmodels.training"):
+    with caplog.at_level("INFO", logger="worldmodels.core.training"):
         state_model.run(smoke_config("evaluate.episodes=1", "mdnrnn.epochs=4"), paths, progress=False)
     assert trained == [1, 2, 3, 4]  # the second run went on from epoch 2
     assert "resuming state-model M after epoch 2" in caplog.text  # its epochs, though the log's key is "step"

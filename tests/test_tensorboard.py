@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from worldmodels import tensorboard
-from worldmodels.figures import score_histogram
-from worldmodels.metrics import MetricsLog
+from worldmodels.core import tensorboard
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.reporting.figures import score_histogram
 
 pytestmark = pytest.mark.skipif(not tensorboard.available(), reason="the tensorboard extra is not installed")
 

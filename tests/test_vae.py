@@ -6,15 +6,15 @@ from PIL import Image
 
 from tests.conftest import DEVICES, synthetic_episode
 from worldmodels.artifacts import load_vae
-from worldmodels.checkpoint import load_checkpoint
 from worldmodels.config import load_pipeline
+from worldmodels.core.checkpoint import load_checkpoint
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.frames import median_frame
 from worldmodels.data.info import describe_file
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import ConvVAE, foreground_mask, frames_to_input, vae_loss
-from worldmodels.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import vae as vae_stage
 

@@ -7,7 +7,7 @@ from PIL import Image
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.videos import MAX_GIF_FRAMES, SCALE, controller_dream, dream_with_actions, write_gif
+from worldmodels.vmc.videos import MAX_GIF_FRAMES, SCALE, controller_dream, dream_with_actions, write_gif
 
 
 def _solid(length: int, colour: tuple[int, int, int]) -> np.ndarray:

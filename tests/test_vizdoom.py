@@ -114,7 +114,7 @@ def test_takecover_runs_through_collect_v_m_c_evaluate_and_dreamer(tmp_path):
 
     from tests.conftest import smoke_config
     from worldmodels.artifacts import load_controller
-    from worldmodels.paths import PipelinePaths
+    from worldmodels.core.paths import PipelinePaths
     from worldmodels.stages import collect, dreamer, encode, evaluate, mdnrnn, oracle, report, vae
     from worldmodels.stages import controller as controller_stage
 

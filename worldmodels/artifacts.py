@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from worldmodels.checkpoint import file_sha256, load_checkpoint
 from worldmodels.config import DreamerConfig, PipelineConfig
+from worldmodels.core.checkpoint import file_sha256, load_checkpoint
+from worldmodels.core.training import TrainingOutputError
 from worldmodels.data.store import RolloutReader
-from worldmodels.dreamer import Dreamer
+from worldmodels.dreamer.learner import Dreamer
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble
 from worldmodels.models.vae import ConvVAE
-from worldmodels.training import TrainingOutputError
 
 VAE_KIND = "vae"
 MDNRNN_KIND = "mdnrnn"

@@ -15,14 +15,14 @@ from typing import Any
 import click
 import yaml
 
-from worldmodels.checkpoint import atomic_write
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.core.checkpoint import atomic_write
+from worldmodels.core.logs import configure as configure_logging
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.stage_times import timed_stage
+from worldmodels.core.training import TrainingDiverged, TrainingOutputError
 from worldmodels.data.store import StoreError
-from worldmodels.logs import configure as configure_logging
-from worldmodels.parallel import WorkerError
-from worldmodels.paths import PipelinePaths
-from worldmodels.stage_times import timed_stage
-from worldmodels.training import TrainingDiverged, TrainingOutputError
+from worldmodels.pools.workers import WorkerError
 
 # Errors a user can act on: shown as one clear message, not a traceback. OSError covers the
 # machine's refusals (disk full, read-only filesystem, a folder where a file should be).
@@ -70,10 +70,10 @@ def pipeline_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def resolved_settings(config: PipelineConfig) -> dict[str, Any]:
     """The pipeline's settings plus what ``runtime:`` resolved to on this machine (printed once)."""
-    from worldmodels.runtime import resolve
+    from worldmodels.core.runtime import resolve
 
     runtime = resolve(config.runtime)
-    logging.getLogger("worldmodels.runtime").info(runtime.describe())
+    logging.getLogger("worldmodels.core.runtime").info(runtime.describe())
     return {**config.to_dict(), "resolved_runtime": runtime.record()}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from worldmodels.checkpoint import file_sha256
+from worldmodels.core.checkpoint import file_sha256
 from worldmodels.data.store import SCHEMA_VERSION, RolloutReader, StoreError, check_schema, open_h5
 
 LATENTS_KIND = "latents"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from worldmodels.config import PipelineConfig
-from worldmodels.paths import PipelinePaths
+from worldmodels.core.paths import PipelinePaths
 
 DEFAULT_PIPELINE = "cartpole_balance"
 

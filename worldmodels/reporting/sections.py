@@ -16,13 +16,15 @@ from typing import Any
 import torch
 import yaml
 
-from worldmodels.checkpoint import file_sha256
 from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.core.checkpoint import file_sha256
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import cpu_description
+from worldmodels.core.stage_times import read_stage_times
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import has_true_state
-from worldmodels.evaluation import Score
-from worldmodels.metrics import MetricsLog
-from worldmodels.paths import PipelinePaths
+from worldmodels.evaluation.episodes import Score
 from worldmodels.reference import dreamer_v1_curve
 from worldmodels.reporting.anchors import (
     PAPER_TASK,
@@ -32,9 +34,7 @@ from worldmodels.reporting.anchors import (
     sweep_rows,
 )
 from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
-from worldmodels.runtime import cpu_description
-from worldmodels.simulator import describe_zero_action_noise
-from worldmodels.stage_times import read_stage_times
+from worldmodels.vmc.simulator import describe_zero_action_noise
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
             "matplotlib")

@@ -19,6 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels.config import CollectConfig, EnvConfig, PipelineConfig
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
 from worldmodels.data.store import (
     Episode,
     RolloutReader,
@@ -29,10 +31,9 @@ from worldmodels.data.store import (
     stored_source,
 )
 from worldmodels.envs import make_env, make_exploration_policy, probe_env
-from worldmodels.parallel import WorkerError, ordered_map
-from worldmodels.paths import PipelinePaths
-from worldmodels.rollout import episode_seeds, run_episode
-from worldmodels.runtime import resolve
+from worldmodels.evaluation.rollout import episode_seeds, run_episode
+from worldmodels.pools.backend import ordered_map
+from worldmodels.pools.workers import WorkerError
 
 logger = logging.getLogger(__name__)
 

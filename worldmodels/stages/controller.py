@@ -31,33 +31,33 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.agents import WorldModelAgent
 from worldmodels.artifacts import CONTROLLER_KIND, load_controller, load_mdnrnn, load_vae, refuse_parts_of_other_runs
-from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
+from worldmodels.core.checkpoint import atomic_write, file_sha256
+from worldmodels.core.es import CMAES
+from worldmodels.core.metrics import MetricsLog, json_text
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.dream import DreamEnv, population_returns
-from worldmodels.dream_starts import every_step_starts, first_latents
 from worldmodels.envs import make_exploration_policy
-from worldmodels.es import CMAES
-from worldmodels.evaluation import (
+from worldmodels.evaluation.episodes import (
     CHECK_STREAM,
     REAL_FITNESS_STREAM,
     evaluate_policy,
     evaluation_seeds,
     searches_beside_reality,
 )
-from worldmodels.figures import cmaes_curve
-from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.controller import LinearController, memory_step_scales
-from worldmodels.paths import PipelinePaths
-from worldmodels.real_fitness import RealFitnessWorkers
 from worldmodels.reporting.anchors import PAPER_TASK, beside_the_paper, sweep_rows
-from worldmodels.runtime import resolve
-from worldmodels.training import TrainingRun
-from worldmodels.videos import controller_dream, write_gif
+from worldmodels.reporting.figures import cmaes_curve
+from worldmodels.vmc.agent import WorldModelAgent
+from worldmodels.vmc.dream import DreamEnv, population_returns
+from worldmodels.vmc.dream_starts import every_step_starts, first_latents
+from worldmodels.vmc.real_fitness import RealFitnessWorkers
+from worldmodels.vmc.videos import controller_dream, write_gif
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Online (Dreamer v1's own schedule; ``pipelines/cartpole_balance_dreamer.yaml``):
 stage's episodes are the prefill and the start of the replay ``dreamer_rollouts.h5`` (same schema);
 ``updates`` pretraining updates, then the actor (a sample plus exploration noise) plays whole
 episodes into the replay, and between episodes the updates due (``updates_per_train`` per
-``train_every`` env steps played, :func:`worldmodels.dreamer.updates_due`) are made, until the
+``train_every`` env steps played, :func:`worldmodels.dreamer.learner.updates_due`) are made, until the
 replay holds ``env_steps``. Evaluations every ``eval_every_env_steps`` from the prefill on, before
 the updates due at that point (the first one is the untrained actor, as in Dreamer v1's curves).
 The prefill's held-out episodes stay out of training; every episode Dreamer plays is trained on.
@@ -39,20 +39,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.agents import DreamerAgent
 from worldmodels.artifacts import DREAMER_KIND, load_dreamer
-from worldmodels.checkpoint import atomic_write
 from worldmodels.config import DreamerConfig, PipelineConfig
+from worldmodels.core.checkpoint import atomic_write
+from worldmodels.core.metrics import MetricsLog, json_text
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import Runtime, resolve
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.replay import open_replay
 from worldmodels.data.store import RolloutReader, RolloutWriter
-from worldmodels.dreamer import Dreamer, update, updates_due
-from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds, play_episodes
-from worldmodels.figures import dreamer_returns, openloop_strip, prediction_errors
-from worldmodels.metrics import MetricsLog, json_text
-from worldmodels.paths import PipelinePaths
+from worldmodels.dreamer.agent import DreamerAgent
+from worldmodels.dreamer.learner import Dreamer, update, updates_due
+from worldmodels.evaluation.episodes import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.reference import dreamer_v1_curve
-from worldmodels.runtime import Runtime, resolve
-from worldmodels.training import TrainingRun
+from worldmodels.reporting.figures import dreamer_returns, openloop_strip, prediction_errors
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtim
 def measure_prediction(config: PipelineConfig, paths: PipelinePaths, dreamer: Dreamer) -> dict[str, Any]:
     """Open-loop image and reward error of the RSSM (and of V+M when they exist) on the same held-out
     episodes as the M stage; the RSSM's foreground ratio; ``metrics/dreamer_prediction.json``."""
-    from worldmodels import prediction
+    from worldmodels.probes import prediction
 
     summary = prediction.compare(config, paths, dreamer.world_model)
     context = config.mdnrnn.context_frames

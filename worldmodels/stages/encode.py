@@ -16,14 +16,14 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.artifacts import load_vae, vae_identity
-from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
+from worldmodels.core.checkpoint import atomic_write, file_sha256
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
+from worldmodels.core.training import refuse_if_made_by_another_run
 from worldmodels.data.latents import LatentReader, latents_match, write_latents
 from worldmodels.data.store import RolloutReader, StoreError
 from worldmodels.models.vae import frames_to_input
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
-from worldmodels.training import refuse_if_made_by_another_run
 
 logger = logging.getLogger(__name__)
 

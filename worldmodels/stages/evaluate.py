@@ -21,17 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodels.agents import WorldModelAgent, ZeroPolicy
 from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae, refuse_parts_of_other_runs
-from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
+from worldmodels.core.checkpoint import file_sha256
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import make_exploration_policy
 from worldmodels.envs.policies import Policy
-from worldmodels.evaluation import Score, evaluate_policy, evaluation_seeds
-from worldmodels.figures import score_histogram
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
+from worldmodels.evaluation.baselines import ZeroPolicy
+from worldmodels.evaluation.episodes import Score, evaluate_policy, evaluation_seeds
+from worldmodels.reporting.figures import score_histogram
+from worldmodels.vmc.agent import WorldModelAgent
 
 logger = logging.getLogger(__name__)
 

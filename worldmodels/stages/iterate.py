@@ -38,21 +38,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.agents import WorldModelAgent
 from worldmodels.artifacts import load_controller, load_mdnrnn, load_vae
-from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig
+from worldmodels.core.checkpoint import atomic_write, file_sha256
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
 from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
-from worldmodels.evaluation import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
-from worldmodels.metrics import MetricsLog
+from worldmodels.evaluation.episodes import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.models.controller import LinearController
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
 from worldmodels.stages import encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 from worldmodels.stages.controller import Evolution
+from worldmodels.vmc.agent import WorldModelAgent
 
 logger = logging.getLogger(__name__)
 

@@ -28,22 +28,23 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.artifacts import MDNRNN_KIND, load_mdnrnn, load_vae
-from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import MDNRNNConfig, PipelineConfig
+from worldmodels.core.checkpoint import atomic_write, file_sha256
+from worldmodels.core.metrics import MetricsLog, json_text
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import Runtime, resolve
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
 from worldmodels.data.split import repeat_played, split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.dream import DreamEnv
-from worldmodels.dream_starts import first_latents
-from worldmodels.figures import frame_rows, held_action_rewards, openloop_strip
-from worldmodels.mdnrnn_training import heldout_losses, settings_that_matter, train_epoch
-from worldmodels.metrics import MetricsLog, json_text
 from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble
 from worldmodels.models.vae import frames_to_input
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import Runtime, resolve
-from worldmodels.simulator import (
+from worldmodels.reporting.figures import frame_rows, held_action_rewards, openloop_strip
+from worldmodels.vmc.dream import DreamEnv
+from worldmodels.vmc.dream_starts import first_latents
+from worldmodels.vmc.m_training import heldout_losses, settings_that_matter, train_epoch
+from worldmodels.vmc.simulator import (
     REPORTED_HORIZONS,
     decode,
     describe_zero_action_noise,
@@ -54,8 +55,7 @@ from worldmodels.simulator import (
     openloop_latents,
     replay_returns,
 )
-from worldmodels.training import TrainingRun
-from worldmodels.videos import dream_with_actions, write_gif
+from worldmodels.vmc.videos import dream_with_actions, write_gif
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def held_action_calibration(model: MDNRNN, vae, config: PipelineConfig, rollouts
     ``largest_overestimate``: the largest dream - real return over the values. ``zero_action_noise``:
     the real zero action's return with Gaussian action noise of each std in ``ZERO_ACTION_NOISE_STDS``
     (the same starts; noise seeded by the start's index), and ``dream_as_noise``, the noise std whose
-    real return the dream of doing nothing matches (:func:`~worldmodels.simulator.noise_equivalent`).
+    real return the dream of doing nothing matches (:func:`~worldmodels.vmc.simulator.noise_equivalent`).
     """
     from worldmodels.envs import make_env
 

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from worldmodels.agents import StateLinearPolicy
 from worldmodels.config import EnvConfig, PipelineConfig
+from worldmodels.core.es import CMAES
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
 from worldmodels.envs import has_true_state, make_env
-from worldmodels.es import CMAES
-from worldmodels.evaluation import ORACLE_STREAM, Score, evaluation_seeds
-from worldmodels.metrics import MetricsLog
-from worldmodels.parallel import open_pool
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
+from worldmodels.evaluation.baselines import StateLinearPolicy
+from worldmodels.evaluation.episodes import ORACLE_STREAM, Score, evaluation_seeds
+from worldmodels.pools.backend import open_pool
 
 logger = logging.getLogger(__name__)
 

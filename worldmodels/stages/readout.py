@@ -44,23 +44,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from worldmodels.agents import StateLinearPolicy
 from worldmodels.artifacts import load_mdnrnn, load_vae
-from worldmodels.checkpoint import atomic_write, file_sha256
 from worldmodels.config import PipelineConfig, ReadoutConfig
+from worldmodels.core.checkpoint import atomic_write, file_sha256
+from worldmodels.core.metrics import MetricsLog, json_text
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.dream import DreamEnv
-from worldmodels.dream_starts import first_latents
 from worldmodels.envs import has_true_state, make_env
-from worldmodels.evaluation import evaluation_seeds
-from worldmodels.metrics import MetricsLog, json_text
+from worldmodels.evaluation.baselines import StateLinearPolicy
+from worldmodels.evaluation.episodes import evaluation_seeds
 from worldmodels.models.vae import frames_to_input
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
-from worldmodels.simulator import policy_dream_returns
-from worldmodels.videos import policy_dream, write_gif
+from worldmodels.vmc.dream import DreamEnv
+from worldmodels.vmc.dream_starts import first_latents
+from worldmodels.vmc.simulator import policy_dream_returns
+from worldmodels.vmc.videos import policy_dream, write_gif
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worldmodels.checkpoint import atomic_write
 from worldmodels.config import PipelineConfig
-from worldmodels.paths import PipelinePaths
+from worldmodels.core.checkpoint import atomic_write
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.reporting.page import page
 from worldmodels.reporting.sections import SECTIONS
 

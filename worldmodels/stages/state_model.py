@@ -33,22 +33,22 @@ import torch
 from tqdm import tqdm
 
 from worldmodels.config import PipelineConfig
+from worldmodels.core.es import CMAES
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import resolve
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.dream import DreamEnv, population_returns
 from worldmodels.envs import has_true_state, make_env
-from worldmodels.es import CMAES
-from worldmodels.evaluation import Score, evaluation_seeds, searches_beside_reality
-from worldmodels.mdnrnn_training import heldout_losses, settings_that_matter, train_epoch
-from worldmodels.metrics import MetricsLog
+from worldmodels.evaluation.episodes import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import resolve
-from worldmodels.simulator import replay_returns
-from worldmodels.training import TrainingRun
+from worldmodels.vmc.dream import DreamEnv, population_returns
+from worldmodels.vmc.m_training import heldout_losses, settings_that_matter, train_epoch
+from worldmodels.vmc.simulator import replay_returns
 
 logger = logging.getLogger(__name__)
 

@@ -30,16 +30,16 @@ from tqdm import tqdm
 
 from worldmodels.artifacts import VAE_KIND, vae_identity
 from worldmodels.config import PipelineConfig, VAEConfig
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.runtime import Runtime, resolve
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.batches import ShuffledFrameBatches
 from worldmodels.data.frames import evenly_spaced, median_frame
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
-from worldmodels.figures import reconstruction_grid
-from worldmodels.metrics import MetricsLog
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
-from worldmodels.paths import PipelinePaths
-from worldmodels.runtime import Runtime, resolve
-from worldmodels.training import TrainingRun
+from worldmodels.reporting.figures import reconstruction_grid
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from worldmodels import tensorboard
-from worldmodels.checkpoint import atomic_write
+from worldmodels.core import tensorboard
+from worldmodels.core.checkpoint import atomic_write
 
 
 def strict_json(value: Any) -> Any:

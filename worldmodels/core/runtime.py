@@ -85,7 +85,7 @@ class Runtime:
     why: str = ""
     """Why ``precision`` resolved as it did (printed with the choice)."""
     backend: str = "local"
-    """Where worker pools run (``local`` or ``ray``; ``worldmodels.parallel.open_pool``)."""
+    """Where worker pools run (``local`` or ``ray``; ``worldmodels.pools.backend.open_pool``)."""
     ray_address: str | None = None
 
     @property
@@ -116,7 +116,7 @@ class Runtime:
 
     def apply(self) -> Runtime:
         """Set torch's CPU threads and the worker pools' backend for this process; returns ``self``."""
-        from worldmodels.parallel import use_backend
+        from worldmodels.pools.backend import use_backend
 
         torch.set_num_threads(self.threads)
         use_backend(self.backend, self.ray_address)

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from worldmodels.dream import DreamEnv
 from worldmodels.models.mdnrnn import MDNRNN, mixture_mean, select_step
 from worldmodels.models.vae import ConvVAE, frames_to_input
+from worldmodels.vmc.dream import DreamEnv
 
 REPORTED_HORIZONS = (1, 5, 10, 20, 45)
 OPENLOOP_SEQUENCES = 6

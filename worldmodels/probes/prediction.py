@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from worldmodels.artifacts import load_mdnrnn, load_vae
-from worldmodels.checkpoint import file_sha256
 from worldmodels.config import PipelineConfig
+from worldmodels.core.checkpoint import file_sha256
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.data.frames import median_frame
 from worldmodels.data.latents import LatentReader, latents_match
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.models.rssm import WorldModel, frames_to_images, openloop_prediction
 from worldmodels.models.vae import foreground_mask
-from worldmodels.paths import PipelinePaths
-from worldmodels.simulator import decode, openloop_episodes, openloop_rollout
+from worldmodels.vmc.simulator import decode, openloop_episodes, openloop_rollout
 
 FOREGROUND_EPISODES = 6
 FOREGROUND_THRESHOLD = 0.5

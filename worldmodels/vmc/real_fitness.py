@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldmodels.agents import WorldModelAgent
 from worldmodels.config import EnvConfig
-from worldmodels.evaluation import play_episodes
+from worldmodels.evaluation.episodes import play_episodes
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.parallel import open_pool
+from worldmodels.pools.backend import open_pool
+from worldmodels.vmc.agent import WorldModelAgent
 
 _worker: dict[str, Any] = {}
 
@@ -41,7 +41,7 @@ def _candidate_return(task: tuple[int, np.ndarray, tuple[int, ...]]) -> tuple[fl
 
 class RealFitnessWorkers:
     """Workers that hold V and M for a whole evolution: the pool (local processes or Ray actors,
-    ``worldmodels.parallel.open_pool``) is made once and V and M are sent to it once, not every generation.
+    ``worldmodels.pools.backend.open_pool``) is made once and V and M are sent to it once, not every generation.
 
     ``with RealFitnessWorkers(env_config, vae, mdnrnn, model_args, workers) as workers:
     workers.fitness(population, seeds)``."""
@@ -56,7 +56,7 @@ class RealFitnessWorkers:
     def fitness(self, population: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, int]:
         """Fitness ``(P,)`` of candidates ``(P, D)``: mean real return over ``seeds``; and agent steps played.
 
-        A worker that dies raises :class:`~worldmodels.parallel.WorkerError` naming the candidate."""
+        A worker that dies raises :class:`~worldmodels.pools.workers.WorkerError` naming the candidate."""
         tasks = [(index, candidate, tuple(seeds)) for index, candidate in enumerate(population)]
         results = list(self.pool.map(_candidate_return, tasks,
                                      describe=lambda task: f"candidate {task[0]} on env seeds {list(task[2])}"))

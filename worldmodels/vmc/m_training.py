@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from worldmodels.config import MDNRNNConfig, PipelineConfig
+from worldmodels.core.runtime import Runtime
+from worldmodels.core.training import TrainingRun
 from worldmodels.data.sequences import LatentSequences
 from worldmodels.models.mdnrnn import MDNRNN, mdn_loss, members_of, openloop_nll
-from worldmodels.runtime import Runtime
-from worldmodels.training import TrainingRun
 
 
 @torch.no_grad()

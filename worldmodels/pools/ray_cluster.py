@@ -1,4 +1,4 @@
-"""The worker pool on Ray: the same contract as :class:`worldmodels.parallel.WorkerPool`, on a cluster.
+"""The worker pool on Ray: the same contract as :class:`worldmodels.pools.local.WorkerPool`, on a cluster.
 
 ``RayWorkerPool(workers, initializer, initargs, threads_per_worker).map(function, items)`` yields
 ``function(item)`` in item order, as the local pool does; what changes is where the work runs. Each
@@ -9,7 +9,7 @@ object store once and every actor reads them from there.
 
 A worker that dies (its process killed, its node lost) is replaced by a fresh actor and the items it
 held are played again, at most ``max_retries`` times each; then the map stops with a
-:class:`~worldmodels.parallel.WorkerError` naming the item. An exception raised *by* ``function`` is
+:class:`~worldmodels.pools.workers.WorkerError` naming the item. An exception raised *by* ``function`` is
 not retried (it would raise again): it is re-raised as it was in the worker.
 
 Ray is an optional dependency (``pip install 'worldmodels[ray]'``); the local backend never imports it.
@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from worldmodels.parallel import WorkerError, thread_limits
+from worldmodels.pools.workers import WorkerError, thread_limits
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -63,7 +63,7 @@ class _Worker:
     """The actor's body: the initializer once, then ``function(item)`` per call."""
 
     def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...], threads: int) -> None:
-        from worldmodels.parallel import start_worker
+        from worldmodels.pools.workers import start_worker
 
         start_worker(initializer, initargs, threads, parent_pid=None)
 

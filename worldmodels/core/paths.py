@@ -63,7 +63,7 @@ class PipelinePaths:
 
     @property
     def stage_times(self) -> Path:
-        """Wall-clock seconds of each stage's work (see ``worldmodels.stage_times``)."""
+        """Wall-clock seconds of each stage's work (see ``worldmodels.core.stage_times``)."""
         return self.metrics_dir / "stage_times.json"
 
     def score(self, agent: str) -> Path:
@@ -118,7 +118,7 @@ class PipelinePaths:
         return self.figures_dir / f"{name}.png"
 
     def video(self, name: str) -> Path:
-        """An animated GIF beside the figures (``worldmodels.videos``)."""
+        """An animated GIF beside the figures (``worldmodels.vmc.videos``)."""
         return self.figures_dir / f"{name}.gif"
 
     @property

@@ -7,6 +7,7 @@ controller's checkpoints so that a killed run continues at its generation.
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import cma
@@ -53,7 +54,15 @@ class CMAES:
 
     @staticmethod
     def from_state(state: bytes) -> CMAES:
-        restored = pickle.loads(state)
+        restored = _StateUnpickler(io.BytesIO(state)).load()
         if not isinstance(restored, CMAES):
             raise ValueError("not a saved CMAES state")
         return restored
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Reads states saved before this module moved from ``worldmodels.es`` to ``worldmodels.core.es``, so
+    that a search stopped then resumes now."""
+
+    def find_class(self, module: str, name: str) -> object:
+        return super().find_class("worldmodels.core.es" if module == "worldmodels.es" else module, name)

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from worldmodels.checkpoint import atomic_write
-from worldmodels.paths import PipelinePaths
+from worldmodels.core.checkpoint import atomic_write
+from worldmodels.core.paths import PipelinePaths
 
 logger = logging.getLogger(__name__)
 

@@ -1,53 +1,26 @@
-"""Pipeline configuration: one frozen dataclass per stage, read from YAML, overridden by dotted keys.
+"""The pipeline's settings: one frozen dataclass per section of a pipeline file, with each field's
+default, meaning and bounds declared once, beside it.
 
-A pipeline file (``pipelines/<name>.yaml``) has one mapping per section::
-
-    description: "..."
-    env: {id: "dmc:cartpole-balance", action_repeat: 8}
-    collect: {episodes: 100, workers: 2}
-
-Every key is checked before any work starts: an unknown key, a value of the wrong type or an
-impossible value raises :class:`ConfigError` naming the dotted key (``collect.workers``).
+A field's bounds live in its metadata (:func:`setting`); :func:`check_bounds` enforces them when the
+dataclass is built, so an impossible value raises :class:`ConfigError` naming the dotted key
+(``collect.workers``). Checks that relate two fields stay in the dataclass's ``__post_init__``.
+Reading YAML, ``extends:`` and ``--set`` overrides live in :mod:`worldmodels.config.loading`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
-
-
-class SettingsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-4`` and ``1E+6`` are floats.
-
-    PyYAML follows YAML 1.1, whose float needs a dot (``1.0e-4``), so the papers' own notation for a
-    learning rate was read as the string ``'1e-4'``."""
-
-
-SettingsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def read_yaml(text: str) -> Any:
-    """``text`` as YAML with :class:`SettingsLoader` (numbers in any YAML 1.1 or 1.2 notation)."""
-    return yaml.load(text, Loader=SettingsLoader)  # noqa: S506 - a SafeLoader subclass
-
+from worldmodels.errors import UserError
 
 MODEL_FRAME_SIZE = 64
 """The frame size V's and Dreamer's convolution stacks are built for (``models/vae.py``, ``models/rssm.py``)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A pipeline file or override is wrong; the message names the key or the file."""
 
 
@@ -58,7 +31,7 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how the models run (resolved by ``worldmodels.runtime.resolve``)."""
+    """Where and how the models run (resolved by ``worldmodels.core.runtime.resolve``)."""
 
     device: str = "auto"
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -645,185 +618,3 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field's type annotation; return it in the field's type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [arg for arg in args if arg is not type(None)]
-        errors = []
-        for arg in non_none:
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(annotation)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}; got {value!r}")
-        return value
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(item, arg, f"{key}[{i}]") for i, (item, arg) in enumerate(zip(value, args, strict=True)))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)  # 1e5 env steps: a float in YAML's notation, a whole number of steps
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported annotation {annotation!r}")
-
-
-# Settings that moved: a pipeline file or override still naming them is told where they went.
-MOVED_KEYS = {
-    "vae.threads": "runtime.threads", "mdnrnn.threads": "runtime.threads",
-    "controller.threads": "runtime.threads", "dreamer.threads": "runtime.threads",
-    "dreamer.bf16": "runtime.precision (auto, fp32 or bf16)",
-    "controller.evaluate_episodes": "evaluate.episodes",
-    "dreamer.online_steps": "dreamer.env_steps (the replay's env steps at the end, the prefill included)",
-    "dreamer.updates_per_episode": "dreamer.updates_per_train (due every dreamer.train_every env steps)",
-}
-
-
-def _build_section(cls: type, values: Any, section: str) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{section}: expected a mapping of settings, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if f"{section}.{key}" in MOVED_KEYS:
-            raise ConfigError(f"{section}.{key}: moved to {MOVED_KEYS[f'{section}.{key}']}")
-        if key not in known:
-            raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
-    parts = dotted_key.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"{dotted_key}: an override must be 'section.key=value', e.g. collect.episodes=10")
-    section, key = parts
-    if section not in SECTIONS:
-        raise ConfigError(f"{dotted_key}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
-    node = tree.setdefault(section, {})
-    if node is None:
-        node = tree[section] = {}
-    node[key] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"collect.episodes=10"`` -> ``("collect.episodes", 10)``; the value is read as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"{text!r}: an override must look like 'section.key=value'")
-    try:
-        value = read_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{key.strip()}: cannot read value {raw!r}: {error}") from None
-    return key.strip(), value
-
-
-def resolve_pipeline_path(pipeline: str) -> Path:
-    """A pipeline given as a path to a YAML file, or as a name in ``pipelines/``."""
-    candidate = Path(pipeline)
-    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
-        if not candidate.is_file():
-            raise ConfigError(f"pipeline file {candidate} does not exist")
-        return candidate
-    for directory in (Path.cwd() / "pipelines", PIPELINES_DIR):
-        path = directory / f"{pipeline}.yaml"
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
-    raise ConfigError(f"unknown pipeline {pipeline!r} (known: {', '.join(known)}; or give a path to a .yaml file)")
-
-
-def _read_tree(path: Path) -> dict[str, Any]:
-    try:
-        tree = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return tree
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` laid over it, section by section (a key set in ``changes`` wins)."""
-    merged = dict(base)
-    for section, values in changes.items():
-        if isinstance(values, dict) and isinstance(merged.get(section), dict):
-            merged[section] = {**merged[section], **values}
-        else:
-            merged[section] = values
-    return merged
-
-
-def read_pipeline_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A pipeline file's settings as a nested dict, with the pipeline it ``extends:`` laid underneath.
-
-    ``extends: <name or path>`` makes a file hold only its differences from another pipeline
-    (chains are followed; a cycle is an error naming the files)."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"extends: {' -> '.join(str(p) for p in (*seen, path))} is a cycle")
-    tree = _read_tree(path)
-    parent = tree.pop("extends", None)
-    if parent is None:
-        return tree
-    if not isinstance(parent, str):
-        raise ConfigError(f"extends: expected a pipeline name in {path}, got {parent!r}")
-    base = read_pipeline_tree(resolve_pipeline_path(parent), (*seen, path))
-    base.pop("description", None)  # a description speaks of its own file only
-    return _merge(base, tree)
-
-
-def load_pipeline(pipeline: str, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
-    """Read a pipeline by name or path (and those it extends), apply ``section.key=value`` overrides,
-    validate it all."""
-    path = resolve_pipeline_path(pipeline)
-    tree = read_pipeline_tree(path)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return pipeline_from_dict(path.stem, tree, source=str(path))
-
-
-def pipeline_from_dict(name: str, tree: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
-    """Build and validate a :class:`PipelineConfig` from a nested dict."""
-    unknown = set(tree) - set(SECTIONS) - {"description"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"{key}: unknown section in {source} (known: description, {', '.join(SECTIONS)})")
-    description = tree.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(f"description: expected a string in {source}")
-    sections = {name_: _build_section(cls, tree.get(name_), name_) for name_, cls in SECTIONS.items()}
-    return PipelineConfig(name=name, description=description, **sections)

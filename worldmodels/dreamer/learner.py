@@ -9,9 +9,9 @@ import dataclasses
 import torch
 
 from worldmodels.config import DreamerConfig
+from worldmodels.core.runtime import Runtime
 from worldmodels.models.actor_critic import Actor, Value, behaviour_losses
 from worldmodels.models.rssm import WorldModel, world_model_losses
-from worldmodels.runtime import Runtime
 
 
 @dataclasses.dataclass

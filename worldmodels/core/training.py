@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from worldmodels.checkpoint import load_checkpoint, save_checkpoint
-from worldmodels.metrics import MetricsLog
-from worldmodels.runtime import Runtime, restore_rng_state, rng_state
+from worldmodels.core.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.runtime import Runtime, restore_rng_state, rng_state
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from worldmodels import tensorboard  # noqa: E402
-from worldmodels.checkpoint import atomic_write  # noqa: E402
+from worldmodels.core import tensorboard  # noqa: E402
+from worldmodels.core.checkpoint import atomic_write  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: Path, dpi: int = 100) -> None:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from worldmodels.dream import DreamEnv
 from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.simulator import decode
+from worldmodels.vmc.dream import DreamEnv
+from worldmodels.vmc.simulator import decode
 
 MAX_GIF_FRAMES = 150
 FRAME_MILLISECONDS = 60

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.checkpoint import atomic_write
 from worldmodels.config import EnvConfig
+from worldmodels.core.checkpoint import atomic_write
 from worldmodels.data.store import Episode
 from worldmodels.envs import make_env
 from worldmodels.envs.policies import Policy
-from worldmodels.parallel import ordered_map
+from worldmodels.pools.backend import ordered_map
 
 EVALUATION_STREAM = 0xE7A1  # the final score (`wm evaluate`)
 CHECK_STREAM = 0xC4EC  # the periodic real-env checks during C's training
@@ -96,7 +96,7 @@ def _episodes_of_group(group: tuple[tuple[int, ...], tuple[int, ...]]) -> list[E
 def play_in_workers(env_config: EnvConfig, policy: Policy, env_seeds: Sequence[int], policy_seeds: Sequence[int],
                     batch: int = 8, workers: int = 0) -> Iterator[Episode]:
     """:func:`play_episodes` with the groups of ``batch`` episodes played by ``workers`` workers (local
-    processes or Ray actors, ``worldmodels.parallel.open_pool``); the same episodes in the same order
+    processes or Ray actors, ``worldmodels.pools.backend.open_pool``); the same episodes in the same order
     whatever the number of workers, since each group is played as this process would play it."""
     if workers == 0:
         yield from play_episodes(env_config, policy, env_seeds, policy_seeds, batch=batch)
@@ -114,7 +114,7 @@ def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int],
     """Real returns ``(len(seeds),)`` of ``policy``, ``batch`` envs at a time in lockstep.
 
     ``workers == 0`` plays in this process; otherwise groups of ``batch`` seeds go to that many
-    worker processes (a dead worker raises :class:`~worldmodels.parallel.WorkerError`).
+    worker processes (a dead worker raises :class:`~worldmodels.pools.workers.WorkerError`).
     """
     groups = [tuple(seeds[first:first + batch]) for first in range(0, len(seeds), batch)]
     if workers == 0:
