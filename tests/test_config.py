@@ -132,3 +132,55 @@ def test_the_default_pipeline_learns_from_at_most_200k_env_steps_of_cut_episodes
     assert 150_000 <= env_steps <= 200_000
     assert config.collect.episode_steps < 1000 // config.env.action_repeat  # cut before the env's end
     assert config.controller.dream_steps == 1000 // config.env.action_repeat  # C is dreamed the whole episode
+
+
+def _bounded_settings():
+    """(section, key, bounds, type) of every setting whose bounds are declared in the schema."""
+    import dataclasses
+    import typing
+
+    from worldmodels.config import SECTIONS
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if "bounds" in item.metadata:
+                yield section, item.name, item.metadata["bounds"], hints[item.name]
+
+
+def _just_outside_and_on(bounds, whole: bool):
+    """A value just outside the bounds, and one on their closed edge (or just inside an open one)."""
+    step = 1 if whole else 0.5
+    if bounds.ge is not None:
+        return bounds.ge - step, bounds.ge
+    return bounds.gt, bounds.gt + (1 if whole else 1e-3)
+
+
+@pytest.mark.parametrize("section, key, bounds, annotation", list(_bounded_settings()),
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_every_declared_bound_refuses_the_value_just_outside_it(section, key, bounds, annotation):
+    """The bounds declared beside each field are what the loader enforces: just outside is refused
+    with an error naming the dotted key, on the edge is accepted."""
+    whole = "int" in str(annotation) and "float" not in str(annotation)
+    outside, edge = _just_outside_and_on(bounds, whole)
+    tuple_setting = "tuple" in str(annotation)
+    as_text = (lambda value: f"[{value}]") if tuple_setting else str
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}(\[0\])?: must be"):
+        load_pipeline("smoke", [f"{section}.{key}={as_text(outside)}"])
+    relations = {"collect.hold_min": ["collect.hold_max=10"], "controller.popsize": [],
+                 "env.difficulty": ["env.id=vizdoom:take_cover"]}.get(f"{section}.{key}", [])
+    loaded = load_pipeline("smoke", [*relations, f"{section}.{key}={as_text(edge)}"])
+    value = getattr(getattr(loaded, section), key)
+    assert (value[0] if tuple_setting else value) == edge
+
+
+def test_at_least_sixty_settings_declare_their_bounds():
+    assert len(list(_bounded_settings())) >= 60
+
+
+@pytest.mark.parametrize("bounds, whole, text", [
+    (dict(ge=1), True, ">= 1"), (dict(gt=0), False, "> 0"), (dict(ge=0, lt=1), False, "in [0, 1)"),
+    (dict(gt=0, lt=1), False, "in (0, 1)"), (dict(ge=0, le=1), False, "in [0, 1]"), (dict(ge=1, le=5), True, "in 1..5"),
+])
+def test_bounds_say_themselves_in_the_errors_words(bounds, whole, text):
+    from worldmodels.config.schema import Bounds
+    assert Bounds(**bounds).describe(whole) == text

@@ -3,7 +3,7 @@ default, meaning and bounds declared once, beside it.
 
 A field's bounds live in its metadata (:func:`setting`); :func:`check_bounds` enforces them when the
 dataclass is built, so an impossible value raises :class:`ConfigError` naming the dotted key
-(``collect.workers``). Checks that relate two fields stay in the dataclass's ``__post_init__``.
+(``collect.workers``). Checks that relate two fields stay in the dataclass's ``check``.
 Reading YAML, ``extends:`` and ``--set`` overrides live in :mod:`worldmodels.config.loading`.
 """
 
@@ -24,13 +24,84 @@ class ConfigError(UserError, ValueError):
     """A pipeline file or override is wrong; the message names the key or the file."""
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting may take: ``ge``/``gt`` below, ``le``/``lt`` above (None: open)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    note: str = ""
+    """Said after the bounds in the error, e.g. `` (0: one per core)``."""
+
+    def holds(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self, whole_numbers: bool) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1)``, ``in 1..5`` (whole numbers, both ends closed)."""
+        low, high = (self.ge, self.gt), (self.le, self.lt)
+        if self.le is None and self.lt is None:
+            return f">= {self.ge}" if self.ge is not None else f"> {self.gt}"
+        if self.ge is None and self.gt is None:
+            return f"<= {self.le}" if self.le is not None else f"< {self.lt}"
+        if whole_numbers and self.ge is not None and self.le is not None:
+            return f"in {self.ge}..{self.le}"
+        opening = f"[{low[0]}" if low[0] is not None else f"({low[1]}"
+        closing = f"{high[0]}]" if high[0] is not None else f"{high[1]})"
+        return f"in {opening}, {closing}"
+
+
+def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, note: str = "") -> Any:
+    """A dataclass field with its bounds beside its default: ``epochs: int = setting(8, ge=1)``.
+
+    A tuple setting's bounds hold for each of its items; a None value (an optional setting) is not
+    checked."""
+    return field(default=default, metadata={"bounds": Bounds(ge, gt, le, lt, note)})
+
+
+def check_bounds(section: Any) -> None:
+    """Raise :class:`ConfigError` naming the dotted key of the first field outside its bounds."""
+    hints = typing.get_type_hints(type(section))
+    for item in dataclasses.fields(section):
+        bounds = item.metadata.get("bounds")
+        value = getattr(section, item.name)
+        if bounds is None or value is None:
+            continue
+        key = f"{section.SECTION}.{item.name}"
+        optional = type(None) in typing.get_args(hints[item.name])
+        values = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for index, number in values:
+            if not bounds.holds(number):
+                where = key if index is None else f"{key}[{index}]"
+                whole = isinstance(number, int)
+                raise ConfigError(f"{where}: must be {bounds.describe(whole)}{bounds.note}"
+                                  f"{' or null' if optional else ''}, got {number}")
+
+
+class Section:
+    """What every section's dataclass shares: its fields' bounds checked when it is built, then the
+    checks that relate two fields (:meth:`check`)."""
+
+    SECTION: typing.ClassVar[str]
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that relate fields to each other (a field's own bounds are declared with it)."""
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
+class RuntimeConfig(Section):
     """Where and how the models run (resolved by ``worldmodels.core.runtime.resolve``)."""
 
     device: str = "auto"
@@ -39,7 +110,7 @@ class RuntimeConfig:
     """Dreamer's world model and imagination under bfloat16 autocast (``bf16``) or not. ``auto``:
     bf16 on a CPU with native bf16 (AVX512_BF16 or AMX), fp32 elsewhere (a CPU without native bf16
     emulates it 20-110x slower than fp32; on a GPU it was measured slower at these sizes)."""
-    threads: int = 0
+    threads: int = setting(0, ge=0, note=' (0: one per core)')
     """torch CPU threads of every stage (0: one per core). Worker processes use one each."""
     compile: bool = False
     """``torch.compile`` V and Dreamer's convolution stacks (a minute or more to start; for long runs,
@@ -54,28 +125,27 @@ class RuntimeConfig:
 
     SECTION: typing.ClassVar[str] = "runtime"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         device = self.device
         ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(ok, "runtime.device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
-        _require(self.threads >= 0, "runtime.threads", f"must be >= 0 (0: one per core), got {self.threads}")
 
 
 @dataclass(frozen=True)
-class EnvConfig:
+class EnvConfig(Section):
     """Which environment the pipeline runs, and how its frames are made."""
 
     id: str = "dmc:cartpole-balance"
     """``dmc:<domain>-<task>`` (DeepMind Control Suite from pixels), ``gym:<EnvId>`` (any gymnasium
     env that renders ``rgb_array``, e.g. ``gym:CarRacing-v3``) or ``vizdoom:<scenario>`` (a scenario
     of the vizdoom wheel with a left/right button pair, e.g. ``vizdoom:take_cover``)."""
-    action_repeat: int = 1
+    action_repeat: int = setting(1, ge=1)
     """Each agent action is applied this many env steps; only the last frame is rendered and
     the rewards are summed."""
     frame_size: int = 64
     """Frames are square ``frame_size x frame_size x 3`` uint8. V's and Dreamer's convolutions take 64
     (the papers' size), so a pipeline's frames are 64 x 64; the setting names the size in the files."""
-    camera: int = 0
+    camera: int = setting(0, ge=0)
     """dm_control camera id."""
     shadows: bool = False
     """dm_control: render shadows (about 4x slower at 64x64 with near-identical pixels)."""
@@ -87,57 +157,51 @@ class EnvConfig:
     crop: tuple[int, int] | None = None
     """Rows ``[top, bottom)`` kept before resizing (the paper's CarRacing crop is ``[0, 84]``,
     which drops the dashboard)."""
-    max_episode_steps: int | None = None
+    max_episode_steps: int | None = setting(None, ge=1)
     """Cut episodes after this many agent steps (``None``: the env's own time limit)."""
-    difficulty: int | None = None
+    difficulty: int | None = setting(None, ge=1, le=5)
     """ViZDoom's skill level 1..5 (``None``: the scenario's own; take_cover's is 4, whose random
     episodes last ~300 frames as in the paper's data, where skill 5 gives ~90)."""
 
     SECTION: typing.ClassVar[str] = "env"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         kind, _, name = self.id.partition(":")
         _require(kind in ("dmc", "gym", "vizdoom") and bool(name), "env.id",
                  f"expected 'dmc:<domain>-<task>', 'gym:<EnvId>' or 'vizdoom:<scenario>', got {self.id!r}")
-        _require(self.action_repeat >= 1, "env.action_repeat", f"must be >= 1, got {self.action_repeat}")
         _require(self.frame_size == MODEL_FRAME_SIZE, "env.frame_size",
                  f"V's and Dreamer's convolutions take {MODEL_FRAME_SIZE} x {MODEL_FRAME_SIZE} frames; "
                  f"got {self.frame_size}")
-        _require(self.camera >= 0, "env.camera", f"must be >= 0, got {self.camera}")
         if self.crop is not None:
             top, bottom = self.crop
             _require(0 <= top < bottom, "env.crop", f"needs 0 <= top < bottom, got {list(self.crop)}")
-        if self.max_episode_steps is not None:
-            _require(self.max_episode_steps >= 1, "env.max_episode_steps",
-                     f"must be >= 1 or null, got {self.max_episode_steps}")
         if self.difficulty is not None:
             _require(kind == "vizdoom", "env.difficulty", f"is a ViZDoom setting; {self.id} has none (set null)")
-            _require(1 <= self.difficulty <= 5, "env.difficulty", f"must be in 1..5 or null, got {self.difficulty}")
 
 
 @dataclass(frozen=True)
-class CollectConfig:
+class CollectConfig(Section):
     """How the exploration rollouts are gathered into ``rollouts.h5``."""
 
-    episodes: int = 100
+    episodes: int = setting(100, ge=1)
     """Total number of episodes the file must hold; re-running with a larger number appends."""
-    workers: int = 2
+    workers: int = setting(2, ge=0)
     """Worker processes, each running one env; 0 runs in this process (debugging)."""
-    threads_per_worker: int = 1
+    threads_per_worker: int = setting(1, ge=1)
     """CPU threads each worker may use for rendering and torch (one per core scales best)."""
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     """Episode ``i`` is seeded from ``(seed, i)`` whatever the number of workers."""
     policy: Literal["random", "held_random", "brownian"] = "held_random"
     """``random``: uniform in [-1, 1] each step; ``held_random``: a uniform action held for
     ``hold_min..hold_max`` steps (the paper's Doom policy); ``brownian``: a random walk."""
-    hold_min: int = 1
+    hold_min: int = setting(1, ge=1)
     hold_max: int = 10
-    brownian_std: float = 0.1414
+    brownian_std: float = setting(0.1414, gt=0)
     """Step size of the brownian walk, ``a' = clip(a + std * N(0, 1))``; sqrt(1/50) as in ctallec."""
-    action_scale_min: float = 1.0
+    action_scale_min: float = setting(1.0, ge=0, le=1)
     """Each episode's actions are scaled by a factor uniform in ``[action_scale_min, 1]``
     (1: full-strength random actions, the paper's data)."""
-    episode_steps: int = 0
+    episode_steps: int = setting(0, ge=0)
     """0: each exploration episode runs to the env's own end (the paper). k > 0: it is cut after k
     agent steps (marked truncated), so that the same env steps hold more starts: random play on
     cartpole-balance knocks the pole over within ~10 of an episode's 125 steps, and the rest of the
@@ -152,88 +216,60 @@ class CollectConfig:
 
     SECTION: typing.ClassVar[str] = "collect"
 
-    def __post_init__(self) -> None:
-        _require(self.episodes >= 1, "collect.episodes", f"must be >= 1, got {self.episodes}")
-        _require(self.workers >= 0, "collect.workers", f"must be >= 0, got {self.workers}")
-        _require(self.threads_per_worker >= 1, "collect.threads_per_worker",
-                 f"must be >= 1, got {self.threads_per_worker}")
-        _require(self.seed >= 0, "collect.seed", f"must be >= 0, got {self.seed}")
-        _require(self.episode_steps >= 0, "collect.episode_steps", f"must be >= 0, got {self.episode_steps}")
-        _require(self.hold_min >= 1, "collect.hold_min", f"must be >= 1, got {self.hold_min}")
+    def check(self) -> None:
         _require(self.hold_max >= self.hold_min, "collect.hold_max",
                  f"must be >= collect.hold_min ({self.hold_min}), got {self.hold_max}")
-        _require(self.brownian_std > 0, "collect.brownian_std", f"must be > 0, got {self.brownian_std}")
-        _require(0 <= self.action_scale_min <= 1, "collect.action_scale_min",
-                 f"must be in [0, 1], got {self.action_scale_min}")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """How every stage splits the rollouts."""
 
-    heldout_fraction: float = 0.1
+    heldout_fraction: float = setting(0.1, ge=0, lt=1)
     """Fraction of episodes held out from training by every model (chosen by a hash of the
     episode's seed, so the split is the same for V, M and Dreamer and stable as files grow)."""
 
     SECTION: typing.ClassVar[str] = "data"
-
-    def __post_init__(self) -> None:
-        _require(0.0 <= self.heldout_fraction < 1.0, "data.heldout_fraction",
-                 f"must be in [0, 1), got {self.heldout_fraction}")
-
-
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(Section):
     """V: the ConvVAE, its loss and its training."""
 
-    z_size: int = 32
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-4
-    kl_tolerance: float = 0.5
+    z_size: int = setting(32, ge=1)
+    epochs: int = setting(10, ge=1)
+    batch_size: int = setting(100, ge=1)
+    learning_rate: float = setting(1e-4, gt=0)
+    kl_tolerance: float = setting(0.5, ge=0)
     """The KL term is ``max(KL, kl_tolerance * z_size)``: no pressure below that many nats."""
-    foreground_weight: float = 0.0
+    foreground_weight: float = setting(0.0, ge=0, note=" (0 is the paper's loss)")
     """Extra weight on the squared error of foreground pixels (those that differ from the
     median training frame by more than ``foreground_threshold``): a foreground pixel counts
     ``1 + foreground_weight`` times. 0 is the paper's loss."""
-    foreground_threshold: float = 0.1
-    median_frames: int = 1000
+    foreground_threshold: float = setting(0.1, gt=0, lt=1)
+    median_frames: int = setting(1000, ge=1)
     """Training frames (evenly spaced) whose per-pixel median is the background frame."""
-    eval_frames: int = 2000
+    eval_frames: int = setting(2000, ge=1)
     """At most this many held-out frames (evenly spaced) are scored after each epoch."""
-    encode_batch_size: int = 1000
+    encode_batch_size: int = setting(1000, ge=1)
     channels_last: bool = True
     """Run convolutions in channels-last memory format (faster on CPUs)."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "vae"
-
-    def __post_init__(self) -> None:
-        for key in ("z_size", "epochs", "batch_size", "median_frames", "eval_frames", "encode_batch_size"):
-            _require(getattr(self, key) >= 1, f"vae.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.learning_rate > 0, "vae.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _require(self.kl_tolerance >= 0, "vae.kl_tolerance", f"must be >= 0, got {self.kl_tolerance}")
-        _require(self.foreground_weight >= 0, "vae.foreground_weight",
-                 f"must be >= 0 (0 is the paper's loss), got {self.foreground_weight}")
-        _require(0 < self.foreground_threshold < 1, "vae.foreground_threshold",
-                 f"must be in (0, 1), got {self.foreground_threshold}")
-
-
 @dataclass(frozen=True)
-class MDNRNNConfig:
+class MDNRNNConfig(Section):
     """M: the MDN-RNN on V's latents, and how its dream is measured."""
 
-    hidden_size: int = 256
-    mixtures: int = 5
+    hidden_size: int = setting(256, ge=1)
+    mixtures: int = setting(5, ge=1)
     mixture: Literal["per_dimension", "shared"] = "per_dimension"
     """``per_dimension``: a mixture for every latent dimension (the paper's code); ``shared``:
     one mixture of diagonal Gaussians over the whole z (a component is a joint mode)."""
-    epochs: int = 200
-    batch_size: int = 16
-    sequence_length: int = 125
+    epochs: int = setting(200, ge=1)
+    batch_size: int = setting(16, ge=1)
+    sequence_length: int = setting(125, ge=1)
     """Episodes are cut into windows of this many steps; the last window of an episode is padded
     and its padding masked out of every loss."""
-    learning_rate: float = 1e-3
+    learning_rate: float = setting(1e-3, gt=0)
     learning_rate_schedule: Literal["constant", "cosine"] = "constant"
     """``constant``: Adam at ``learning_rate`` to the last epoch (the paper). ``cosine``: from
     ``learning_rate`` down to 0 along a half cosine over the ``epochs`` (set at every batch), so M
@@ -241,19 +277,19 @@ class MDNRNNConfig:
     small one-step bias that the dream adds up over a whole episode (on cartpole-balance the cart
     drifts away and the fallen pole loses its way back to the top). The schedule spans ``epochs``,
     so with it the number of epochs is part of what a run is: asked for more, M starts over."""
-    grad_clip: float = 1.0
+    grad_clip: float = setting(1.0, gt=0)
     """Gradients are clipped to [-grad_clip, grad_clip] elementwise, as in the paper's code."""
-    done_pos_weight: float = 10.0
-    ensemble: int = 1
+    done_pos_weight: float = setting(10.0, gt=0)
+    ensemble: int = setting(1, ge=1)
     """How many Ms are trained side by side on the same batches from different initial weights
     (1: one M, the paper). With more, the dream draws each step from one of them at random and can
     subtract their disagreement from its reward (``controller.disagreement_penalty``); C reads the
     first member's ``h``. Training and dreaming cost this many times more."""
-    openloop_loss_steps: int = 0
+    openloop_loss_steps: int = setting(0, ge=0)
     """0: the paper's one-step loss. k > 0 adds, for every batch, the z NLL of k steps predicted
     open loop (M fed its own mixture means with the real actions) from a random point of the
     window, so that M learns to stay on track when fed its own predictions."""
-    openloop_loss_weight: float = 1.0
+    openloop_loss_weight: float = setting(1.0, ge=0)
     latents: Literal["sampled", "mean"] = "sampled"
     """What z M reads and predicts. ``sampled``: z drawn afresh from V's (mu, sigma) for every batch,
     and each dream starts from such a draw (the paper). ``mean``: V's mu, in training and at the
@@ -263,39 +299,30 @@ class MDNRNNConfig:
     """False: M's mixture predicts the next z (the paper). True: its means are offsets from the z it
     has just read, so M learns how z changes (standing still is what an untrained head predicts) and
     its capacity goes to the dynamics rather than to copying z forward."""
-    played_repeat: int = 1
+    played_repeat: int = setting(1, ge=1)
     """How many times each training episode a V + M + C played (the iterative rounds' episodes) is
     in an epoch's windows; 1: once, like every other episode (the paper). A few dozen played
     episodes are otherwise a small share of data that is mostly exploration."""
-    temperature: float = 1.0
+    temperature: float = setting(1.0, ge=0)
     """Dream temperature for the dream metrics (replay gap) and for C's training; 0 is the
     deterministic dream (each step the mean of the most likely component)."""
-    eval_every: int = 20
+    eval_every: int = setting(20, ge=1)
     """Held-out losses every this many epochs (and at the last)."""
-    context_frames: int = 5
-    openloop_steps: int = 45
-    dream_samples: int = 8
+    context_frames: int = setting(5, ge=1)
+    openloop_steps: int = setting(45, ge=1)
+    dream_samples: int = setting(8, ge=1)
     """Dream rollouts per held-out episode when measuring the replay gap."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "mdnrnn"
 
-    def __post_init__(self) -> None:
-        for key in ("hidden_size", "mixtures", "epochs", "batch_size", "sequence_length", "eval_every",
-                    "context_frames", "openloop_steps", "dream_samples", "ensemble", "played_repeat"):
-            _require(getattr(self, key) >= 1, f"mdnrnn.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.learning_rate > 0, "mdnrnn.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _require(self.grad_clip > 0, "mdnrnn.grad_clip", f"must be > 0, got {self.grad_clip}")
-        _require(self.done_pos_weight > 0, "mdnrnn.done_pos_weight", f"must be > 0, got {self.done_pos_weight}")
-        _require(0 <= self.openloop_loss_steps < self.sequence_length, "mdnrnn.openloop_loss_steps",
+    def check(self) -> None:
+        _require(self.openloop_loss_steps < self.sequence_length, "mdnrnn.openloop_loss_steps",
                  f"must be in [0, mdnrnn.sequence_length), got {self.openloop_loss_steps}")
-        _require(self.openloop_loss_weight >= 0, "mdnrnn.openloop_loss_weight",
-                 f"must be >= 0, got {self.openloop_loss_weight}")
-        _require(self.temperature >= 0, "mdnrnn.temperature", f"must be >= 0, got {self.temperature}")
 
 
 @dataclass(frozen=True)
-class ControllerConfig:
+class ControllerConfig(Section):
     """C: the linear controller evolved with CMA-ES inside M's dream, and how it is scored."""
 
     inputs: Literal["zh", "z", "zch", "zz"] = "zh"
@@ -305,79 +332,61 @@ class ControllerConfig:
     place."""
     bias: bool = True
     """C's ``tanh(W x + b)`` has the bias ``b`` (the paper's Doom C has none: ``tanh(W x)``)."""
-    layer_size: int = 0
+    layer_size: int = setting(0, ge=0)
     """0: the paper's linear C. Above 0: C has one tanh hidden layer of this many units before its
     output, for inputs that carry the task only non-linearly (``wm readout`` measures which)."""
     dream_reward: Literal["model", "survival"] = "model"
     """The dream's reward: M's reward head (``model``), or 1 for every step survived until M's done
     head ends the dream (``survival``: the paper's Doom dream, where the reward is frames survived)."""
-    generations: int = 100
+    generations: int = setting(100, ge=1)
     stop_at: float | None = None
     """Stop evolving once the population's mean dream return reaches this (null: run every
     generation). For a survival dream, the cap (``dream_steps``) less a little: when nearly every
     candidate survives every dream to the end, the dream cannot rank them any more and further
     generations only wander (and each costs the longest dreams there are)."""
-    popsize: int = 64
-    restarts: int = 1
+    popsize: int = setting(64, ge=2)
+    restarts: int = setting(1, ge=1)
     """Independent CMA-ES searches (seeds ``seed``, ``seed + 1``, ...); the one whose C scores best in
     ``eval_dream_rollouts`` dreams is C (``wm train-controller`` and ``wm state-model``; ``wm iterate``
     takes only 1)."""
-    rollouts: int = 16
+    rollouts: int = setting(16, ge=1)
     """Dream rollouts per candidate; fitness is their mean return."""
-    sigma0: float = 0.1
-    memory_step_scale: float = 1.0
+    sigma0: float = setting(0.1, gt=0)
+    memory_step_scale: float = setting(1.0, gt=0)
     """CMA-ES's first step on the weights of M's ``h`` (and ``c``) is ``sigma0`` times this; on z's
     weights and the bias it is ``sigma0``. 1: the paper's isotropic start."""
-    temperature: float = 1.0
-    disagreement_penalty: float = 0.0
+    temperature: float = setting(1.0, ge=0)
+    disagreement_penalty: float = setting(0.0, ge=0)
     """Reward taken off each dream step per unit of M's ensemble disagreement (the standard deviation
     over members of the predicted next z, averaged over z's dimensions); needs ``mdnrnn.ensemble > 1``.
     0: the paper's dream."""
-    dream_steps: int = 0
+    dream_steps: int = setting(0, ge=0)
     """Length of a dream rollout in agent steps (0: the shortest episode of the rollouts)."""
     dream_starts: Literal["first", "any"] = "first"
     """``first``: dreams start at the training episodes' first frames (the paper); ``any``: at any
     of their frames, with M's state after reading the real frames and actions before it (short
     dreams from everywhere the data went, as Dreamer imagines from every posterior state)."""
-    eval_every: int = 10
-    eval_dream_rollouts: int = 256
-    eval_real_episodes: int = 4
-    workers: int = 2
+    eval_every: int = setting(10, ge=1)
+    eval_dream_rollouts: int = setting(256, ge=1)
+    eval_real_episodes: int = setting(4, ge=0)
+    workers: int = setting(2, ge=0)
     """Worker processes for C's real-env episodes (its periodic checks, and fitness with
     ``fitness_in: real``); 0 plays them in this process."""
     fitness_in: Literal["dream", "real"] = "dream"
     """``dream``: fitness is the mean return of ``rollouts`` dreams of M (the paper's Doom mode);
     ``real``: of ``rollouts`` real episodes played with V and M (the paper's CarRacing mode)."""
-    temperatures: tuple[float, ...] = ()
+    temperatures: tuple[float, ...] = setting((), ge=0)
     """The temperature sweep: C is evolved at each of these dream temperatures and scored in the
     dream and in the real env (empty: no sweep)."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "controller"
-
-    def __post_init__(self) -> None:
-        for key in ("generations", "popsize", "restarts", "rollouts", "eval_every", "eval_dream_rollouts"):
-            _require(getattr(self, key) >= 1, f"controller.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.popsize >= 2, "controller.popsize", f"must be >= 2, got {self.popsize}")
-        _require(self.layer_size >= 0, "controller.layer_size", f"must be >= 0, got {self.layer_size}")
-        _require(self.sigma0 > 0, "controller.sigma0", f"must be > 0, got {self.sigma0}")
-        _require(self.memory_step_scale > 0, "controller.memory_step_scale",
-                 f"must be > 0, got {self.memory_step_scale}")
-        _require(self.disagreement_penalty >= 0, "controller.disagreement_penalty",
-                 f"must be >= 0, got {self.disagreement_penalty}")
-        _require(self.temperature >= 0, "controller.temperature", f"must be >= 0, got {self.temperature}")
-        for key in ("dream_steps", "eval_real_episodes", "workers"):
-            _require(getattr(self, key) >= 0, f"controller.{key}", f"must be >= 0, got {getattr(self, key)}")
-        for index, value in enumerate(self.temperatures):
-            _require(value >= 0, f"controller.temperatures[{index}]", f"must be >= 0, got {value}")
-
-
 @dataclass(frozen=True)
-class IterateConfig:
+class IterateConfig(Section):
     """The paper's iterative procedure: collect episodes with the current V+M+C plus exploration
     noise, append them to the data, re-train M (and V if asked) and C, and repeat."""
 
-    iterations: int = 0
+    iterations: int = setting(0, ge=0)
     """Rounds after the first controller (0: C is trained once, on the exploration data only)."""
     start_from: Literal["controller", "zero"] = "controller"
     """What the first round plays and evolves from: round 0's C (``controller``, the paper), or
@@ -389,34 +398,29 @@ class IterateConfig:
     (TakeCover: once the round's data shows that holding right walks into the wall, holding left),
     so that the next round's data corrects it, where a search continued from the previous C stays
     near the policy the data already covers."""
-    episodes: int = 50
+    episodes: int = setting(50, ge=1)
     """On-policy episodes collected in each round."""
-    noise_std: float = 0.3
+    noise_std: float = setting(0.3, ge=0)
     """Gaussian noise added to C's actions while collecting (clipped to the action bounds)."""
     retrain_vae: bool = False
     """Re-train V on the grown data each round (off: V from the exploration data is kept)."""
-    mdnrnn_epochs: int = 50
+    mdnrnn_epochs: int = setting(50, ge=0)
     """Epochs of M each round, continuing from the previous round's M (0: train from scratch for
     ``mdnrnn.epochs``)."""
     controller_generations: int | tuple[int, ...] = 30
     """Generations of C in each round, or a list with one count per round (the last repeats for
     rounds past its end): short searches while the rounds correct what the dream overpays, a
     longer one in the last round's M."""
-    eval_episodes: int = 16
+    eval_episodes: int = setting(16, ge=1)
     """Real episodes scoring each round's C (seeds of the training-checks stream)."""
 
     SECTION: typing.ClassVar[str] = "iterate"
 
-    def __post_init__(self) -> None:
-        for key in ("iterations", "mdnrnn_epochs"):
-            _require(getattr(self, key) >= 0, f"iterate.{key}", f"must be >= 0, got {getattr(self, key)}")
-        for key in ("episodes", "eval_episodes"):
-            _require(getattr(self, key) >= 1, f"iterate.{key}", f"must be >= 1, got {getattr(self, key)}")
+    def check(self) -> None:
         counts = self.controller_generations
         counts = counts if isinstance(counts, tuple) else (counts,)
         _require(len(counts) >= 1 and min(counts) >= 1, "iterate.controller_generations",
                  f"must be >= 1 (or a list of counts >= 1), got {self.controller_generations}")
-        _require(self.noise_std >= 0, "iterate.noise_std", f"must be >= 0, got {self.noise_std}")
 
     def generations_of(self, round_index: int) -> int:
         """C's generations in round ``round_index`` (1 is the first round)."""
@@ -427,50 +431,37 @@ class IterateConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """How every agent is scored in the real env (V+M+C, the baselines, the oracle, Dreamer)."""
 
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     """Evaluation episodes are seeded from ``(seed, evaluation stream, i)``: disjoint from every
     training seed, and the same for every agent."""
-    episodes: int = 100
-    workers: int = 2
+    episodes: int = setting(100, ge=1)
+    workers: int = setting(2, ge=0)
     """Worker processes playing the episodes (0: in this process); the scores do not depend on it."""
 
     SECTION: typing.ClassVar[str] = "evaluate"
-
-    def __post_init__(self) -> None:
-        _require(self.seed >= 0, "evaluate.seed", f"must be >= 0, got {self.seed}")
-        _require(self.episodes >= 1, "evaluate.episodes", f"must be >= 1, got {self.episodes}")
-        _require(self.workers >= 0, "evaluate.workers", f"must be >= 0, got {self.workers}")
-
-
 @dataclass(frozen=True)
-class OracleConfig:
+class OracleConfig(Section):
     """The ceiling of the controller class: the same linear tanh form on the TRUE state, tuned by
     CMA-ES in the real env (no pixels, no model)."""
 
-    generations: int = 30
-    popsize: int = 24
-    episodes: int = 1
+    generations: int = setting(30, ge=1)
+    popsize: int = setting(24, ge=2)
+    episodes: int = setting(1, ge=1)
     """Real episodes per candidate per generation (every candidate of a generation plays the same seeds)."""
-    sigma0: float = 0.5
+    sigma0: float = setting(0.5, gt=0)
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "oracle"
-
-    def __post_init__(self) -> None:
-        for key in ("generations", "episodes"):
-            _require(getattr(self, key) >= 1, f"oracle.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.popsize >= 2, "oracle.popsize", f"must be >= 2, got {self.popsize}")
-        _require(self.sigma0 > 0, "oracle.sigma0", f"must be > 0, got {self.sigma0}")
 
 
 READOUT_INPUTS = ("state", "zh", "z+velocity", "position+h")
 
 
 @dataclass(frozen=True)
-class ReadoutConfig:
+class ReadoutConfig(Section):
     """Can what C reads carry the task? The true-state oracle imitated (DAgger) from C's inputs, and
     from mixes of them with parts of the true state, then played in the real env."""
 
@@ -478,96 +469,76 @@ class ReadoutConfig:
     """What each imitation reads: ``state`` (the true state: the procedure's own ceiling), ``zh`` (C's
     inputs, z and M's h), ``z+velocity`` (z and the true velocities: is z's picture of the positions
     enough?), ``position+h`` (the true positions and M's h: is h's memory of the motion enough?)."""
-    oracle_episodes: int = 20
+    oracle_episodes: int = setting(20, ge=1)
     """Episodes played by the oracle (with action noise of ``noise_levels`` in turn) to start the data."""
     noise_levels: tuple[float, ...] = (0.0, 0.3, 0.6)
-    dagger_rounds: int = 4
-    dagger_episodes: int = 8
+    dagger_rounds: int = setting(4, ge=0)
+    dagger_episodes: int = setting(8, ge=0)
     """Episodes played by the imitation itself each round, labelled with the oracle's actions (DAgger)."""
-    hidden_size: int = 64
+    hidden_size: int = setting(64, ge=1)
     """The non-linear readout: one tanh layer of this many units (the linear one is C's own form)."""
-    fit_epochs: int = 300
-    learning_rate: float = 1e-3
-    eval_episodes: int = 10
+    fit_epochs: int = setting(300, ge=1)
+    learning_rate: float = setting(1e-3, gt=0)
+    eval_episodes: int = setting(10, ge=1)
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "readout"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _require(len(self.inputs) >= 1, "readout.inputs", "must name at least one input")
         for index, name in enumerate(self.inputs):
             _require(name in READOUT_INPUTS, f"readout.inputs[{index}]",
                      f"must be one of {', '.join(READOUT_INPUTS)}; got {name!r}")
-        for key in ("oracle_episodes", "hidden_size", "fit_epochs", "eval_episodes"):
-            _require(getattr(self, key) >= 1, f"readout.{key}", f"must be >= 1, got {getattr(self, key)}")
-        for key in ("dagger_rounds", "dagger_episodes"):
-            _require(getattr(self, key) >= 0, f"readout.{key}", f"must be >= 0, got {getattr(self, key)}")
         _require(len(self.noise_levels) >= 1 and all(n >= 0 for n in self.noise_levels), "readout.noise_levels",
                  f"must be one or more values >= 0, got {list(self.noise_levels)}")
-        _require(self.learning_rate > 0, "readout.learning_rate", f"must be > 0, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
-class DreamerConfig:
+class DreamerConfig(Section):
     """Dreamer v1 (Hafner et al. 2019) on the same rollouts: the RSSM world model and an
     actor-critic learned in its imagination. Defaults are the paper's."""
 
-    depth: int = 32
+    depth: int = setting(32, ge=1)
     """Channels of the first conv layer (the encoder goes depth, 2, 4, 8 x depth)."""
-    deter_size: int = 200
-    stoch_size: int = 30
-    hidden_size: int = 200
-    reward_layers: int = 2
-    value_layers: int = 3
-    actor_layers: int = 4
-    head_hidden: int = 400
-    batch_size: int = 50
-    sequence_length: int = 50
-    horizon: int = 15
-    discount: float = 0.99
-    lambda_: float = 0.95
-    free_nats: float = 3.0
-    model_learning_rate: float = 6e-4
-    actor_learning_rate: float = 8e-5
-    value_learning_rate: float = 8e-5
-    grad_clip: float = 100.0
-    updates: int = 100
+    deter_size: int = setting(200, ge=1)
+    stoch_size: int = setting(30, ge=1)
+    hidden_size: int = setting(200, ge=1)
+    reward_layers: int = setting(2, ge=0)
+    value_layers: int = setting(3, ge=0)
+    actor_layers: int = setting(4, ge=0)
+    head_hidden: int = setting(400, ge=1)
+    batch_size: int = setting(50, ge=1)
+    sequence_length: int = setting(50, ge=1)
+    horizon: int = setting(15, ge=1)
+    discount: float = setting(0.99, ge=0, le=1)
+    lambda_: float = setting(0.95, ge=0, le=1)
+    free_nats: float = setting(3.0, ge=0)
+    model_learning_rate: float = setting(6e-4, gt=0)
+    actor_learning_rate: float = setting(8e-5, gt=0)
+    value_learning_rate: float = setting(8e-5, gt=0)
+    grad_clip: float = setting(100.0, gt=0)
+    updates: int = setting(100, ge=1)
     """Offline (``env_steps: 0``): all the updates, on the rollouts. Online: the pretraining updates
     made once the prefill (the collect stage's episodes) is in the replay (Dreamer v1: 100)."""
-    env_steps: int = 0
+    env_steps: int = setting(0, ge=0)
     """Online: Dreamer's own loop runs until its replay (``dreamer_rollouts.h5``: the prefill plus the
     episodes it plays, actor sample plus exploration noise) holds this many env steps (Dreamer v1 on
     DMC: 1e6; the article: 1e5). 0: offline only, on the collect stage's episodes."""
-    train_every: int = 1000
+    train_every: int = setting(1000, ge=1)
     """Online: ``updates_per_train`` updates are due for every ``train_every`` env steps played after
     the prefill (Dreamer v1: 100 per 1,000), made between episodes."""
-    updates_per_train: int = 100
-    exploration_noise: float = 0.3
+    updates_per_train: int = setting(100, ge=1)
+    exploration_noise: float = setting(0.3, ge=0)
     """Online: std of the Gaussian noise added to the actor's sample when playing (clipped to [-1, 1])."""
-    eval_every: int = 50
+    eval_every: int = setting(50, ge=1)
     """Offline: updates between evaluations."""
-    eval_every_env_steps: int = 10000
+    eval_every_env_steps: int = setting(10000, ge=1)
     """Online: env steps between evaluations, the first one on the prefill (Dreamer v1: 1e4, from 5k)."""
-    eval_episodes: int = 10
+    eval_episodes: int = setting(10, ge=1)
     """Real episodes at every periodic evaluation (the first seeds of `wm evaluate`'s)."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "dreamer"
-
-    def __post_init__(self) -> None:
-        for key in ("depth", "deter_size", "stoch_size", "hidden_size", "head_hidden", "batch_size",
-                    "sequence_length", "horizon", "updates", "train_every", "updates_per_train", "eval_every",
-                    "eval_every_env_steps", "eval_episodes"):
-            _require(getattr(self, key) >= 1, f"dreamer.{key}", f"must be >= 1, got {getattr(self, key)}")
-        for key in ("reward_layers", "value_layers", "actor_layers", "env_steps"):
-            _require(getattr(self, key) >= 0, f"dreamer.{key}", f"must be >= 0, got {getattr(self, key)}")
-        for key in ("discount", "lambda_"):
-            _require(0 <= getattr(self, key) <= 1, f"dreamer.{key}", f"must be in [0, 1], got {getattr(self, key)}")
-        for key in ("model_learning_rate", "actor_learning_rate", "value_learning_rate", "grad_clip"):
-            _require(getattr(self, key) > 0, f"dreamer.{key}", f"must be > 0, got {getattr(self, key)}")
-        _require(self.free_nats >= 0, "dreamer.free_nats", f"must be >= 0, got {self.free_nats}")
-        _require(self.exploration_noise >= 0, "dreamer.exploration_noise",
-                 f"must be >= 0, got {self.exploration_noise}")
 
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (RuntimeConfig, EnvConfig, CollectConfig, DataConfig,
