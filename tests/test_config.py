@@ -4,14 +4,65 @@ import pytest
 from click.testing import CliRunner
 
 from worldmodels.cli import main
-from worldmodels.config import PIPELINES_DIR, ConfigError, load_pipeline, parse_override
+from worldmodels.config import PIPELINES_DIR, ConfigError, load_pipeline, parse_override, pipeline_files
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(pipeline_files()))
 def test_every_shipped_pipeline_loads(name):
     config = load_pipeline(name)
     assert config.name == name
     assert config.env.frame_size == 64
+
+
+def _extends(path: Path) -> str | None:
+    import yaml
+    return (yaml.safe_load(path.read_text()) or {}).get("extends")
+
+
+PRODUCTS = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+RECORDS = sorted(p.stem for p in (PIPELINES_DIR / "experiments").glob("*.yaml"))
+
+
+def test_products_and_experiment_records_are_apart_and_found_by_name():
+    assert "cartpole_balance" in PRODUCTS and "smoke" in PRODUCTS
+    assert "cartpole_balance_oneshot" in RECORDS and not set(PRODUCTS) & set(RECORDS)
+    assert load_pipeline("cartpole_balance_oneshot").collect.episodes == 100  # a record runs by its name
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+def test_a_product_holds_its_settings_or_extends_one_self_contained_product(name):
+    """A product a user runs never moves because an experiment record moved, and is read in at most
+    two files: its own and one self-contained product under it."""
+    parent = _extends(PIPELINES_DIR / f"{name}.yaml")
+    if parent is not None:
+        assert parent in PRODUCTS, f"{name} extends {parent}, which is not a product"
+        assert _extends(PIPELINES_DIR / f"{parent}.yaml") is None, f"{name}: {parent} extends another pipeline"
+
+
+@pytest.mark.parametrize("name", RECORDS)
+def test_an_experiment_record_does_not_move_with_a_product(name):
+    """A record's numbers were measured at its settings: it extends only other records, unless it reads
+    the product's own data (collect.source), whose env it must then share."""
+    parent = _extends(PIPELINES_DIR / "experiments" / f"{name}.yaml")
+    if parent in PRODUCTS:
+        assert (load_pipeline(name).collect.source or "").startswith(f"{parent}/"), f"{name} extends {parent}"
+
+
+def test_a_relative_extends_is_read_from_the_files_folder(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "base.yaml").write_text("extends: smoke\ncollect:\n  episodes: 7\n")
+    (folder / "child.yaml").write_text("extends: base.yaml\nvae:\n  epochs: 3\n")
+    monkeypatch.chdir(tmp_path)  # not the files' folder
+    config = load_pipeline(str(folder / "child.yaml"))
+    assert (config.collect.episodes, config.vae.epochs, config.env.action_repeat) == (7, 3, 8)
+
+
+def test_report_comparisons_name_a_pipeline_and_an_agent():
+    config = load_pipeline("smoke", ["report.compare_with=[cartpole_balance_dreamer:dreamer]"])
+    assert config.report.comparisons() == [("cartpole_balance_dreamer", "dreamer")]
+    with pytest.raises(ConfigError, match=r"report.compare_with\[0\]: expected '<pipeline>:<agent>'"):
+        load_pipeline("smoke", ["report.compare_with=[cartpole_balance_dreamer]"])
 
 
 def test_default_pipeline_is_cartpole_from_pixels_with_repeat_8():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import importlib
 import logging
@@ -15,18 +16,21 @@ from typing import Any
 import click
 import yaml
 
-from worldmodels.config import ConfigError, PipelineConfig, load_pipeline
+from worldmodels.config import PipelineConfig, load_pipeline
 from worldmodels.core.checkpoint import atomic_write
 from worldmodels.core.logs import configure as configure_logging
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.stage_times import timed_stage
-from worldmodels.core.training import TrainingDiverged, TrainingOutputError
-from worldmodels.data.store import StoreError
-from worldmodels.pools.workers import WorkerError
+from worldmodels.errors import UserError
 
-# Errors a user can act on: shown as one clear message, not a traceback. OSError covers the
-# machine's refusals (disk full, read-only filesystem, a folder where a file should be).
-USER_ERRORS = (ConfigError, StoreError, WorkerError, TrainingDiverged, TrainingOutputError, ValueError, OSError)
+# The machine's refusals a user acts on (disk full, read-only filesystem, no permission, quota): one line
+# naming the file. Any other OSError, like any other exception, is a bug and keeps its traceback.
+MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+
+
+def is_user_error(error: BaseException) -> bool:
+    """What ``wm`` shows as one line: the project's :class:`UserError` and the machine's refusals."""
+    return isinstance(error, UserError) or (isinstance(error, OSError) and error.errno in MACHINE_REFUSALS)
 
 
 def user_message(error: BaseException) -> str:
@@ -41,7 +45,9 @@ def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except USER_ERRORS as error:
+        except (UserError, OSError) as error:
+            if not is_user_error(error):
+                raise
             raise click.ClickException(user_message(error)) from error
     return wrapper
 
@@ -85,10 +91,9 @@ def recorded_settings(config: PipelineConfig, paths: PipelinePaths) -> Iterator[
     settings = resolved_settings(config)
     try:
         yield
-    except USER_ERRORS:
-        raise
-    except BaseException:
-        _write_settings(settings, paths)
+    except BaseException as error:
+        if not is_user_error(error):  # refused settings leave the record as it was
+            _write_settings(settings, paths)
         raise
     _write_settings(settings, paths)
 

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Something the user can fix; the message says what and where."""
+
+
+class UserValueError(UserError, ValueError):
+    """A setting, a file or a value from the user that cannot be used here (a ``ValueError`` too, so
+    that callers testing for one still catch it)."""

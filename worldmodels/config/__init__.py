@@ -6,6 +6,7 @@ from worldmodels.config.loading import (
     PIPELINES_DIR,
     load_pipeline,
     parse_override,
+    pipeline_files,
     pipeline_from_dict,
     read_pipeline_tree,
     read_yaml,
@@ -27,6 +28,7 @@ from worldmodels.config.schema import (
     OracleConfig,
     PipelineConfig,
     ReadoutConfig,
+    ReportConfig,
     RuntimeConfig,
     VAEConfig,
 )
@@ -34,7 +36,7 @@ from worldmodels.config.schema import (
 __all__ = [
     "MODEL_FRAME_SIZE", "PIPELINES_DIR", "READOUT_INPUTS", "SECTIONS", "CollectConfig", "ConfigError",
     "ControllerConfig", "DataConfig", "DreamerConfig", "EnvConfig", "EvaluateConfig", "IterateConfig",
-    "MDNRNNConfig", "OracleConfig", "PipelineConfig", "ReadoutConfig", "RuntimeConfig", "VAEConfig",
-    "load_pipeline", "parse_override", "pipeline_from_dict", "read_pipeline_tree", "read_yaml",
+    "MDNRNNConfig", "OracleConfig", "PipelineConfig", "ReadoutConfig", "ReportConfig", "RuntimeConfig", "VAEConfig",
+    "load_pipeline", "parse_override", "pipeline_files", "pipeline_from_dict", "read_pipeline_tree", "read_yaml",
     "resolve_pipeline_path",
 ]

@@ -152,19 +152,38 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def resolve_pipeline_path(pipeline: str) -> Path:
-    """A pipeline given as a path to a YAML file, or as a name in ``pipelines/``."""
+PIPELINE_FOLDERS = ("", "experiments")
+"""Where a pipeline is found by name, under ``pipelines/``: the products a user runs, then the experiment
+records (settings whose numbers docs/ quotes, kept runnable)."""
+
+
+def pipeline_files(directory: Path = PIPELINES_DIR) -> dict[str, Path]:
+    """Every pipeline found by name: ``{name: path}`` (a product shadows an experiment of its name)."""
+    found: dict[str, Path] = {}
+    for folder in reversed(PIPELINE_FOLDERS):
+        found |= {path.stem: path for path in sorted((directory / folder).glob("*.yaml"))}
+    return found
+
+
+def resolve_pipeline_path(pipeline: str, relative_to: Path | None = None) -> Path:
+    """A pipeline given as a path to a YAML file, or as a name in ``pipelines/`` or ``pipelines/experiments/``.
+
+    A relative path is read from ``relative_to`` (the folder of the file that ``extends:`` it) when
+    given, else from the working directory."""
     candidate = Path(pipeline)
+    if relative_to is not None and not candidate.is_absolute():
+        candidate = relative_to / candidate
     if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         if not candidate.is_file():
             raise ConfigError(f"pipeline file {candidate} does not exist")
         return candidate
     for directory in (Path.cwd() / "pipelines", PIPELINES_DIR):
-        path = directory / f"{pipeline}.yaml"
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
-    raise ConfigError(f"unknown pipeline {pipeline!r} (known: {', '.join(known)}; or give a path to a .yaml file)")
+        for folder in PIPELINE_FOLDERS:
+            path = directory / folder / f"{pipeline}.yaml"
+            if path.is_file():
+                return path
+    known = ", ".join(sorted(pipeline_files()))
+    raise ConfigError(f"unknown pipeline {pipeline!r} (known: {known}; or give a path to a .yaml file)")
 
 
 def _read_tree(path: Path) -> dict[str, Any]:
@@ -191,8 +210,9 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def read_pipeline_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A pipeline file's settings as a nested dict, with the pipeline it ``extends:`` laid underneath.
 
-    ``extends: <name or path>`` makes a file hold only its differences from another pipeline
-    (chains are followed; a cycle is an error naming the files)."""
+    ``extends: <name or path>`` makes a file hold only its differences from another pipeline (a
+    relative path is read from this file's folder; chains are followed; a cycle is an error naming
+    the files)."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"extends: {' -> '.join(str(p) for p in (*seen, path))} is a cycle")
@@ -202,8 +222,11 @@ def read_pipeline_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any
         return tree
     if not isinstance(parent, str):
         raise ConfigError(f"extends: expected a pipeline name in {path}, got {parent!r}")
-    base = read_pipeline_tree(resolve_pipeline_path(parent), (*seen, path))
-    base.pop("description", None)  # a description speaks of its own file only
+    by_path = Path(parent).suffix in (".yaml", ".yml") or "/" in parent
+    base = read_pipeline_tree(resolve_pipeline_path(parent, path.parent if by_path else None), (*seen, path))
+    base.pop("description", None)  # a description and a report title speak of their own file only
+    if isinstance(base.get("report"), dict):
+        base["report"] = {key: value for key, value in base["report"].items() if key != "title"}
     return _merge(base, tree)
 
 

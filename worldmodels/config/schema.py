@@ -541,10 +541,38 @@ class DreamerConfig(Section):
     SECTION: typing.ClassVar[str] = "dreamer"
 
 
+@dataclass(frozen=True)
+class ReportConfig(Section):
+    """What the report puts beside this pipeline's own runs: rows read from other pipelines' data dirs
+    (beside this one's, under the same ``--data-dir``), declared here rather than found by name."""
+
+    title: str | None = None
+    """How another pipeline's report names this pipeline's row (null: its name)."""
+    paper_recipe: str | None = None
+    """The pipeline that is this task's paper recipe: its V+M+C score is a row of the results, and the
+    settings where this pipeline differs from it are listed (null: none)."""
+    compare_with: tuple[str, ...] = ()
+    """Rows from other pipelines, each ``<pipeline>:<agent>`` with agent ``worldmodel`` (V+M+C) or
+    ``dreamer``, e.g. ``cartpole_balance_dreamer:dreamer``. One not run yet is named with its command."""
+
+    SECTION: typing.ClassVar[str] = "report"
+    AGENTS: typing.ClassVar[tuple[str, ...]] = ("worldmodel", "dreamer")
+
+    def check(self) -> None:
+        for index, entry in enumerate(self.compare_with):
+            pipeline, _, agent = entry.partition(":")
+            _require(bool(pipeline) and agent in self.AGENTS, f"report.compare_with[{index}]",
+                     f"expected '<pipeline>:<agent>' with agent {' or '.join(self.AGENTS)}, got {entry!r}")
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """``compare_with`` as (pipeline, agent) pairs."""
+        return [tuple(entry.split(":", 1)) for entry in self.compare_with]
+
+
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (RuntimeConfig, EnvConfig, CollectConfig, DataConfig,
                                                           VAEConfig, MDNRNNConfig, ControllerConfig, EvaluateConfig,
                                                           OracleConfig, IterateConfig, ReadoutConfig,
-                                                          DreamerConfig)}
+                                                          DreamerConfig, ReportConfig)}
 
 
 @dataclass(frozen=True)
@@ -565,6 +593,7 @@ class PipelineConfig:
     iterate: IterateConfig = field(default_factory=IterateConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     dreamer: DreamerConfig = field(default_factory=DreamerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         if self.mdnrnn.ensemble > 1:

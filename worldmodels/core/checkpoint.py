@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from worldmodels.errors import UserValueError
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``."""
@@ -43,10 +45,10 @@ def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for damaged files
-        raise ValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
+        raise UserValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or state.get("kind") != kind:
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path}: not a {kind} checkpoint (found {found!r})")
+        raise UserValueError(f"{path}: not a {kind} checkpoint (found {found!r})")
     return state
 
 

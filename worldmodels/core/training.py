@@ -36,6 +36,7 @@ import torch
 from worldmodels.core.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.runtime import Runtime, restore_rng_state, rng_state
+from worldmodels.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ BEST_COPY = "best_checkpoint"
 """The key of the last checkpoint that holds a copy of the best one."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """A loss, a weight or a fitness became NaN or infinite, or a held-out loss exploded; the
     message names the model, the step and the value."""
 
@@ -219,5 +220,5 @@ def refuse_if_made_by_another_run(checkpoint: Mapping[str, Any], path: Path, ide
                                   "to make this pipeline's")
 
 
-class TrainingOutputError(RuntimeError):
+class TrainingOutputError(UserError, RuntimeError):
     """A stage's output cannot be used or written again; the message names the file and what to do."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from worldmodels.data.store import RolloutReader
+from worldmodels.errors import UserValueError
 
 _END = object()
 
@@ -29,7 +30,7 @@ class ShuffledFrameBatches:
     def __init__(self, reader: RolloutReader, rows: np.ndarray, batch_size: int, seed: int,
                  prefetch: int = 3) -> None:
         if len(rows) == 0:
-            raise ValueError(f"{reader.path}: no frames to train on")
+            raise UserValueError(f"{reader.path}: no frames to train on")
         self.reader = reader
         self.rows = np.asarray(rows, dtype=np.int64)
         self.batch_size = batch_size

@@ -17,6 +17,7 @@ import torch
 from worldmodels.data.datasets import WindowDataset
 from worldmodels.data.split import heldout_mask
 from worldmodels.data.store import RolloutReader
+from worldmodels.errors import UserValueError
 
 MEMORY_LIMIT_BYTES = 8 * 2**30
 """Replays whose frames would take more read their windows from the file (:class:`FileReplay`)."""
@@ -93,7 +94,7 @@ class Replay:
         self.step_start = np.concatenate([self.step_start, step_start]).astype(np.int64)
         self.window_ends = np.concatenate([self.window_ends, len(self) + np.cumsum(counts, dtype=np.int64)])
         if len(self) == 0:
-            raise ValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
+            raise UserValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
 
     def __len__(self) -> int:
         return int(self.window_ends[-1]) if len(self.window_ends) else 0
@@ -134,7 +135,7 @@ class FileReplay:
             chosen = training_episodes(reader, self.heldout_fraction, self.split_episodes)
         self.dataset = WindowDataset(self.path, self.steps, chosen)
         if len(self.dataset) == 0:
-            raise ValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
+            raise UserValueError(f"{self.path}: no training episode has {self.steps} steps for dreamer.sequence_length")
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -41,6 +41,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from worldmodels.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -67,7 +69,7 @@ EPISODE_DTYPE = np.dtype([
 ])
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A rollouts file cannot be used; the message names the file and what is wrong."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from worldmodels.config import EnvConfig
 from worldmodels.envs.base import PixelEnv, StepResult
 from worldmodels.envs.policies import Policy, make_exploration_policy
+from worldmodels.errors import UserValueError
 
 
 def make_env(config: EnvConfig) -> PixelEnv:
@@ -16,7 +17,7 @@ def make_env(config: EnvConfig) -> PixelEnv:
         from worldmodels.envs.dmc import DMCEnv
 
         if config.crop is not None:
-            raise ValueError("env.crop: dm_control frames are rendered at frame_size directly; set crop: null")
+            raise UserValueError("env.crop: dm_control frames are rendered at frame_size directly; set crop: null")
         return DMCEnv(name, action_repeat=config.action_repeat, size=config.frame_size,
                       camera=config.camera, shadows=config.shadows, reflections=config.reflections,
                       antialias=config.antialias, max_episode_steps=config.max_episode_steps)
@@ -30,7 +31,7 @@ def make_env(config: EnvConfig) -> PixelEnv:
 
         return VizDoomEnv(name, action_repeat=config.action_repeat, size=config.frame_size, crop=config.crop,
                           max_episode_steps=config.max_episode_steps, difficulty=config.difficulty)
-    raise ValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym, vizdoom)")
+    raise UserValueError(f"env.id: unknown env kind {kind!r} in {config.id!r} (known: dmc, gym, vizdoom)")
 
 
 def has_true_state(config: EnvConfig) -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from worldmodels.errors import UserValueError
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -69,7 +71,7 @@ def crop_and_resize(image: np.ndarray, crop: tuple[int, int] | None, size: int) 
     if crop is not None:
         top, bottom = crop
         if bottom > image.shape[0]:
-            raise ValueError(f"env.crop: rows {top}:{bottom} exceed the frame height {image.shape[0]}")
+            raise UserValueError(f"env.crop: rows {top}:{bottom} exceed the frame height {image.shape[0]}")
         image = image[top:bottom]
     if image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BOX))

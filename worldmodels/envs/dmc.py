@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from worldmodels.envs.base import PixelEnv, StepResult, scale_action
+from worldmodels.errors import UserValueError
 
 
 def ensure_headless_rendering() -> None:
@@ -31,7 +32,7 @@ def parse_task(name: str) -> tuple[str, str]:
     domain, sep, task = name.partition("-")
     if not sep or (domain, task) not in suite.ALL_TASKS:
         known = ", ".join(f"{d}-{t}" for d, t in suite.ALL_TASKS)
-        raise ValueError(f"env.id: unknown dm_control task {name!r} (known: {known})")
+        raise UserValueError(f"env.id: unknown dm_control task {name!r} (known: {known})")
     return domain, task
 
 

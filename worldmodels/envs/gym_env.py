@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from worldmodels.envs.base import PixelEnv, StepResult, crop_and_resize, scale_action
+from worldmodels.errors import UserValueError
 
 
 def _is_image_space(space: Any) -> bool:
@@ -31,17 +32,17 @@ class GymPixelEnv(PixelEnv):
                                  max_episode_steps=None if max_episode_steps is None
                                  else max_episode_steps * action_repeat)
         except gym.error.Error as error:
-            raise ValueError(f"env.id: cannot make gymnasium env {env_id!r}: {error}") from None
+            raise UserValueError(f"env.id: cannot make gymnasium env {env_id!r}: {error}") from None
         space = self._env.action_space
         if not isinstance(space, gym.spaces.Box):
             self._env.close()
-            raise ValueError(f"env.id: {env_id} has a {type(space).__name__} action space; "
+            raise UserValueError(f"env.id: {env_id} has a {type(space).__name__} action space; "
                              "only continuous (Box) action spaces are supported")
         self._low = np.asarray(space.low, dtype=np.float64).ravel()
         self._high = np.asarray(space.high, dtype=np.float64).ravel()
         if not (np.all(np.isfinite(self._low)) and np.all(np.isfinite(self._high))):
             self._env.close()
-            raise ValueError(f"env.id: {env_id} has unbounded actions; cannot map [-1, 1] onto them")
+            raise UserValueError(f"env.id: {env_id} has unbounded actions; cannot map [-1, 1] onto them")
         self._action_shape = space.shape
         self._frame_from_observation = _is_image_space(self._env.observation_space)
         self._env_id = env_id

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from worldmodels.errors import UserValueError
+
 
 class Policy(abc.ABC):
     """Acts for a batch of ``n`` envs at once."""
@@ -125,4 +127,4 @@ def make_exploration_policy(name: str, action_size: int, hold_min: int = 1, hold
         return HeldRandomPolicy(action_size, hold_min, hold_max, scale_min)
     if name == "brownian":
         return BrownianPolicy(action_size, brownian_std, scale_min)
-    raise ValueError(f"collect.policy: unknown exploration policy {name!r} (known: random, held_random, brownian)")
+    raise UserValueError(f"collect.policy: unknown exploration policy {name!r} (known: random, held_random, brownian)")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from worldmodels.envs.base import PixelEnv, StepResult, crop_and_resize
+from worldmodels.errors import UserValueError
 
 # Button pairs that one [-1, 1] action can drive: (negative third, positive third).
 _OPPOSED_BUTTONS = (("MOVE_LEFT", "MOVE_RIGHT"), ("TURN_LEFT", "TURN_RIGHT"))
@@ -43,7 +44,7 @@ def scenario_config(scenario: str) -> str:
     path = os.path.join(vizdoom.scenarios_path, f"{scenario}.cfg")
     if not os.path.isfile(path):
         known = sorted(name[:-4] for name in os.listdir(vizdoom.scenarios_path) if name.endswith(".cfg"))
-        raise ValueError(f"env.id: unknown ViZDoom scenario {scenario!r} (known: {', '.join(known)})")
+        raise UserValueError(f"env.id: unknown ViZDoom scenario {scenario!r} (known: {', '.join(known)})")
     return path
 
 
@@ -86,7 +87,7 @@ class VizDoomEnv(PixelEnv):
         buttons = [button.name for button in self._game.get_available_buttons()]
         pair = next((p for p in _OPPOSED_BUTTONS if sorted(p) == sorted(buttons)), None)
         if pair is None:
-            raise ValueError(f"env.id: ViZDoom scenario {scenario!r} has buttons {buttons}; only scenarios with "
+            raise UserValueError(f"env.id: ViZDoom scenario {scenario!r} has buttons {buttons}; only scenarios with "
                              f"one opposed pair ({', '.join('/'.join(p) for p in _OPPOSED_BUTTONS)}) are supported")
         # make_action takes one 0/1 per available button, in the cfg's order.
         self._presses = {NO_BUTTON: [0, 0],

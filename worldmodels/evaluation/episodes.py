@@ -22,6 +22,7 @@ from worldmodels.core.checkpoint import atomic_write
 from worldmodels.data.store import Episode
 from worldmodels.envs import make_env
 from worldmodels.envs.policies import Policy
+from worldmodels.errors import UserValueError
 from worldmodels.pools.backend import ordered_map
 
 EVALUATION_STREAM = 0xE7A1  # the final score (`wm evaluate`)
@@ -182,7 +183,7 @@ class Score:
     def from_dict(cls, record: dict[str, Any], source: str = "a score") -> Score:
         missing = [key for key in ("agent", "returns", "seeds") if key not in record]
         if missing:
-            raise ValueError(f"{source}: not a score record (no {', '.join(missing)})")
+            raise UserValueError(f"{source}: not a score record (no {', '.join(missing)})")
         about = {key: value for key, value in record.items() if key not in _COMMON}
         return cls(record["agent"], list(record["returns"]), list(record["seeds"]),
                    record.get("env_steps_of_data"), record.get("wall_clock_s", 0.0), about)
@@ -192,7 +193,7 @@ class Score:
         try:
             record = json.loads(Path(path).read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+            raise UserValueError(f"{path}: not valid JSON ({error})") from None
         return cls.from_dict(record, str(path))
 
 

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from worldmodels.errors import UserError
 
-class WorkerError(RuntimeError):
+
+class WorkerError(UserError, RuntimeError):
     """A worker process died, or a task in it failed; the message names the task."""
 
 

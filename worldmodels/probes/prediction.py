@@ -25,6 +25,7 @@ from worldmodels.data.frames import median_frame
 from worldmodels.data.latents import LatentReader, latents_match
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
+from worldmodels.errors import UserValueError
 from worldmodels.models.rssm import WorldModel, frames_to_images, openloop_prediction
 from worldmodels.models.vae import foreground_mask
 from worldmodels.vmc.simulator import decode, openloop_episodes, openloop_rollout
@@ -59,7 +60,7 @@ def compare(config: PipelineConfig, paths: PipelinePaths, world_model: WorldMode
     train_episodes, heldout = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     usable = np.array([e for e in heldout if rollouts.lengths[e] >= context + steps], dtype=np.int64)
     if len(usable) == 0:
-        raise ValueError(f"no held-out episode has {context + steps} steps for the open-loop comparison "
+        raise UserValueError(f"no held-out episode has {context + steps} steps for the open-loop comparison "
                          "(mdnrnn.context_frames + mdnrnn.openloop_steps)")
     frames = torch.from_numpy(np.stack([rollouts.frames(int(e), 0, context + steps) for e in usable]))
     step_data = [rollouts.step_data(int(e)) for e in usable]

@@ -58,20 +58,23 @@ def _parameters(state: dict[str, Any], *keys: str) -> int:
 
 
 def _paper_pipeline(config: PipelineConfig) -> PipelineConfig | None:
-    return _related_pipeline(config, "_paper")
+    """The pipeline this one declares as its task's paper recipe (``report.paper_recipe``), if any."""
+    return _declared_pipeline(config.report.paper_recipe)
 
 
-def _related_pipeline(config: PipelineConfig, suffix: str) -> PipelineConfig | None:
+def _declared_pipeline(name: str | None) -> PipelineConfig | None:
+    """A pipeline a report section names, or None when it names none or the pipeline is not there."""
+    if name is None:
+        return None
     try:
-        return load_pipeline(f"{config.name}{suffix}")
-    except (ConfigError, FileNotFoundError):
+        return load_pipeline(name)
+    except ConfigError:
         return None
 
 
-# Longer experiments on the same task whose scores join this report's table once they exist:
-# (pipeline name suffix, the score, its label, the make target that writes it).
-RELATED_RUNS = (("_dreamer", "dreamer", "Dreamer online, Dreamer v1's schedule", "all"),
-                ("_vmc_on_dreamer", "worldmodel", "V+M+C trained on Dreamer's replay", "evaluate"))
+# What another pipeline's agent is called in the results when that pipeline has no report.title, and the
+# make target that writes its score.
+COMPARED_AGENTS = {"worldmodel": ("V+M+C", "evaluate"), "dreamer": ("Dreamer", "all")}
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -132,10 +135,12 @@ def section_results(report: Report) -> str:
     add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
         _dreamer_note(paths))
     not_run = []
-    for suffix, agent, label, target in RELATED_RUNS:
-        related = _related_pipeline(report.config, suffix)
+    for name, agent in report.config.report.comparisons():
+        related = _declared_pipeline(name)
         if related is None:
             continue
+        default_label, target = COMPARED_AGENTS[agent]
+        label = related.report.title or f"{default_label}, pipeline {related.name}"
         related_paths = PipelinePaths(paths.root.parent / related.name)
         command = f"make {target} PIPELINE={related.name}"
         if related_paths.score(agent).is_file():
@@ -225,7 +230,8 @@ def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
 def _paper_differences(config: PipelineConfig, paper: PipelineConfig) -> str:
     ours, theirs = _flatten(config.to_dict()), _flatten(paper.to_dict())
     rows = [[key, str(theirs.get(key)), str(ours.get(key))] for key in sorted(set(ours) | set(theirs))
-            if ours.get(key) != theirs.get(key) and key not in ("name", "description")]
+            if ours.get(key) != theirs.get(key) and key not in ("name", "description")
+            and not key.startswith("report.")]
     return (f"<h3>Where {html.escape(config.name)} differs from the paper's recipe ({html.escape(paper.name)})</h3>"
             + table(["setting", "paper's recipe", "this pipeline"], rows))
 

@@ -50,6 +50,7 @@ from worldmodels.data.replay import open_replay
 from worldmodels.data.store import RolloutReader, RolloutWriter
 from worldmodels.dreamer.agent import DreamerAgent
 from worldmodels.dreamer.learner import Dreamer, update, updates_due
+from worldmodels.errors import UserValueError
 from worldmodels.evaluation.episodes import Score, evaluate_policy, evaluation_seeds, play_episodes
 from worldmodels.reference import dreamer_v1_curve
 from worldmodels.reporting.figures import dreamer_returns, openloop_strip, prediction_errors
@@ -208,7 +209,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         _forget_run_without_replay(paths, run)
     prefill = rollouts.num_steps * rollouts.action_repeat
     if settings.env_steps and settings.env_steps < prefill:
-        raise ValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
+        raise UserValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
                          f"({paths.rollouts})")
     final_updates = updates_due(settings, max(settings.env_steps, prefill), prefill)
     with tqdm(total=final_updates, desc="Dreamer", unit="update", disable=not progress, dynamic_ncols=True) as bar:

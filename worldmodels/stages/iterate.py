@@ -46,6 +46,7 @@ from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.runtime import resolve
 from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
+from worldmodels.errors import UserValueError
 from worldmodels.evaluation.episodes import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.models.controller import LinearController
 from worldmodels.stages import encode
@@ -201,7 +202,7 @@ def _train_round(config: PipelineConfig, paths: PipelinePaths, round_index: int,
         if recorded == identity:
             return
         if not _longer_search_of_the_last_round(recorded, identity, paths.round(round_index + 1)):
-            raise ValueError(f"{current.root} was made from another controller or other iterate settings; delete "
+            raise UserValueError(f"{current.root} was made from another controller or other iterate settings; delete "
                              f"{paths.iterations_dir} to redo the rounds, or use another --data-dir")
         logger.info(f"round {round_index}: C's search goes on from {recorded['settings']['controller_generations']} "
                     f"to {identity['settings']['controller_generations']} generations")
@@ -250,8 +251,8 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     """Run the rounds not yet done, then write ``agent.json``; returns its path."""
     resolve(config.runtime).apply()
     if config.iterate.iterations and config.controller.restarts != 1:
-        raise ValueError(f"controller.restarts={config.controller.restarts}: each round of `wm iterate` evolves one "
-                         "CMA-ES search; set controller.restarts=1 for the rounds")
+        raise UserValueError(f"controller.restarts={config.controller.restarts}: each round of `wm iterate` evolves "
+                             "one CMA-ES search; set controller.restarts=1 for the rounds")
     if not paths.controller.is_file():
         raise FileNotFoundError(f"{paths.controller}: no controller to start from; run `wm train-controller` first")
     log = MetricsLog(paths.metrics("iterate"), step_key="iteration")

@@ -38,6 +38,7 @@ from worldmodels.data.latents import LatentReader
 from worldmodels.data.sequences import build_sequences
 from worldmodels.data.split import repeat_played, split_episodes
 from worldmodels.data.store import RolloutReader
+from worldmodels.errors import UserValueError
 from worldmodels.models.mdnrnn import MDNRNN, MDNRNNEnsemble
 from worldmodels.models.vae import frames_to_input
 from worldmodels.reporting.figures import frame_rows, held_action_rewards, openloop_strip
@@ -76,7 +77,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     latents = LatentReader(paths.latents, paths.vae, rollouts)
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
-        raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
+        raise UserValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
     # Played episodes listed again are windows built again: a few dozen episodes, a few MB at most.
     train = build_sequences(latents, rollouts, repeat_played(train_episodes, rollouts.episodes["source"],
                                                              settings.played_repeat), settings.sequence_length)
@@ -108,7 +109,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     if start_epoch == 0 and start_from is not None:
         previous, checkpoint = load_mdnrnn(start_from)
         if checkpoint["model_args"] != common["model_args"]:
-            raise ValueError(f"{start_from}: an M of another shape ({checkpoint['model_args']}) cannot start "
+            raise UserValueError(f"{start_from}: an M of another shape ({checkpoint['model_args']}) cannot start "
                              f"this one ({common['model_args']})")
         model.load_state_dict(previous.state_dict())
     if state is None:
@@ -170,7 +171,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
     context, steps = settings.context_frames, settings.openloop_steps
     usable = [int(e) for e in heldout_episodes if rollouts.lengths[e] >= context + steps]
     if not usable:
-        raise ValueError(f"no held-out episode has {context + steps} steps for the open-loop measurement "
+        raise UserValueError(f"no held-out episode has {context + steps} steps for the open-loop measurement "
                          "(mdnrnn.context_frames + mdnrnn.openloop_steps)")
     mu = torch.from_numpy(np.stack([latents.episode(e)[0][:context + steps] for e in usable]))
     actions = torch.from_numpy(np.stack([rollouts.step_data(e)["actions"][:context + steps] for e in usable]))

@@ -54,6 +54,7 @@ from worldmodels.data.latents import LatentReader
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import has_true_state, make_env
+from worldmodels.errors import UserValueError
 from worldmodels.evaluation.baselines import StateLinearPolicy
 from worldmodels.evaluation.episodes import evaluation_seeds
 from worldmodels.models.vae import frames_to_input
@@ -325,7 +326,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         raise FileNotFoundError(f"{oracle_file}: no oracle to imitate; run `wm oracle` first")
     oracle = json.loads(oracle_file.read_text())
     if "parameters" not in oracle:
-        raise ValueError(f"{oracle_file}: holds no 'parameters'; run `wm oracle` again")
+        raise UserValueError(f"{oracle_file}: holds no 'parameters'; run `wm oracle` again")
     paths.ensure()
     identity = {"settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "inputs"},
                 "evaluate_seed": config.evaluate.seed, "oracle_sha256": file_sha256(oracle_file),

@@ -43,6 +43,7 @@ from worldmodels.data.sequences import build_sequences
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
 from worldmodels.envs import has_true_state, make_env
+from worldmodels.errors import UserValueError
 from worldmodels.evaluation.episodes import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.models.controller import LinearController, memory_step_scales, population_actions
 from worldmodels.models.mdnrnn import MDNRNN
@@ -72,7 +73,7 @@ def recover_states(env, rollouts: RolloutReader, episode: int) -> np.ndarray:
         rewards.append(reward)
     if not np.allclose(rewards, steps["rewards"], rtol=1e-4, atol=1e-4):
         worst = int(np.argmax(np.abs(np.asarray(rewards) - steps["rewards"])))
-        raise ValueError(f"{rollouts.path}: episode {episode} (env seed {int(row['seed'])}) does not replay: "
+        raise UserValueError(f"{rollouts.path}: episode {episode} (env seed {int(row['seed'])}) does not replay: "
                          f"step {worst} earns {rewards[worst]:.4f} here against {steps['rewards'][worst]:.4f} stored")
     return np.asarray(states, dtype=np.float32)
 

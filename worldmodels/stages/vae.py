@@ -38,6 +38,7 @@ from worldmodels.data.batches import ShuffledFrameBatches
 from worldmodels.data.frames import evenly_spaced, median_frame
 from worldmodels.data.split import split_episodes
 from worldmodels.data.store import RolloutReader
+from worldmodels.errors import UserValueError
 from worldmodels.models.vae import FRAME_SIZE, ConvVAE, foreground_mask, frames_to_input, vae_loss
 from worldmodels.reporting.figures import reconstruction_grid
 
@@ -54,7 +55,7 @@ def split_frame_rows(reader: RolloutReader, config: PipelineConfig) -> tuple[np.
     """(training rows, held-out rows) of /frames, split by episode as every stage splits them."""
     train_episodes, heldout_episodes = split_episodes(reader.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
-        raise ValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode "
+        raise UserValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode "
                          f"among the {reader.num_episodes} of {reader.path}; V needs at least one")
     return reader.frame_rows(train_episodes), reader.frame_rows(heldout_episodes)
 
@@ -158,7 +159,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     runtime = resolve(config.runtime).apply()
     reader = RolloutReader(paths.rollouts)
     if reader.frame_shape != (FRAME_SIZE, FRAME_SIZE, 3):
-        raise ValueError(f"env.frame_size: the ConvVAE takes 64x64 frames; {reader.path} holds "
+        raise UserValueError(f"env.frame_size: the ConvVAE takes 64x64 frames; {reader.path} holds "
                          f"{'x'.join(map(str, reader.frame_shape))}")
     paths.ensure()
     train_rows, heldout_rows = split_frame_rows(reader, config)
