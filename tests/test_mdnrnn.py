@@ -261,7 +261,7 @@ def test_the_dream_of_doing_nothing_is_placed_on_the_noise_curve_in_log_std():
 
 
 def test_a_held_action_episode_plays_the_seeded_noise_around_the_held_value():
-    from worldmodels.stages.mdnrnn import held_action_episode
+    from worldmodels.vmc.m_probes import held_action_episode
 
     class Echo:  # rewards each step with the action it was given
         action_size = 1

@@ -12,6 +12,7 @@ from worldmodels.core.paths import PipelinePaths
 from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
+from worldmodels.vmc import m_probes
 from worldmodels.vmc.simulator import noise_equivalent
 
 SMOKE = ["vae.epochs=1", "mdnrnn.epochs=4"]
@@ -80,7 +81,7 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
                                    rtol=1e-5)
     assert held["real_reward_per_step"][1][0] > 0 and held["real_reward_per_step"][1] != held["real_reward_per_step"][0]
     noise = held["zero_action_noise"]
-    assert noise["stds"] == list(mdnrnn_stage.ZERO_ACTION_NOISE_STDS)
+    assert noise["stds"] == list(_config().mdnrnn.zero_action_noise_stds) == [0.003, 0.01, 0.03, 0.1]
     assert len(noise["real_return_mean"]) == len(noise["stds"])
     assert noise["real_return_mean"][-1] != pytest.approx(held["real_return_mean"][1], abs=1e-6), \
         "the noisy zero action is played, not the zero action"
@@ -119,6 +120,15 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     measured = paths.simulator_metrics.stat().st_mtime_ns
     mdnrnn_stage.run(_config("mdnrnn.temperature=0"), paths, progress=False)
     assert paths.simulator_metrics.stat().st_mtime_ns == measured
+    # The noise curve is a probe a pipeline opts into: asked without it, the same M is measured without
+    # it (an env it means nothing on plays none of its episodes); asked with it again, it is back.
+    mdnrnn_stage.run(_config("mdnrnn.temperature=0", "mdnrnn.zero_action_noise_stds=[]"), paths, progress=False)
+    assert paths.mdnrnn.stat().st_mtime_ns == trained
+    plain = json.loads(paths.simulator_metrics.read_text())["held_action"]
+    assert "zero_action_noise" not in plain and plain["real_return_mean"] == held["real_return_mean"]
+    mdnrnn_stage.run(_config("mdnrnn.temperature=0", "mdnrnn.zero_action_noise_stds=[0.01]"), paths, progress=False)
+    assert json.loads(paths.simulator_metrics.read_text())["held_action"]["zero_action_noise"]["stds"] == [0.01]
+    assert paths.mdnrnn.stat().st_mtime_ns == trained
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
@@ -188,10 +198,10 @@ def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
     model, _ = load_mdnrnn(paths.mdnrnn)
     vae, _ = load_vae(paths.vae)
     rollouts = RolloutReader(paths.rollouts)
-    seeing = mdnrnn_stage.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
+    seeing = m_probes.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
     with torch.no_grad():
         model.lstm.weight_ih_l0[:, model.z_size:] = 0.0
-    blind = mdnrnn_stage.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
+    blind = m_probes.action_sensitivity(model, vae, config, rollouts, np.array([0, 1]), steps=6)
     assert blind["real"] == seeing["real"] and blind["ratio"] == 0.0 < seeing["ratio"]
 
 

@@ -312,6 +312,12 @@ class MDNRNNConfig(Section):
     openloop_steps: int = setting(45, ge=1)
     dream_samples: int = setting(8, ge=1)
     """Dream rollouts per held-out episode when measuring the replay gap."""
+    zero_action_noise_stds: tuple[float, ...] = setting((), gt=0)
+    """A probe that means something on one kind of task, so a pipeline opts in: the real zero action is
+    also played with Gaussian action noise of each of these stds, to place M's dream of doing nothing
+    on the env's own sensitivity curve (empty: not played). The cartpole pipelines ask for
+    ``[0.003, 0.01, 0.03, 0.1]``: there noise of std 0.01, half a percent of the action's range,
+    already costs 12% of the zero action's return; on TakeCover or CarRacing these stds mean nothing."""
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "mdnrnn"

@@ -96,7 +96,7 @@ def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     """M's settings that make a saved run another run (its length and measurements do not)."""
     settings = dataclasses.asdict(config.mdnrnn)
     for key in ("epochs", "eval_every", "temperature", "context_frames", "openloop_steps",
-                "dream_samples"):
+                "dream_samples", "zero_action_noise_stds"):
         settings.pop(key)
     if settings["ensemble"] == 1:  # a single M is what it was before ensembles existed: its runs resume
         settings.pop("ensemble")
