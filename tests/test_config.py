@@ -48,6 +48,12 @@ def test_an_experiment_record_does_not_move_with_a_product(name):
         assert (load_pipeline(name).collect.source or "").startswith(f"{parent}/"), f"{name} extends {parent}"
 
 
+@pytest.mark.parametrize("name", RECORDS)
+def test_an_experiment_record_names_the_commit_that_measured_it(name):
+    import re
+    assert re.search(r"commits? [0-9a-f]{7}", load_pipeline(name).description), name
+
+
 def test_a_relative_extends_is_read_from_the_files_folder(tmp_path: Path, monkeypatch):
     folder = tmp_path / "mine"
     folder.mkdir()
