@@ -77,7 +77,7 @@ def main() -> None:
 
 
 def real_evaluation(episodes: int) -> dict[str, float]:
-    """Episodes/s of V + M + C in the one-shot recipe's env (camera 0, as the README measured it), in
+    """Episodes/s of V + M + C in the one-shot recipe's env (camera 0, as docs/performance.md measured it), in
     this process and in 1 and 2 workers.
 
     Groups of 8 lockstep envs, as ``wm evaluate`` plays them; a worker's start-up (spawning,

@@ -8,7 +8,7 @@ resume state to ``checkpoints/mdnrnn_last.pt`` and, when held-out loss improves,
 After training: open-loop latent and pixel error against horizon, the dream's replay gap, the
 zero-action and held-action dreams against the real env (and the real zero action under small
 action noise: how far off the dream of doing nothing is, in the env's own units), and M's action
-sensitivity, on the held-out episodes (``simulator.py``), written to
+sensitivity, on the held-out episodes (``vmc/simulator.py``, ``vmc/m_probes.py``), written to
 ``metrics/mdnrnn_simulator.json`` and the last line of ``metrics/mdnrnn.jsonl``; figures
 ``openloop_vm.png``, ``held_action_rewards.png`` (the held-action episodes' reward at every step,
 real against dream) and ``dream_rollouts.png``, and the video ``dream_vs_real.gif`` (a held-out
