@@ -296,8 +296,8 @@ def section_budgets(report: Report) -> str:
              f"{runtime['threads']} CPU threads" if runtime else "not recorded (no config.yaml)")
     return (table(["model", "this run", "the paper"], rows)
             + f'<p class="note">Ran on {html.escape(where)}. The defaults are sized for <code>make all</code> on a '
-              "2-core CPU (each stage's time is below, and by machine in docs/performance.md); scores at these budgets are "
-              "not the papers' results at theirs.</p>")
+              "2-core CPU (each stage's time is below, and by machine in docs/performance.md); scores at these "
+              "budgets are not the papers' results at theirs.</p>")
 
 
 def section_data(report: Report) -> str:
