@@ -1,9 +1,11 @@
-"""Shared test helpers: synthetic rollout files that encode where each frame came from."""
+"""Shared test helpers: synthetic rollout files that encode where each frame came from, and the one smoke run
+of the session (``smoke_run``) that the tests reading a trained pipeline share."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,111 @@ def copy_trained_m(source, tmp_path):
     for artifact in (source.rollouts, source.vae, source.latents, source.mdnrnn):
         (paths.root / artifact.name).write_bytes(artifact.read_bytes())
     return paths
+
+
+# ------------------------------------------------------------------------------------ the shared smoke run
+
+# Beyond pipelines/smoke.yaml (what tests/test_readout.py's assertions count on, written out): the readout of
+# the two input sets its tests name (state and [z, h]). No other stage reads oracle.generations or readout.*.
+SHARED_SMOKE = ("oracle.generations=2", "readout.oracle_episodes=2", "readout.dagger_rounds=1",
+                "readout.dagger_episodes=1", "readout.fit_epochs=5", "readout.eval_episodes=2",
+                "readout.inputs=[state, zh]")
+SMOKE_STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "evaluate", "oracle",
+                "readout", "state-model", "dreamer")
+# Stages after which the run's whole folder is also kept as it stood then, for tests that copy a run at that
+# point (the live folder goes on to later stages as tests ask for them).
+SNAPSHOT_STAGES = ("encode", "train-controller")
+
+
+def _stage_module(name: str):
+    from worldmodels.stages import (
+        collect,
+        controller,
+        dreamer,
+        encode,
+        evaluate,
+        mdnrnn,
+        oracle,
+        readout,
+        state_model,
+        vae,
+    )
+
+    return {"collect": collect, "train-vae": vae, "encode": encode, "train-mdnrnn": mdnrnn,
+            "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "readout": readout,
+            "state-model": state_model, "dreamer": dreamer}[name]
+
+
+def _manifest(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+class SmokeRun:
+    """The smoke pipeline (``SHARED_SMOKE`` added) run once per test session, each stage the first time a
+    test asks for it (`make collect` ... `make dreamer`, stage times recorded as `wm` records them).
+
+    Its folders are READ ONLY: a test that writes (resumes, damages, retrains with other settings) works on
+    its own copy (``copy``, ``shutil.copytree``, ``copy_trained_m``). Every file's size and time are
+    checked before each later stage and at the end of the session, so that a test writing into the shared
+    run fails the session instead of changing what the tests after it see."""
+
+    def __init__(self, folder: Path) -> None:
+        from worldmodels.core.paths import PipelinePaths
+
+        self.config = smoke_config(*SHARED_SMOKE)
+        self.paths = PipelinePaths(folder / "run" / "smoke")
+        self._snapshots = folder / "after"
+        self._done: list[str] = []
+        self._manifests: dict[Path, dict[str, tuple[int, int]]] = {}
+
+    def through(self, stage: str):
+        """The run's ``PipelinePaths`` with every stage up to ``stage`` done (later ones may be done too)."""
+        from worldmodels.core.stage_times import timed_stage
+
+        for name in SMOKE_STAGES[:SMOKE_STAGES.index(stage) + 1]:
+            if name in self._done:
+                continue
+            self.check_untouched()
+            with timed_stage(self.paths, name):
+                _stage_module(name).run(self.config, self.paths, progress=False)
+            self._done.append(name)
+            self._manifests[self.paths.root] = _manifest(self.paths.root)
+            if name in SNAPSHOT_STAGES:
+                snapshot = self._snapshots / name / "smoke"
+                shutil.copytree(self.paths.root, snapshot)
+                self._manifests[snapshot] = _manifest(snapshot)
+        return self.paths
+
+    def after(self, stage: str):
+        """The run's folder exactly as it stood after ``stage`` (one of ``SNAPSHOT_STAGES``); read only."""
+        from worldmodels.core.paths import PipelinePaths
+
+        assert stage in SNAPSHOT_STAGES, f"no snapshot is kept after {stage} (SNAPSHOT_STAGES)"
+        self.through(stage)
+        return PipelinePaths(self._snapshots / stage / "smoke")
+
+    def copy(self, stage: str, destination: Path):
+        """A writable copy, in ``destination/smoke``, of the run as it stood after ``stage`` (a snapshot
+        stage) or, for any other stage, of the run with at least that stage done."""
+        from worldmodels.core.paths import PipelinePaths
+
+        source = self.after(stage) if stage in SNAPSHOT_STAGES else self.through(stage)
+        target = PipelinePaths(destination / "smoke")
+        shutil.copytree(source.root, target.root)
+        return target
+
+    def check_untouched(self) -> None:
+        for root, manifest in self._manifests.items():
+            now = _manifest(root)
+            changed = sorted(name for name in manifest.keys() | now.keys() if manifest.get(name) != now.get(name))
+            assert not changed, (f"a test wrote into the shared smoke run {root} (tests must copy it): "
+                                 f"{', '.join(changed)}")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """The session's one smoke run (``SmokeRun``): read it, copy it to write."""
+    run = SmokeRun(tmp_path_factory.mktemp("shared_smoke"))
+    yield run
+    run.check_untouched()

@@ -27,7 +27,8 @@ def _collect(data_dir: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """Five episodes collected in this process, without interruption."""
+    """Five episodes collected in this process, without interruption. Its own, not the shared smoke run's
+    rollouts: 5 episodes of 6 steps (``SMOKE``), the reference the other collects here must equal."""
     return _collect(tmp_path_factory.mktemp("reference"), "collect.episodes=5", "collect.workers=0")
 
 
@@ -43,6 +44,7 @@ def test_collected_episodes_hold_moving_frames_and_their_seeds(reference):
         assert episode.truncated[-1] and not episode.terminated.any()
 
 
+@pytest.mark.slow
 def test_the_data_do_not_depend_on_the_number_of_workers(reference, tmp_path):
     parallel = _collect(tmp_path, "collect.episodes=5", "collect.workers=2")
     assert_same_rollouts(reference, parallel)
@@ -91,6 +93,7 @@ def test_another_seed_in_the_same_file_is_refused(reference, tmp_path):
         _collect(tmp_path, "collect.episodes=2", "collect.workers=0", "collect.seed=4")
 
 
+@pytest.mark.slow
 def test_a_collect_killed_mid_run_resumes_to_the_same_file(tmp_path):
     settings = ["collect.episodes=12", "collect.workers=1", "env.max_episode_steps=20"]
     command = [sys.executable, "-m", "worldmodels.cli", "collect", "--pipeline", "smoke",

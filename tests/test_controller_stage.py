@@ -13,25 +13,21 @@ from worldmodels.core.paths import PipelinePaths
 from worldmodels.evaluation.baselines import ZeroPolicy
 from worldmodels.evaluation.episodes import CHECK_STREAM, Score, evaluate_policy, evaluation_seeds
 from worldmodels.evaluation.rollout import episode_seeds
-from worldmodels.stages import collect, encode, evaluate
 from worldmodels.stages import controller as controller_stage
-from worldmodels.stages import mdnrnn as mdnrnn_stage
-from worldmodels.stages import vae as vae_stage
+from worldmodels.stages import evaluate
 
 
 def _config(*overrides):
     return smoke_config(*overrides)
 
 
-@pytest.fixture(scope="module")
-def trained_m(tmp_path_factory):
-    paths = PipelinePaths(tmp_path_factory.mktemp("c") / "smoke")
-    config = _config()
-    for stage in (collect, vae_stage, encode, mdnrnn_stage):
-        stage.run(config, paths, progress=False)
-    return paths
+@pytest.fixture
+def trained_m(smoke_run):
+    """The smoke pipeline's rollouts, V, latents and M (the session's shared run); tests copy them."""
+    return smoke_run.through("train-mdnrnn")
 
 
+@pytest.mark.slow
 def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     controller_stage.run(_config("controller.generations=2"), paths, progress=False)
@@ -45,6 +41,7 @@ def test_a_killed_evolution_resumes_at_its_generation(trained_m, tmp_path):
     Image.open(paths.figure("cmaes_curve")).verify()
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_search_the_dream_scores_best_and_each_search_resumes(trained_m, tmp_path):
     """Search k of controller.seed=3 is the single search of seed 3 + k; the dream's best is controller.pt;
     each search's real mean is the evaluate stage's score of it; more generations continue each search."""
@@ -81,6 +78,7 @@ def test_restarts_keep_the_search_the_dream_scores_best_and_each_search_resumes(
         assert [r["generation"] for r in records] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_c_with_a_hidden_layer_is_evolved_saved_and_scored(trained_m, tmp_path):
     """controller.layer_size reaches the checkpoint: the saved C has the hidden layer's parameters, acts as
     the population form of its flat vector does, and the evaluate stage plays it."""
@@ -109,6 +107,7 @@ def test_iterate_refuses_restarts(tmp_path):
         iterate.run(_config("controller.restarts=2", "iterate.iterations=1"), PipelinePaths(tmp_path / "x"))
 
 
+@pytest.mark.slow
 def test_an_evolution_stops_where_the_population_reaches_stop_at_and_stays_stopped(trained_m, tmp_path):
     """A mean every population reaches stops the run after its first generation, with C scored and
     saved; asked again (more generations) it stays stopped; without ``stop_at`` it goes on."""
@@ -124,6 +123,7 @@ def test_an_evolution_stops_where_the_population_reaches_stop_at_and_stays_stopp
     assert [r["generation"] for r in records] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("evaluate.episodes=3")
@@ -139,6 +139,7 @@ def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_
     Image.open(paths.figure("score_hist")).verify()
 
 
+@pytest.mark.slow
 def test_evaluation_is_reproducible_and_its_seeds_are_not_training_seeds():
     config = load_pipeline("smoke")
     seeds = evaluation_seeds(0, 3)
@@ -152,6 +153,7 @@ def test_evaluation_is_reproducible_and_its_seeds_are_not_training_seeds():
     assert not evaluation & training and not evaluation & checks
 
 
+@pytest.mark.slow
 def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("controller.generations=2", "controller.temperatures=[0.5, 1.0]", "controller.workers=0")
@@ -167,6 +169,7 @@ def test_temperature_sweep_writes_the_papers_table_with_a_random_row(trained_m, 
     assert "| 0.5 |" in markdown and "| random policy | - |" in markdown
 
 
+@pytest.mark.slow
 def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(trained_m, tmp_path):
     from worldmodels.evaluation.episodes import REAL_FITNESS_STREAM
     from worldmodels.vmc.real_fitness import real_population_fitness
@@ -185,6 +188,7 @@ def test_real_fitness_equals_each_candidates_real_return_on_the_same_seeds(train
     assert len(set(np.round(fitness, 3))) > 1, "different candidates act differently"
 
 
+@pytest.mark.slow
 def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     controller_stage.run(_config("controller.generations=1", "controller.fitness_in=real", "controller.workers=0"),
@@ -193,6 +197,7 @@ def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
     assert record["env_steps"] == 4 * 2 * 20 * 8 and "eval/real_mean" in record
 
 
+@pytest.mark.slow
 def test_evaluation_in_workers_matches_evaluation_in_process_and_a_dead_worker_is_an_error():
     from worldmodels.pools.workers import WorkerError
 

@@ -15,6 +15,7 @@ from worldmodels.core.paths import PipelinePaths
 STAGES = ["collect", "train-vae", "encode", "train-mdnrnn", "train-controller", "evaluate", "dreamer"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_smoke_pipeline_runs_end_to_end_on_the_device(device, tmp_path):
     runner = CliRunner()

@@ -13,24 +13,21 @@ from worldmodels.data.store import RolloutReader
 from worldmodels.dreamer.learner import updates_due
 from worldmodels.reference import dreamer_v1_curve
 from worldmodels.reporting.figures import dreamer_returns
-from worldmodels.stages import collect, encode
+from worldmodels.stages import collect
 from worldmodels.stages import dreamer as dreamer_stage
-from worldmodels.stages import mdnrnn as mdnrnn_stage
-from worldmodels.stages import vae as vae_stage
 
 
 def _config(*overrides):
     return smoke_config(*overrides)
 
 
-@pytest.fixture(scope="module")
-def trained_m(tmp_path_factory):
-    paths = PipelinePaths(tmp_path_factory.mktemp("d") / "smoke")
-    for stage in (collect, vae_stage, encode, mdnrnn_stage):
-        stage.run(_config(), paths, progress=False)
-    return paths
+@pytest.fixture
+def trained_m(smoke_run):
+    """The smoke pipeline's rollouts, V, latents and M (the session's shared run); tests copy them."""
+    return smoke_run.through("train-mdnrnn")
 
 
+@pytest.mark.slow
 def test_dreamer_trains_scores_and_draws_its_figures_beside_v_and_m(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     dreamer_stage.run(_config(), paths, progress=False)
@@ -48,6 +45,7 @@ def test_dreamer_trains_scores_and_draws_its_figures_beside_v_and_m(trained_m, t
         Image.open(paths.figure(name)).verify()
 
 
+@pytest.mark.slow
 def test_a_resumed_dreamer_continues_at_its_saved_update(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     dreamer_stage.run(_config("dreamer.updates=2"), paths, progress=False)
@@ -83,6 +81,7 @@ def test_updates_due_follow_dreamer_v1s_schedule_in_env_steps():
     assert updates_due(_config("dreamer.updates=7").dreamer, 10**6, 0) == 7  # offline: the updates alone
 
 
+@pytest.mark.slow
 def test_the_online_loop_prefills_pretrains_then_trains_between_episodes(tmp_path):
     paths = _slider_paths(tmp_path)
     dreamer_stage.run(_config(*SLIDER), paths, progress=False)
@@ -104,6 +103,7 @@ def test_the_online_loop_prefills_pretrains_then_trains_between_episodes(tmp_pat
     Image.open(paths.figure("dreamer_returns")).verify()
 
 
+@pytest.mark.slow
 def test_a_killed_online_run_resumes_to_the_same_replay_and_model(tmp_path, monkeypatch):
     whole = _slider_paths(tmp_path, "whole")
     dreamer_stage.run(_config(*SLIDER), whole, progress=False)
@@ -134,6 +134,7 @@ def test_a_killed_online_run_resumes_to_the_same_replay_and_model(tmp_path, monk
     assert [r["env_steps"] for r in records if "train/return" in r] == [80, 100, 120]
 
 
+@pytest.mark.slow
 def test_a_fresh_online_run_starts_its_replay_again_from_the_prefill(tmp_path):
     paths = _slider_paths(tmp_path)
     dreamer_stage.run(_config(*SLIDER), paths, progress=False)

@@ -9,7 +9,6 @@ from tests.conftest import DEVICES, smoke_config, tolerance
 from worldmodels.artifacts import load_mdnrnn
 from worldmodels.config import ConfigError
 from worldmodels.core.metrics import MetricsLog
-from worldmodels.core.paths import PipelinePaths
 from worldmodels.models.mdnrnn import (
     MDNRNNEnsemble,
     MixturePrediction,
@@ -129,14 +128,17 @@ def test_an_ensemble_is_refused_where_it_cannot_work():
 
 
 @pytest.fixture(scope="module")
-def trained_ensemble(tmp_path_factory):
-    paths = PipelinePaths(tmp_path_factory.mktemp("ensemble") / "smoke")
+def trained_ensemble(smoke_run, tmp_path_factory):
+    """An M of its own (an ensemble of 3, 6 epochs): trained once for this module on a copy of the shared
+    smoke run's rollouts, V and latents (which mdnrnn.* settings do not change: their stages do nothing)."""
+    paths = smoke_run.copy("encode", tmp_path_factory.mktemp("ensemble"))
     config = smoke_config("mdnrnn.ensemble=3", "mdnrnn.epochs=6", "mdnrnn.eval_every=1")
     for stage in (collect, vae_stage, encode, mdnrnn_stage):
         stage.run(config, paths, progress=False)
     return config, paths
 
 
+@pytest.mark.slow
 def test_the_m_stage_trains_every_member_and_saves_an_ensemble_that_loads_as_one(trained_ensemble):
     config, paths = trained_ensemble
     model, checkpoint = load_mdnrnn(paths.mdnrnn)
@@ -150,6 +152,7 @@ def test_the_m_stage_trains_every_member_and_saves_an_ensemble_that_loads_as_one
     assert losses[-1] < losses[0], "the members' mean held-out loss falls"
 
 
+@pytest.mark.slow
 def test_one_m_keeps_the_identity_it_had_before_ensembles(trained_ensemble):
     config, _ = trained_ensemble
     single = settings_that_matter(smoke_config())

@@ -16,6 +16,7 @@ def _play(env, seed, actions):
 
 @pytest.fixture(scope="module")
 def cartpole():
+    """One env of 6 steps for the module's tests (an env, not a smoke run's artifacts)."""
     env = make_env(EnvConfig(id="dmc:cartpole-balance", action_repeat=8, max_episode_steps=6))
     yield env
     env.close()

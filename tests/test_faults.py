@@ -22,9 +22,9 @@ from worldmodels.core.checkpoint import file_sha256, load_checkpoint
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.training import TrainingDiverged, TrainingOutputError
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
-from worldmodels.stages import collect, encode
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import dreamer as dreamer_stage
+from worldmodels.stages import encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
 from worldmodels.stages import vae as vae_stage
 
@@ -51,14 +51,11 @@ def strict_json_lines(path: Path) -> list[dict]:
     return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The smoke pipeline's rollouts, V, latents, M and C, made once; tests copy them."""
-    paths = PipelinePaths(tmp_path_factory.mktemp("faults") / "smoke")
-    config = smoke_config()
-    for stage in (collect, vae_stage, encode, mdnrnn_stage, controller_stage):
-        stage.run(config, paths, progress=False)
-    return paths
+@pytest.fixture
+def trained(smoke_run):
+    """The smoke pipeline's rollouts, V, latents, M and C, as the session's shared run stood after C (no
+    later stage's files); read only, tests copy them."""
+    return smoke_run.after("train-controller")
 
 
 def _copy_all(source: PipelinePaths, tmp_path: Path) -> PipelinePaths:
@@ -81,6 +78,7 @@ def _mount_small_tmpfs(where: Path, megabytes: int) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_collect_at_once_and_a_rerun_completes_the_file(tmp_path):
     disk = tmp_path / "disk"
     if not _mount_small_tmpfs(disk, 3):
@@ -174,6 +172,7 @@ def test_episodes_committed_without_their_data_are_found_and_collected_again(tmp
 
 # ------------------------------------------------------------------------------------- diverging training
 
+@pytest.mark.slow
 def test_a_diverging_v_stops_naming_its_epoch_and_promotes_nothing(trained, tmp_path):
     paths = _copy_all(trained, tmp_path)
     vae_bytes, last_bytes = paths.vae.read_bytes(), paths.last_checkpoint("vae").read_bytes()
@@ -308,6 +307,7 @@ def test_another_pipelines_v_is_refused_by_encode_and_replaced_by_train_vae(trai
     encode.run(smoke_config(), paths, progress=False)
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_c_evolved_in_another_m(trained, tmp_path):
     from worldmodels.stages import evaluate
 
@@ -361,6 +361,7 @@ def _start_and_kill(args: list[str], data_dir: Path, sig: signal.Signals, proces
     return left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_a_killed_collect_leaves_no_worker_behind(tmp_path, sig):
     args = ["collect", "-p", "smoke", "--set", "collect.episodes=400", "--set", "collect.workers=2"]
@@ -368,6 +369,7 @@ def test_a_killed_collect_leaves_no_worker_behind(tmp_path, sig):
     assert _start_and_kill(args, tmp_path, sig, processes=4) == []
 
 
+@pytest.mark.slow
 def test_a_killed_real_env_evolution_leaves_no_worker_behind(trained, tmp_path):
     paths = copy_trained_m(trained, tmp_path)
     args = ["train-controller", "-p", "smoke", "--in", "real", "--set", "controller.workers=2",
@@ -375,6 +377,7 @@ def test_a_killed_real_env_evolution_leaves_no_worker_behind(trained, tmp_path):
     assert _start_and_kill(args, paths.root.parent, signal.SIGTERM, processes=4) == []
 
 
+@pytest.mark.slow
 def test_collect_killed_at_a_random_moment_resumes_to_the_uninterrupted_file(tmp_path):
     args = ["collect", "-p", "smoke", "--set", "collect.episodes=24", "--no-progress"]
     whole = wm(*args, data_dir=tmp_path / "whole")
@@ -392,6 +395,7 @@ def test_collect_killed_at_a_random_moment_resumes_to_the_uninterrupted_file(tmp
     assert_same_rollouts(tmp_path / "whole" / "smoke" / "rollouts.h5", tmp_path / "killed" / "smoke" / "rollouts.h5")
 
 
+@pytest.mark.slow
 def test_train_vae_killed_at_a_random_moment_resumes_to_the_uninterrupted_losses(trained, tmp_path):
     args = ["train-vae", "-p", "smoke", "--set", "vae.epochs=4", "--no-progress"]
     runs = {}
@@ -418,6 +422,7 @@ def test_train_vae_killed_at_a_random_moment_resumes_to_the_uninterrupted_losses
 
 # ---------------------------------------------------------------------------------- refused commands
 
+@pytest.mark.slow
 def test_a_refused_command_leaves_the_record_of_the_run_as_it_was(tmp_path):
     assert wm("collect", "-p", "smoke", data_dir=tmp_path).returncode == 0
     record = (tmp_path / "smoke" / "config.yaml").read_text()
@@ -426,6 +431,7 @@ def test_a_refused_command_leaves_the_record_of_the_run_as_it_was(tmp_path):
     assert (tmp_path / "smoke" / "config.yaml").read_text() == record
 
 
+@pytest.mark.slow
 def test_an_os_error_is_one_line_naming_the_path(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the data dir should be")
@@ -453,6 +459,7 @@ def test_a_dead_worker_of_real_env_fitness_is_an_error_naming_its_candidates(tra
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_a_finished_dreamer_whose_model_is_gone_writes_it_again_without_training(trained, tmp_path):
     paths = copy_trained_m(trained, tmp_path)
     dreamer_stage.run(smoke_config(), paths, progress=False)
@@ -466,6 +473,7 @@ def test_a_finished_dreamer_whose_model_is_gone_writes_it_again_without_training
     assert paths.metrics("dreamer").read_text() == log_before
 
 
+@pytest.mark.slow
 def test_dreamer_does_not_resume_a_run_made_with_another_heldout_split(trained, tmp_path, caplog):
     paths = copy_trained_m(trained, tmp_path)
     dreamer_stage.run(smoke_config("dreamer.updates=2"), paths, progress=False)

@@ -21,9 +21,11 @@ def _config(*overrides):
     return smoke_config(*overrides)
 
 
-def _rounds(folder, *settings):
-    """Every stage up to C, then the rounds, of the smoke pipeline with ``settings``, in ``folder``."""
-    paths = PipelinePaths(folder / "smoke")
+def _rounds(smoke_run, start, folder, *settings):
+    """Every stage up to C, then the rounds, of the smoke pipeline with ``settings``, in ``folder``: a copy
+    of the session's shared smoke run as it stood after stage ``start``, whose outputs ``settings`` must
+    not change (those stages find their work done and do nothing)."""
+    paths = smoke_run.copy(start, folder)
     config = _config(*settings)
     for stage in (collect, vae_stage, encode, mdnrnn_stage, controller_stage):
         stage.run(config, paths, progress=False)
@@ -32,10 +34,13 @@ def _rounds(folder, *settings):
 
 
 @pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory):
-    return _rounds(tmp_path_factory.mktemp("iterate"), "iterate.iterations=2", "iterate.controller_generations=[2,3]")
+def two_rounds(smoke_run, tmp_path_factory):
+    """Two rounds after the shared smoke run's C (its own: the rounds' tests change them)."""
+    return _rounds(smoke_run, "train-controller", tmp_path_factory.mktemp("iterate"), "iterate.iterations=2",
+                   "iterate.controller_generations=[2,3]")
 
 
+@pytest.mark.slow
 def test_each_round_appends_on_policy_episodes_to_the_previous_data(two_rounds):
     """Round 1 copies the pipeline's file; round 2 takes round 1's file over (no second copy) and
     appends its own episodes."""
@@ -53,6 +58,7 @@ def test_each_round_appends_on_policy_episodes_to_the_previous_data(two_rounds):
     assert len(seeds) == 8, "on-policy episodes start from seeds of their own"
 
 
+@pytest.mark.slow
 def test_a_round_encodes_only_its_new_episodes_and_gets_the_latents_of_a_full_encode(two_rounds):
     config, paths = two_rounds
     round1, round2 = paths.round(1), paths.round(2)
@@ -70,6 +76,7 @@ def test_a_round_encodes_only_its_new_episodes_and_gets_the_latents_of_a_full_en
     assert len(shorter) == 0, "latents of more episodes than the file holds are not reused"
 
 
+@pytest.mark.slow
 def test_a_round_s_encode_keeps_the_previous_round_s_rows_and_encodes_the_rest(two_rounds, tmp_path):
     """Round 1's latents replaced by marked rows (same V, same episodes): round 2's encode keeps the
     marks for round 1's frames and encodes only the frames after them."""
@@ -89,6 +96,7 @@ def test_a_round_s_encode_keeps_the_previous_round_s_rows_and_encodes_the_rest(t
     np.testing.assert_allclose(latents.mu[len(marked):], full.mu[len(marked):], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):
     config, paths = two_rounds
     round1 = paths.round(1)
@@ -109,6 +117,7 @@ def test_rounds_continue_from_the_previous_m_and_c_and_are_logged(two_rounds):
     assert agent["root"] == str(paths.round(2).root)
 
 
+@pytest.mark.slow
 def test_a_finished_round_is_not_redone_and_changed_settings_are_refused(two_rounds):
     config, paths = two_rounds
     marker = paths.round(1).round_marker
@@ -122,6 +131,7 @@ def test_a_finished_round_is_not_redone_and_changed_settings_are_refused(two_rou
         iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=4"), paths, progress=False)
 
 
+@pytest.mark.slow
 def test_the_last_round_s_search_goes_on_when_more_generations_are_asked(two_rounds, tmp_path):
     """Round 2 (the last) asked for 5 generations instead of 3: its C continues to 5 without
     replaying its episodes or M; fewer than it ran is refused."""
@@ -140,6 +150,7 @@ def test_the_last_round_s_search_goes_on_when_more_generations_are_asked(two_rou
         iterate.run(_config("iterate.iterations=2", "iterate.controller_generations=[2,4]"), paths, progress=False)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):
     config, paths = two_rounds
     evaluate.run(config, paths, progress=False)
@@ -152,6 +163,7 @@ def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):
     assert json.loads(paths.score("worldmodel").read_text())["env_steps_of_data"] == 6 * 20 * 8
 
 
+@pytest.mark.slow
 def test_m_trains_on_the_played_episodes_as_often_as_asked(two_rounds, tmp_path, monkeypatch):
     """Round 2's data (4 exploration + 4 played episodes) with ``mdnrnn.played_repeat=3``: M's
     training windows list each played training episode 3 times, each exploration episode once."""
@@ -181,6 +193,7 @@ def test_m_trains_on_the_played_episodes_as_often_as_asked(two_rounds, tmp_path,
     assert m_state["settings"]["played_repeat"] == 3
 
 
+@pytest.mark.slow
 def test_a_round_whose_successor_was_deleted_says_how_to_redo_the_rounds(two_rounds, tmp_path):
     config, paths = two_rounds
     previous, current = paths.round(1), PipelinePaths(tmp_path / "iterations" / "2")
@@ -199,14 +212,15 @@ def test_round_seeds_are_disjoint_from_collect_and_evaluation_seeds():
 
 
 @pytest.fixture(scope="module")
-def round_from_zero(tmp_path_factory):
+def round_from_zero(smoke_run, tmp_path_factory):
     """Two rounds from C = 0 without noise, each C evolved from C = 0, M trained afresh as an ensemble,
-    C in a penalised dream."""
-    return _rounds(tmp_path_factory.mktemp("from_zero"), "iterate.iterations=2", "iterate.start_from=zero",
-                   "iterate.evolve_from=zero", "iterate.noise_std=0", "iterate.mdnrnn_epochs=0",
-                   "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0")
+    C in a penalised dream (its own M and C: from the shared smoke run's V and latents)."""
+    return _rounds(smoke_run, "encode", tmp_path_factory.mktemp("from_zero"), "iterate.iterations=2",
+                   "iterate.start_from=zero", "iterate.evolve_from=zero", "iterate.noise_std=0",
+                   "iterate.mdnrnn_epochs=0", "mdnrnn.ensemble=2", "controller.disagreement_penalty=1.0")
 
 
+@pytest.mark.slow
 def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero(round_from_zero):
     config, paths = round_from_zero
     round1 = RolloutReader(paths.round(2).rollouts)  # round 1's file, handed on to round 2
@@ -224,6 +238,7 @@ def test_round_one_from_zero_plays_the_zero_action_and_evolves_from_c_equal_zero
     assert m_state["model_args"]["members"] == 2
 
 
+@pytest.mark.slow
 def test_rounds_evolving_from_zero_start_every_search_at_zero_and_play_the_previous_c(round_from_zero):
     config, paths = round_from_zero
     round1_c = load_checkpoint(paths.round(1).controller, "controller")["parameters"].numpy()
@@ -236,6 +251,7 @@ def test_rounds_evolving_from_zero_start_every_search_at_zero_and_play_the_previ
     assert all(np.abs(round2.step_data(i)["actions"]).max() > 0 for i in new), "round 2 plays round 1's C"
 
 
+@pytest.mark.slow
 def test_rounds_from_zero_are_other_rounds_than_the_papers(round_from_zero):
     config, paths = round_from_zero
     with pytest.raises(ValueError, match="other iterate settings"):

@@ -9,9 +9,7 @@ from worldmodels.config import load_pipeline
 from worldmodels.core.checkpoint import load_checkpoint
 from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.paths import PipelinePaths
-from worldmodels.stages import collect, encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
-from worldmodels.stages import vae as vae_stage
 from worldmodels.vmc import m_probes
 from worldmodels.vmc.simulator import noise_equivalent
 
@@ -22,15 +20,11 @@ def _config(*overrides):
     return load_pipeline("smoke", [*SMOKE, *overrides])
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    """Rollouts, V and latents of the smoke pipeline, made once."""
-    paths = PipelinePaths(tmp_path_factory.mktemp("m") / "smoke")
-    config = _config()
-    collect.run(config, paths, progress=False)
-    vae_stage.run(config, paths, progress=False)
-    encode.run(config, paths, progress=False)
-    return paths
+@pytest.fixture
+def encoded(smoke_run):
+    """Rollouts, V and latents of the smoke pipeline (the session's shared run: ``SMOKE`` changes M only);
+    read only, tests copy them (``_copy``)."""
+    return smoke_run.through("encode")
 
 
 def _copy(encoded, tmp_path, name):
@@ -40,6 +34,7 @@ def _copy(encoded, tmp_path, name):
     return paths
 
 
+@pytest.mark.slow
 def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_path, caplog):
     paths = _copy(encoded, tmp_path, "run")
     with caplog.at_level("INFO", logger=mdnrnn_stage.logger.name):
@@ -131,6 +126,7 @@ def test_training_logs_heldout_losses_and_measures_the_simulator(encoded, tmp_pa
     assert paths.mdnrnn.stat().st_mtime_ns == trained
 
 
+@pytest.mark.slow
 def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
     resumed = _copy(encoded, tmp_path, "resumed")
     mdnrnn_stage.run(_config("mdnrnn.epochs=2"), resumed, progress=False)
@@ -147,6 +143,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one(encoded, tmp_path):
         torch.testing.assert_close(second["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_a_cosine_run_resumes_its_schedule_and_a_longer_one_starts_over(encoded, tmp_path, monkeypatch):
     cosine = "mdnrnn.learning_rate_schedule=cosine"
     whole = _copy(encoded, tmp_path, "whole")
@@ -186,6 +183,7 @@ def _trained(encoded, tmp_path, name, *overrides):
     return paths.last_checkpoint("mdnrnn")
 
 
+@pytest.mark.slow
 def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
     """The same M with the action's input weights zeroed: its futures cannot part by action (ratio 0),
     while the real ones do."""
@@ -205,6 +203,7 @@ def test_an_m_blind_to_the_action_has_no_action_sensitivity(encoded, tmp_path):
     assert blind["real"] == seeing["real"] and blind["ratio"] == 0.0 < seeing["ratio"]
 
 
+@pytest.mark.slow
 def test_an_m_on_vs_means_ignores_vs_sigma_and_dreams_from_the_mean(encoded, tmp_path):
     """mdnrnn.latents=mean: M trains on mu (two runs whose latents differ only in logvar end with
     the same weights, while the paper's sampled z makes them differ), the checkpoint says so, and its

@@ -40,6 +40,7 @@ def test_the_oracle_stage_writes_a_score_on_the_evaluation_seeds(tmp_path):
     assert len(score["parameters"]) == 6
 
 
+@pytest.mark.slow
 def test_the_oracle_in_worker_processes_finds_what_it_finds_in_one(tmp_path):
     scores = []
     for workers in (0, 2):

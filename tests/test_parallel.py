@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 from worldmodels.pools.backend import ordered_map
@@ -13,6 +14,7 @@ def _threads_seen(_item):
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("LP_NUM_THREADS")
 
 
+@pytest.mark.slow
 def test_workers_run_with_the_thread_limits_they_were_given():
     # The pool spawns its processes lazily, after the parent's environment block has ended; the
     # limits must still reach them, or two workers oversubscribe a two-core machine.

@@ -23,9 +23,12 @@ from worldmodels.stages import collect
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
 
+pytestmark = pytest.mark.slow  # each test starts Ray workers (a local Ray of 2 CPUs for the module)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    """A local Ray of 2 CPUs for this module alone (no smoke artifacts)."""
     from worldmodels.pools.ray_cluster import connect
 
     connect(None, num_cpus=2)
@@ -41,6 +44,7 @@ def _collect(data_dir, *overrides):
 
 @pytest.fixture(scope="module")
 def local_file(tmp_path_factory):
+    """Its own, not the shared smoke run's rollouts: 5 episodes, the local pool's file Ray's must equal."""
     return _collect(tmp_path_factory.mktemp("local"), "collect.workers=0", "runtime.backend=local")
 
 

@@ -17,6 +17,8 @@ from tests.conftest import assert_same_rollouts
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
 
+pytestmark = pytest.mark.slow  # a two-node Ray cluster, started and stopped
+
 RAY = str(Path(sys.executable).parent / "ray")
 WM = [sys.executable, "-m", "worldmodels.cli"]
 COLLECT = ["collect", "-p", "smoke", "--set", "collect.episodes=8", "--no-progress"]
@@ -37,6 +39,7 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def two_nodes():
+    """A two-node Ray cluster for this module alone (no smoke artifacts), stopped at its end."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--disable-usage-stats"]

@@ -13,9 +13,7 @@ from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.envs import make_env
 from worldmodels.evaluation.baselines import StateLinearPolicy
-from worldmodels.stages import collect, encode, oracle, readout
-from worldmodels.stages import mdnrnn as mdnrnn_stage
-from worldmodels.stages import vae as vae_stage
+from worldmodels.stages import oracle, readout
 
 
 def test_cartpoles_state_splits_into_positions_and_velocities():
@@ -65,16 +63,12 @@ def test_the_oracle_is_refused_with_the_wrong_number_of_parameters():
         smoke_config("readout.inputs=[pixels]")
 
 
-@pytest.fixture(scope="module")
-def imitated(tmp_path_factory):
-    paths = PipelinePaths(tmp_path_factory.mktemp("readout") / "smoke")
-    config = smoke_config("oracle.generations=2", "readout.oracle_episodes=2", "readout.dagger_rounds=1",
-                          "readout.dagger_episodes=1", "readout.fit_epochs=5", "readout.eval_episodes=2",
-                          "readout.inputs=[state, zh]")
-    for stage in (collect, vae_stage, encode, mdnrnn_stage, oracle):
-        stage.run(config, paths, progress=False)
-    readout.run(config, paths, progress=False)
-    return config, paths
+@pytest.fixture
+def imitated(smoke_run):
+    """The shared smoke run through its readout (conftest.SHARED_SMOKE: the oracle of 2 generations; 2 oracle
+    episodes, 1 DAgger round of 1 episode, 5 fitting epochs, 2 evaluation episodes, the input sets state and
+    zh); read only."""
+    return smoke_run.config, smoke_run.through("readout")
 
 
 def test_the_oracles_episodes_are_the_oracle_stages_own(imitated):
@@ -127,8 +121,9 @@ def test_the_linear_readout_of_the_true_state_is_the_oracle_itself(imitated):
     np.testing.assert_allclose(row["real_returns"], oracle_returns[:config.readout.eval_episodes], rtol=1e-3)
 
 
-def test_a_stopped_readout_goes_on_with_the_input_sets_it_had_not_done(imitated):
-    config, paths = imitated
+def test_a_stopped_readout_goes_on_with_the_input_sets_it_had_not_done(imitated, smoke_run, tmp_path):
+    config, _ = imitated
+    paths = smoke_run.copy("readout", tmp_path)  # this test stops and continues the readout: its own copy
     complete = json.loads(paths.score("readout").read_text())
     partial = complete | {"rows": [row for row in complete["rows"] if row["inputs"] == "state"]}
     paths.score("readout").write_text(json.dumps(partial))

@@ -8,26 +8,15 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
+from tests.conftest import SHARED_SMOKE, smoke_config
 from worldmodels.config import load_pipeline
 from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.stage_times import read_stage_times, timed_stage
 from worldmodels.reporting import sections
-from worldmodels.stages import (
-    collect,
-    controller,
-    dreamer,
-    encode,
-    evaluate,
-    mdnrnn,
-    oracle,
-    readout,
-    report,
-    state_model,
-    vae,
-)
+from worldmodels.stages import controller, report
 
-SMOKE = ["controller.temperatures=[0.5, 1.0]", "oracle.generations=1"]  # beyond pipelines/smoke.yaml
+SWEEP = "controller.temperatures=[0.5, 1.0]"  # beyond the shared smoke run (conftest.SHARED_SMOKE)
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
@@ -69,16 +58,14 @@ def _section_ids():
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """Every stage of the smoke pipeline, the temperature sweep included."""
-    config = load_pipeline("smoke", SMOKE)
-    paths = PipelinePaths(tmp_path_factory.mktemp("report") / "smoke")
-    stages = {"collect": collect, "train-vae": vae, "encode": encode, "train-mdnrnn": mdnrnn,
-              "train-controller": controller, "evaluate": evaluate, "oracle": oracle, "readout": readout,
-              "state-model": state_model, "dreamer": dreamer}
-    for name, stage in stages.items():
-        with timed_stage(paths, name):
-            stage.run(config, paths, progress=False)
+def full_run(smoke_run, tmp_path_factory):
+    """Every stage of the smoke pipeline, the temperature sweep included: a copy of the session's shared run
+    (the report's tests write report.html into it), C's temperature sweep added (``SWEEP``: C at tau 0.5
+    beside the shared run's C, which the sweep reuses, and the table)."""
+    config = smoke_config(*SHARED_SMOKE, SWEEP)
+    paths = smoke_run.copy("dreamer", tmp_path_factory.mktemp("report"))
+    with timed_stage(paths, "train-controller"):
+        controller.run(config, paths, progress=False)
     return config, paths
 
 
@@ -135,6 +122,7 @@ def _browser():
     return browser
 
 
+@pytest.mark.slow
 def test_the_report_renders_in_a_real_browser_without_an_error_or_a_broken_image(full_run, tmp_path):
     from worldmodels.reporting.browser import check_in_browser
 
@@ -185,6 +173,22 @@ def test_a_partial_run_reports_what_exists_and_names_the_rest(full_run, tmp_path
     assert "make dreamer PIPELINE=smoke" in page and "make evaluate PIPELINE=smoke" in page
 
 
+def test_a_bug_in_a_section_is_named_by_its_type_and_the_rest_of_the_page_stands(tmp_path):
+    from worldmodels.errors import UserError
+    from worldmodels.reporting.page import page
+
+    def buggy(report):
+        raise KeyError("epoch")
+
+    def damaged(report):
+        raise UserError("scores/zero.json: not valid JSON")
+
+    html_page = page(smoke_config(), PipelinePaths(tmp_path / "smoke"),
+                     (("Buggy", buggy), ("Damaged", damaged), ("Fine", lambda report: "<p>fine</p>")))
+    assert "could not be built: KeyError: &#x27;epoch&#x27;" in html_page
+    assert "could not be built: scores/zero.json: not valid JSON" in html_page and "<p>fine</p>" in html_page
+
+
 def test_a_damaged_file_shows_as_an_error_in_its_section_not_a_crash(full_run, tmp_path):
     config, source = full_run
     paths = PipelinePaths(tmp_path / "smoke").ensure()
@@ -196,7 +200,7 @@ def test_a_damaged_file_shows_as_an_error_in_its_section_not_a_crash(full_run, t
     _parse(page)
     sections = page.split("<section ")[1:]
     results, data = sections[0], next(section for section in sections if section.startswith('id="the-data"'))
-    assert "could not be built: ValueError" in results and "zero.json: not valid JSON" in results
+    assert f"could not be built: {paths.score('zero')}: not valid JSON" in results  # what is wrong, where
     assert "could not be built" not in data and "<td>episodes</td>" in data
 
 
@@ -241,31 +245,28 @@ def _difference_rows(config, paper) -> list[tuple[str, str, str]]:
     return re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", differences)
 
 
-def test_the_papers_recipe_pipeline_is_the_one_shot_recipe_with_the_papers_v():
+def test_the_paper_differences_are_exactly_the_settings_that_differ():
+    paper = smoke_config()
+    ours = smoke_config("vae.epochs=7", "controller.temperature=0", "report.paper_recipe=cartpole_balance_paper")
+    assert _difference_rows(ours, paper) == [("controller.temperature", "1.0", "0.0"), ("vae.epochs", "1", "7")]
+    assert _difference_rows(paper, paper) == []
+
+
+def test_the_papers_recipe_pipeline_differs_from_the_one_shot_record_only_in_v():
     paper = load_pipeline("cartpole_balance_paper")
-    assert _difference_rows(load_pipeline("cartpole_balance_oneshot"), paper) == [
-        ("vae.epochs", "10", "8"), ("vae.foreground_weight", "0.0", "19.0"), ("vae.learning_rate", "0.0001", "0.001")]
+    rows = _difference_rows(load_pipeline("cartpole_balance_oneshot"), paper)
+    assert rows and all(setting.startswith("vae.") for setting, _, _ in rows)
 
 
 def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting_that_differs():
     default = load_pipeline("cartpole_balance")
     paper = sections._paper_pipeline(default)
-    assert paper is not None and paper.name == "cartpole_balance_paper"
-    rows = _difference_rows(default, paper)
-    assert ("collect.episode_steps", "0", "50") in rows and ("env.camera", "0", "1") in rows
-    assert ("vae.foreground_weight", "0.0", "19.0") in rows
-    assert ("mdnrnn.learning_rate_schedule", "constant", "cosine") in rows
-    assert ("controller.temperature", "1.0", "0.0") in rows and ("mdnrnn.temperature", "1.0", "0.0") in rows
-    assert all(setting.split(".")[0] in ("env", "collect", "vae", "mdnrnn", "controller") for setting, _, _ in rows)
-
-
-def test_the_short_pipeline_is_the_default_at_larger_m_and_c_budgets():
-    short = load_pipeline("cartpole_balance_cartcam_short")
-    assert _difference_rows(short, load_pipeline("cartpole_balance")) == [
-        ("controller.eval_every", "40", "10"), ("controller.rollouts", "8", "16"),
-        ("controller.temperature", "0.0", "1.0"), ("mdnrnn.epochs", "400", "600"),
-        ("mdnrnn.learning_rate", "0.002", "0.001"),
-        ("mdnrnn.learning_rate_schedule", "cosine", "constant"), ("mdnrnn.temperature", "0.0", "1.0")]
+    assert paper is not None and paper.name == default.report.paper_recipe
+    flat = {name: sections._flatten(config.to_dict()) for name, config in (("ours", default), ("paper", paper))}
+    expected = sorted((key, str(flat["paper"][key]), str(value)) for key, value in flat["ours"].items()
+                      if value != flat["paper"][key] and key.split(".")[0] not in ("name", "description", "report"))
+    assert _difference_rows(default, paper) == expected and expected
+    assert sections._paper_pipeline(smoke_config()) is None, "a pipeline that declares no paper recipe shows none"
 
 
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):

@@ -12,15 +12,20 @@ from worldmodels.envs import make_env
 from worldmodels.evaluation.episodes import Score, evaluation_seeds, searches_beside_reality
 from worldmodels.models.controller import population_actions
 from worldmodels.models.mdnrnn import MDNRNN
-from worldmodels.stages import collect, state_model
+from worldmodels.stages import state_model
 
 
-@pytest.fixture(scope="module")
-def collected(tmp_path_factory):
-    config = smoke_config()
-    paths = PipelinePaths(tmp_path_factory.mktemp("state_model") / "smoke")
-    collect.run(config, paths, progress=False)
-    return config, paths
+@pytest.fixture
+def collected(smoke_run):
+    """The smoke pipeline's rollouts (the session's shared run); read only: ``_own_copy`` to write."""
+    return smoke_config(), smoke_run.through("collect")
+
+
+def _own_copy(collected_paths: PipelinePaths, tmp_path) -> PipelinePaths:
+    """A folder of its own holding the shared rollouts alone (as the collect stage left them)."""
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    paths.rollouts.write_bytes(collected_paths.rollouts.read_bytes())
+    return paths
 
 
 def test_a_stored_episode_replays_to_its_states_and_rewards(collected):
@@ -82,8 +87,8 @@ def test_the_zero_controller_in_the_real_env_plays_the_zero_action():
         env.close()
 
 
-def test_the_stage_scores_c_on_the_evaluation_episodes_and_measures_m(collected):
-    config, paths = collected
+def test_the_stage_scores_c_on_the_evaluation_episodes_and_measures_m(collected, tmp_path):
+    paths = _own_copy(collected[1], tmp_path)
     config = smoke_config("evaluate.episodes=3", "mdnrnn.epochs=4")
     output = state_model.run(config, paths, progress=False)
     score = Score.read(output)
@@ -118,8 +123,8 @@ def test_the_oracle_re_expressed_on_the_standardised_state_acts_as_on_the_raw_on
     assert state_model.oracle_as_state_controller(oracle[:8], latents, form | {"bias": False}) is None
 
 
-def test_c_on_the_state_alone_and_the_oracle_in_the_dream(collected):
-    config, paths = collected
+def test_c_on_the_state_alone_and_the_oracle_in_the_dream(collected, tmp_path):
+    paths = _own_copy(collected[1], tmp_path)
     config = smoke_config("evaluate.episodes=2", "mdnrnn.epochs=2", "controller.inputs=z",
                           "controller.memory_step_scale=0.01")
     oracle = [0.5, 1.0, 2.0, 0.3, 0.4, -1.0]  # any C of the oracle's form on the 5 numbers of cartpole's state
@@ -157,6 +162,7 @@ def _m_weights(paths: PipelinePaths) -> dict[str, torch.Tensor]:
     return torch.load(paths.state_model_m, weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_m_resumes_where_it_stopped_and_is_reused_by_other_c_settings(collected, monkeypatch, tmp_path, caplog):
     config, collected_paths = collected
     paths = PipelinePaths(tmp_path / "smoke")

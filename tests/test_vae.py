@@ -15,7 +15,7 @@ from worldmodels.data.info import describe_file
 from worldmodels.data.latents import LatentReader
 from worldmodels.data.store import RolloutReader, RolloutWriter, StoreError
 from worldmodels.models.vae import ConvVAE, foreground_mask, frames_to_input, vae_loss
-from worldmodels.stages import collect, encode
+from worldmodels.stages import encode
 from worldmodels.stages import vae as vae_stage
 
 SMOKE = ["vae.epochs=2"]
@@ -25,12 +25,11 @@ def _config(*overrides):
     return load_pipeline("smoke", [*SMOKE, *overrides])
 
 
-@pytest.fixture(scope="module")
-def smoke_rollouts(tmp_path_factory):
-    """The smoke pipeline's rollouts, collected once; tests copy them into their own folders."""
-    paths = PipelinePaths(tmp_path_factory.mktemp("rollouts") / "smoke")
-    collect.run(_config(), paths, progress=False)
-    return paths.rollouts
+@pytest.fixture
+def smoke_rollouts(smoke_run):
+    """The smoke pipeline's rollouts (the session's shared run; vae.* settings do not change them); tests
+    copy them into their own folders."""
+    return smoke_run.through("collect").rollouts
 
 
 @pytest.fixture
@@ -137,6 +136,7 @@ def test_the_latent_signal_to_noise_is_mus_spread_over_the_mean_sigma():
     assert vae_stage.latent_signal_to_noise(mu, sigma).tolist() == pytest.approx(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start(device):
     torch.manual_seed(0)
@@ -156,6 +156,7 @@ def test_on_a_tiny_dataset_the_loss_falls_well_below_its_start(device):
     assert losses[-1] < 0.25 * losses[0]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_at_the_next_epoch_and_matches_an_uninterrupted_one(paths, tmp_path, smoke_rollouts):
     vae_stage.run(_config("vae.epochs=1"), paths, progress=False)
     last = load_checkpoint(paths.last_checkpoint("vae"), "vae")
@@ -195,6 +196,7 @@ def test_training_writes_the_reconstruction_figure(paths):
     assert image.size[0] > 200
 
 
+@pytest.mark.slow
 def test_encoded_latents_align_with_frames_and_stale_latents_are_refused(paths):
     config = _config("vae.epochs=1")
     vae_stage.run(config, paths, progress=False)

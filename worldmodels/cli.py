@@ -23,14 +23,16 @@ from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.stage_times import timed_stage
 from worldmodels.errors import UserError
 
-# The machine's refusals a user acts on (disk full, read-only filesystem, no permission, quota): one line
-# naming the file. Any other OSError, like any other exception, is a bug and keeps its traceback.
-MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+# The filesystem's refusals a user acts on (disk full, quota, read-only, no permission, a file where a
+# folder should be or the other way round): one line naming the path. Any other OSError (a file our own
+# code expected and did not find, say), like any other exception, is a bug and keeps its traceback.
+FILESYSTEM_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
 
 
 def is_user_error(error: BaseException) -> bool:
-    """What ``wm`` shows as one line: the project's :class:`UserError` and the machine's refusals."""
-    return isinstance(error, UserError) or (isinstance(error, OSError) and error.errno in MACHINE_REFUSALS)
+    """What ``wm`` shows as one line: the project's :class:`UserError` and the filesystem's refusals."""
+    return isinstance(error, UserError) or (isinstance(error, OSError) and error.errno in FILESYSTEM_REFUSALS)
 
 
 def user_message(error: BaseException) -> str:

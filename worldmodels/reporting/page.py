@@ -18,6 +18,7 @@ import torch
 
 from worldmodels.config import PipelineConfig
 from worldmodels.core.paths import PipelinePaths
+from worldmodels.errors import UserError
 
 DEFAULT_PIPELINE = "cartpole_balance"
 
@@ -136,8 +137,9 @@ def page(config: PipelineConfig, paths: PipelinePaths,
         except Missing as missing:
             body = missing_box(missing.path, missing.command)
         except Exception as error:  # noqa: BLE001 - a file mid-write or damaged must not take the page down
-            body = (f'<div class="missing">This section could not be built: '
-                    f"{html.escape(type(error).__name__)}: {html.escape(str(error))}</div>")
+            # A damaged file says what is wrong with it; anything else is a bug, named by its type.
+            what = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            body = f'<div class="missing">This section could not be built: {html.escape(what)}</div>'
         anchor = title.split(":")[0].lower().replace(" ", "-")
         parts.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(title)}</h2>{body}</section>')
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
