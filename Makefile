@@ -3,7 +3,7 @@
 #   make all                      the default pipeline end to end
 #   make collect PIPELINE=smoke   one stage of another pipeline
 #   make collect SET="collect.episodes=200 collect.workers=4"
-#   make test
+#   make test                     the full suite (what CI runs); make test-fast leaves out the slow tests
 #
 # Each stage command resumes and does nothing when its output is complete, so its target is
 # always handed to `wm`; a stage's output changes (and later stages re-run) only when `wm`
@@ -13,6 +13,8 @@ PIPELINE ?= cartpole_balance
 DATA_DIR ?= data
 SET ?=
 PYTHON ?= python3
+# pytest-xdist processes of make test (the tests marked ray run after them, one at a time).
+TEST_WORKERS ?= 2
 
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -119,10 +121,12 @@ test: $(STAMP)
 	    echo "The report's test needs Chromium. Run:" >&2; echo "  sudo apt-get install -y chromium" >&2; exit 1; \
 	  fi; \
 	fi
-	WM_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q
+	WM_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not ray"
+	$(VENV)/bin/python -m pytest -q -m ray
 
 # The tests not marked slow (under 2 minutes on 2 cores), while working: the report's browser test skips
 # where Chromium is missing. `make test` (CI) runs every test.
+# For development: the suite without the tests marked slow, in one process (under 2 minutes on 2 cores).
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 

@@ -23,7 +23,10 @@ from worldmodels.stages import collect
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
 
-pytestmark = pytest.mark.slow  # each test starts Ray workers (a local Ray of 2 CPUs for the module)
+# Each test starts Ray workers (a local Ray of 2 CPUs for the module).
+# Marked ray: `make test` runs these apart from the parallel tests, since two Rays started at
+# once on one machine join each other.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,7 +17,10 @@ from tests.conftest import assert_same_rollouts
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[dev]')")
 
-pytestmark = pytest.mark.slow  # a two-node Ray cluster, started and stopped
+# A two-node Ray cluster, started and stopped.
+# Marked ray: `make test` runs these apart from the parallel tests, since two Rays started at
+# once on one machine join each other.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 RAY = str(Path(sys.executable).parent / "ray")
 WM = [sys.executable, "-m", "worldmodels.cli"]
