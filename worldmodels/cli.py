@@ -58,7 +58,7 @@ def pipeline_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--pipeline``, ``--set`` and ``--data-dir``, turned into (config, paths) arguments."""
 
     @click.option("--pipeline", "-p", default="cartpole_balance", show_default=True,
-                  help="A pipeline name in pipelines/ or a path to a YAML file.")
+                  help="A pipeline name in pipelines/ or pipelines/experiments/, or a path to a YAML file.")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                   help="Override one setting, e.g. --set collect.episodes=10 (repeatable).")
     @click.option("--data-dir", default="data", show_default=True, type=click.Path(file_okay=False),
