@@ -123,6 +123,25 @@ def test_a_resumed_cma_es_continues_with_the_same_state():
     np.testing.assert_array_equal(resumed.ask(), expected)
 
 
+def test_a_cma_es_state_saved_before_the_module_moved_still_resumes(monkeypatch):
+    """A search stopped when CMA-ES lived in ``worldmodels.es`` resumes now that it is ``worldmodels.core.es``."""
+    import sys
+
+    from worldmodels.core import es
+
+    strategy = CMAES(3, 0.5, 8, seed=1)
+    strategy.tell(strategy.ask(), np.arange(8.0))
+    monkeypatch.setattr(CMAES, "__module__", "worldmodels.es")
+    monkeypatch.setitem(sys.modules, "worldmodels.es", es)
+    saved = strategy.state()  # pickled under the old module path
+    monkeypatch.undo()
+    assert b"worldmodels.es" in saved and b"worldmodels.core.es" not in saved
+    expected = strategy.ask()
+    resumed = CMAES.from_state(saved)
+    assert resumed.generation == 1
+    np.testing.assert_array_equal(resumed.ask(), expected)
+
+
 def test_batched_population_fitness_equals_candidate_by_candidate():
     torch.manual_seed(0)
     model = MDNRNN(z_size=4, action_size=1, hidden_size=8, mixtures=2).eval()
