@@ -234,7 +234,7 @@ def test_every_declared_bound_refuses_the_value_just_outside_it(section, key, bo
     as_text = (lambda value: f"[{value}]") if tuple_setting else str
     with pytest.raises(ConfigError, match=rf"^{section}\.{key}(\[0\])?: must be"):
         load_pipeline("smoke", [f"{section}.{key}={as_text(outside)}"])
-    relations = {"collect.hold_min": ["collect.hold_max=10"], "controller.popsize": [],
+    relations = {"collect.hold_min": ["collect.hold_max=10"],
                  "env.difficulty": ["env.id=vizdoom:take_cover"]}.get(f"{section}.{key}", [])
     loaded = load_pipeline("smoke", [*relations, f"{section}.{key}={as_text(edge)}"])
     value = getattr(getattr(loaded, section), key)

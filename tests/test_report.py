@@ -269,6 +269,11 @@ def test_the_default_report_sets_its_recipe_beside_the_papers_with_every_setting
     assert sections._paper_pipeline(smoke_config()) is None, "a pipeline that declares no paper recipe shows none"
 
 
+def test_every_agent_a_pipeline_may_compare_with_has_a_row_label_and_a_command():
+    from worldmodels.config import ReportConfig
+    assert set(sections.COMPARED_AGENTS) == set(ReportConfig.AGENTS)
+
+
 def test_the_default_report_lists_the_online_dreamer_and_vmc_on_its_replay_once_scored(tmp_path):
     from worldmodels.evaluation.episodes import Score
     from worldmodels.reporting.page import Report

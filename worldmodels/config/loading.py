@@ -222,8 +222,7 @@ def read_pipeline_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any
         return tree
     if not isinstance(parent, str):
         raise ConfigError(f"extends: expected a pipeline name in {path}, got {parent!r}")
-    by_path = Path(parent).suffix in (".yaml", ".yml") or "/" in parent
-    base = read_pipeline_tree(resolve_pipeline_path(parent, path.parent if by_path else None), (*seen, path))
+    base = read_pipeline_tree(resolve_pipeline_path(parent, relative_to=path.parent), (*seen, path))
     base.pop("description", None)  # a description and a report title speak of their own file only
     if isinstance(base.get("report"), dict):
         base["report"] = {key: value for key, value in base["report"].items() if key != "title"}

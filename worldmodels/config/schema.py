@@ -41,15 +41,14 @@ class Bounds:
 
     def describe(self, whole_numbers: bool) -> str:
         """``>= 1``, ``> 0``, ``in [0, 1)``, ``in 1..5`` (whole numbers, both ends closed)."""
-        low, high = (self.ge, self.gt), (self.le, self.lt)
         if self.le is None and self.lt is None:
             return f">= {self.ge}" if self.ge is not None else f"> {self.gt}"
         if self.ge is None and self.gt is None:
             return f"<= {self.le}" if self.le is not None else f"< {self.lt}"
         if whole_numbers and self.ge is not None and self.le is not None:
             return f"in {self.ge}..{self.le}"
-        opening = f"[{low[0]}" if low[0] is not None else f"({low[1]}"
-        closing = f"{high[0]}]" if high[0] is not None else f"{high[1]})"
+        opening = f"[{self.ge}" if self.ge is not None else f"({self.gt}"
+        closing = f"{self.le}]" if self.le is not None else f"{self.lt})"
         return f"in {opening}, {closing}"
 
 
@@ -230,6 +229,8 @@ class DataConfig(Section):
     episode's seed, so the split is the same for V, M and Dreamer and stable as files grow)."""
 
     SECTION: typing.ClassVar[str] = "data"
+
+
 @dataclass(frozen=True)
 class VAEConfig(Section):
     """V: the ConvVAE, its loss and its training."""
@@ -255,6 +256,8 @@ class VAEConfig(Section):
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "vae"
+
+
 @dataclass(frozen=True)
 class MDNRNNConfig(Section):
     """M: the MDN-RNN on V's latents, and how its dream is measured."""
@@ -387,6 +390,8 @@ class ControllerConfig(Section):
     seed: int = 0
 
     SECTION: typing.ClassVar[str] = "controller"
+
+
 @dataclass(frozen=True)
 class IterateConfig(Section):
     """The paper's iterative procedure: collect episodes with the current V+M+C plus exploration
@@ -448,6 +453,8 @@ class EvaluateConfig(Section):
     """Worker processes playing the episodes (0: in this process); the scores do not depend on it."""
 
     SECTION: typing.ClassVar[str] = "evaluate"
+
+
 @dataclass(frozen=True)
 class OracleConfig(Section):
     """The ceiling of the controller class: the same linear tanh form on the TRUE state, tuned by
