@@ -1,8 +1,12 @@
 """Seconds per Dreamer update at the paper's shapes, plain against optimised, in one run; JSON.
 
     .venv/bin/python benchmarks/dreamer.py [--device cpu] [--batch 50] [--length 50] [--updates 3] [--compile]
-                                           [--profile]
+                                           [--profile] [--schedules cartpole_balance_dreamer,...]
                                            [--out benchmarks/results/dreamer.json]
+
+With ``--schedules`` (default: the official schedule and the laptop one), each named pipeline's Dreamer
+is timed in the same run at the precision ``runtime.precision: auto`` picks on this machine, with the
+updates its schedule makes to its ``dreamer.env_steps`` (so the hours of updates a whole run costs).
 
 One update = the world model's losses, backward and step on a batch of windows (batch x length
 frames of 64x64), then actor and value in imagination (horizon 15) from every posterior state.
@@ -85,6 +89,29 @@ def seconds_per_update(settings: DreamerConfig, batch: dict[str, torch.Tensor], 
     return (time.perf_counter() - started) / updates
 
 
+def schedule_seconds(pipelines: list[str], updates: int, device: str) -> dict[str, dict]:
+    """Each pipeline's Dreamer (its model sizes and batch) timed on one synthetic batch at the precision
+    ``auto`` resolves to here, with the updates its online schedule makes (prefill of 5,000 env steps)."""
+    from worldmodels.config import RuntimeConfig, load_pipeline
+    from worldmodels.core.runtime import resolve
+    from worldmodels.dreamer.learner import updates_due
+
+    timed = {}
+    for name in pipelines:
+        settings = load_pipeline(name).dreamer
+        runtime = resolve(RuntimeConfig(device=device, precision="auto"))
+        batch = _batch(settings.batch_size, settings.sequence_length)
+        seconds = seconds_per_update(settings, batch, updates, runtime)
+        total = updates_due(settings, settings.env_steps, 5000)
+        timed[name] = {"batch": f"{settings.batch_size} x {settings.sequence_length}", "depth": settings.depth,
+                       "head_hidden": settings.head_hidden, "precision": runtime.precision,
+                       "seconds_per_update": seconds, "updates_to_env_steps": total,
+                       "env_steps": settings.env_steps, "hours_of_updates": seconds * total / 3600}
+        print(f"{name}: {seconds:.3f} s per update ({runtime.precision}), {total:,} updates to "
+              f"{settings.env_steps:,} env steps: {seconds * total / 3600:.2f} h of updates", flush=True)
+    return timed
+
+
 @torch.no_grad()
 def _loss_agreement(settings: DreamerConfig, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     dreamer = Dreamer.build(1, settings)
@@ -142,6 +169,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time fast fp32 with runtime.compile")
     parser.add_argument("--profile", action="store_true",
                         help="also profile fast fp32 (benchmarks/results/dreamer_profile_<device>.txt)")
+    parser.add_argument("--schedules", default="cartpole_balance_dreamer,cartpole_balance_dreamer_laptop",
+                        help="pipelines whose Dreamer schedules are timed against each other ('' for none)")
     parser.add_argument("--bf16-anyway", action="store_true",
                         help="time bf16 even on a CPU that emulates it (20-110x slower than fp32 there)")
     args = parser.parse_args()
@@ -162,6 +191,7 @@ def main() -> None:
         seconds["fast_fp32_compiled"] = seconds_per_update(settings, batch, args.updates, compiled)
     if bf16:
         seconds["fast_bf16"] = seconds_per_update(settings, batch, args.updates, runtime_for(args.device, "bf16"))
+    schedules = schedule_seconds([name for name in args.schedules.split(",") if name], args.updates, args.device)
     profiled = None
     if args.profile:
         table = args.out.parent / f"dreamer_profile_{device.type}.txt"
@@ -176,6 +206,7 @@ def main() -> None:
         "bf16_relative_loss_difference": _loss_agreement(settings, batch) if bf16 and device.type == "cpu" else
         "not measured: this CPU has no native bf16 (runtime.precision auto runs fp32 here)",
         **({"profile_fast_fp32": profiled} if profiled else {}),
+        **({"schedules": schedules} if schedules else {}),
     }
     print(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,34 @@ def test_free_nats_floor_the_kl_and_cut_its_gradient_below_it():
     assert loss.item() == pytest.approx(kl.item()) and loss.requires_grad
 
 
+def test_kl_balancing_splits_the_gradient_between_prior_and_posterior_as_computed_by_hand():
+    # One state dimension: q = N(m_q, s_q), p = N(m_p, s_p).
+    # KL(q || p) = log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2, and by hand
+    # dKL/dm_q = (m_q - m_p) / s_p^2, dKL/dm_p = -(m_q - m_p) / s_p^2.
+    m_q, s_q, m_p, s_p = 0.7, 0.5, -0.3, 1.5
+    kl_by_hand = np.log(s_p / s_q) + (s_q ** 2 + (m_q - m_p) ** 2) / (2 * s_p ** 2) - 0.5
+    d_mq, d_mp = (m_q - m_p) / s_p ** 2, -(m_q - m_p) / s_p ** 2
+
+    def gradients(balance, free_nats):
+        mean_q, mean_p = torch.tensor([[m_q]], requires_grad=True), torch.tensor([[m_p]], requires_grad=True)
+        zeros = torch.zeros(1, 1)
+        posterior = State(zeros, zeros, mean_q, torch.tensor([[s_q]]))
+        prior = State(zeros, zeros, mean_p, torch.tensor([[s_p]]))
+        loss, kl = kl_with_free_nats(posterior, prior, free_nats, balance)
+        loss.backward()
+        return loss.item(), kl.item(), mean_q.grad.item(), mean_p.grad.item()
+
+    loss, kl, grad_q, grad_p = gradients(0.8, 0.0)
+    assert kl == pytest.approx(kl_by_hand) and loss == pytest.approx(kl_by_hand)
+    assert grad_q == pytest.approx(0.2 * d_mq) and grad_p == pytest.approx(0.8 * d_mp)
+    # 0.5 is Dreamer v1's plain KL: the whole gradient to both sides.
+    loss, _, grad_q, grad_p = gradients(0.5, 0.0)
+    assert loss == pytest.approx(kl_by_hand) and grad_q == pytest.approx(d_mq) and grad_p == pytest.approx(d_mp)
+    # Free nats above the KL: the loss is the floor and carries no gradient, on either side.
+    loss, _, grad_q, grad_p = gradients(0.8, 1.0)
+    assert kl_by_hand < 1.0 and loss == pytest.approx(1.0) and grad_q == 0 and grad_p == 0
+
+
 def test_actor_gradient_reaches_the_actor_and_leaves_the_world_model_unchanged():
     model = _small_model()
     actor, value = Actor(model.rssm.feature_size, 1, hidden=16), Value(model.rssm.feature_size, hidden=16)

@@ -104,6 +104,27 @@ def test_the_online_loop_prefills_pretrains_then_trains_between_episodes(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_prefill_of_the_first_episodes_starts_the_replay_and_the_schedule_counts_from_it(tmp_path):
+    # 2 of the 3 collected episodes (40 env steps) start the replay: 3 pretraining updates, then 2 per
+    # 20 env steps played to 120: 3 + 2 * 4 = 11 updates, over 4 online episodes.
+    paths = _slider_paths(tmp_path)
+    dreamer_stage.run(_config(*SLIDER, "dreamer.prefill_episodes=2"), paths, progress=False)
+    replay, rollouts = RolloutReader(paths.dreamer_rollouts), RolloutReader(paths.rollouts)
+    assert replay.num_episodes == 2 + 4 and replay.num_steps * 2 == 120
+    np.testing.assert_array_equal(replay.step_data(1)["actions"], rollouts.step_data(1)["actions"])
+    records = MetricsLog(paths.metrics("dreamer"), step_key="update").read()
+    assert [(r["update"], r["env_steps"]) for r in records if "seconds_per_update" in r] == [
+        (3, 40), (5, 60), (7, 80), (9, 100), (11, 120)]
+    # Every record carries the run's wall clock so far; the score carries the whole of it.
+    clock = [r["wall_seconds"] for r in records]
+    assert clock == sorted(clock) and clock[0] >= 0
+    score = json.loads(paths.score("dreamer").read_text())
+    assert score["updates"] == 11 and score["online"] and score["training_seconds"] >= clock[-1] - 0.05
+    with pytest.raises(ValueError, match="dreamer.prefill_episodes=4 is more than the 3 episodes"):
+        dreamer_stage.run(_config(*SLIDER, "dreamer.prefill_episodes=4", "dreamer.seed=3"), paths, progress=False)
+
+
+@pytest.mark.slow
 def test_a_killed_online_run_resumes_to_the_same_replay_and_model(tmp_path, monkeypatch):
     whole = _slider_paths(tmp_path, "whole")
     dreamer_stage.run(_config(*SLIDER), whole, progress=False)
@@ -154,7 +175,12 @@ def test_the_official_curve_is_read_and_drawn_beside_the_run(tmp_path):
                 "eval/returns": [125.0, 135.0]},
                {"update": 100, "env_steps": 6000, "train/return": 200.0}]
     labels = dreamer_returns(records, curve, 2, tmp_path / "returns.png")
-    assert all(any(label.startswith("official Dreamer v1") for label in panel) for panel in labels)
+    assert len(labels) == 2 and all(any(label.startswith("official Dreamer v1") for label in panel)
+                                    for panel in labels)
+    # With the run's wall clock in its records, a third panel draws the returns against minutes.
+    timed = [{**record, "wall_seconds": 60.0 * (index + 1)} for index, record in enumerate(records)]
+    labels = dreamer_returns(timed, curve, 2, tmp_path / "returns.png")
+    assert len(labels) == 3 and labels[2] == ["train episodes", "eval"]
     Image.open(tmp_path / "returns.png").verify()
 
 

@@ -326,3 +326,33 @@ def test_c_s_searches_show_only_beside_the_controller_they_picked(tmp_path):
     assert "correlation 1.00" in shown
     paths.controller.write_bytes(b"a C of a later single search")
     assert sections._searches_table(report) == ""
+
+
+def test_the_dreamer_row_names_its_budget_and_a_dreamer_only_pipeline_shows_no_v_m_or_c(tmp_path):
+    from worldmodels.evaluation.episodes import Score
+    from worldmodels.reporting.page import Report
+
+    laptop = load_pipeline("cartpole_balance_dreamer_laptop")
+    assert laptop.report.agents == ("dreamer",)
+    paths = PipelinePaths(tmp_path / laptop.name)
+    Score.of("dreamer", [950.0, 960.0], [0, 1], 100000, 12.0, updates=2475, training_seconds=2748.0,
+             online=True).write(paths.score("dreamer"))
+    results = sections.section_results(Report(laptop, paths))
+    assert "online: 2,475 updates on 100,000 env steps, 46 min 00 s with its evaluations" in results
+    assert "V+M+C" not in results.split("Published anchors")[0]
+    page = report.run(laptop, paths).read_text()
+    assert 'id="dreamer"' in page and 'id="v"' not in page and 'id="m"' not in page
+    # A few offline updates say that they are no trained Dreamer.
+    Score.of("dreamer", [136.0], [0], 174800, 5.0, updates=60, training_seconds=100.0,
+             online=False).write(paths.score("dreamer"))
+    assert "offline: 60 updates on 174,800 env steps, 1 min 45 s with its evaluations (untrained" in (
+        sections.section_results(Report(laptop, paths)))
+
+
+def test_the_published_anchors_carry_a_source_for_every_cartpole_number():
+    from worldmodels.reporting.anchors import published_anchors
+
+    rows = [row for row in published_anchors() if row[0].startswith("DMC cartpole-balance, pixels")]
+    assert not any("DreamerV3" in row[1] for row in rows)  # no source gives DreamerV3 a 100k point
+    assert {"DreamerV2 (5 seeds)", "DrQ (10 seeds)", "DrQ-v2 (10 seeds)", "MR.Q (10 seeds)"} <= {row[1] for row in rows}
+    assert all(row[4] for row in rows)

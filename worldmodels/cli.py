@@ -238,10 +238,25 @@ def info(file: Path, check: bool) -> None:
 @main.command("config")
 @_user_errors
 @pipeline_options
-def show_config(config: PipelineConfig, paths: PipelinePaths) -> None:
+@click.option("--get", "key", metavar="SECTION.KEY", default=None,
+              help="Print only this setting's value (a list as words separated by spaces), e.g. report.agents.")
+def show_config(config: PipelineConfig, paths: PipelinePaths, key: str | None) -> None:
     """Print the resolved settings of a pipeline (after --set overrides), and where outputs go."""
+    if key is not None:
+        click.echo(_setting_text(config, key))
+        return
     click.echo(f"# outputs: {paths.root}")
     click.echo(yaml.safe_dump(resolved_settings(config), sort_keys=False).rstrip())
+
+
+def _setting_text(config: PipelineConfig, key: str) -> str:
+    """One setting's value as text for a shell or Make: a list as words separated by spaces."""
+    section, _, name = key.partition(".")
+    settings = config.to_dict()
+    if section not in settings or not isinstance(settings[section], dict) or name not in settings[section]:
+        raise click.BadParameter(f"no setting {key!r} in pipeline {config.name!r}", param_hint="--get")
+    value = settings[section][name]
+    return " ".join(str(item) for item in value) if isinstance(value, list) else str(value)
 
 
 if __name__ == "__main__":

@@ -526,6 +526,10 @@ class DreamerConfig(Section):
     discount: float = setting(0.99, ge=0, le=1)
     lambda_: float = setting(0.95, ge=0, le=1)
     free_nats: float = setting(3.0, ge=0)
+    """The KL loss's floor in nats, below which it carries no gradient (Dreamer v1: 3; DreamerV2: 1)."""
+    kl_balance: float = setting(0.5, ge=0, le=1)
+    """The share of the KL's gradient that trains the prior towards the posterior; the rest pulls the
+    posterior towards the prior (DreamerV2's KL balancing: 0.8). 0.5: Dreamer v1's plain KL exactly."""
     model_learning_rate: float = setting(6e-4, gt=0)
     actor_learning_rate: float = setting(8e-5, gt=0)
     value_learning_rate: float = setting(8e-5, gt=0)
@@ -537,6 +541,9 @@ class DreamerConfig(Section):
     """Online: Dreamer's own loop runs until its replay (``dreamer_rollouts.h5``: the prefill plus the
     episodes it plays, actor sample plus exploration noise) holds this many env steps (Dreamer v1 on
     DMC: 1e6; the article: 1e5). 0: offline only, on the collect stage's episodes."""
+    prefill_episodes: int = setting(0, ge=0)
+    """Online: how many of the collect stage's episodes (the first) start the replay as its prefill;
+    0: all of them (Dreamer v1: 5,000 env steps of random play)."""
     train_every: int = setting(1000, ge=1)
     """Online: ``updates_per_train`` updates are due for every ``train_every`` env steps played after
     the prefill (Dreamer v1: 100 per 1,000), made between episodes."""
@@ -568,10 +575,16 @@ class ReportConfig(Section):
     """Rows from other pipelines, each ``<pipeline>:<agent>`` with agent ``worldmodel`` (V+M+C) or
     ``dreamer``, e.g. ``cartpole_balance_dreamer:dreamer``. One not run yet is named with its command."""
 
+    agents: tuple[str, ...] = ("worldmodel", "dreamer")
+    """The agents this pipeline trains: ``worldmodel`` (V+M+C) and/or ``dreamer``. `make all` runs the
+    stages they need (and the true-state oracle) and the report shows their sections."""
+
     SECTION: typing.ClassVar[str] = "report"
     AGENTS: typing.ClassVar[tuple[str, ...]] = ("worldmodel", "dreamer")
 
     def check(self) -> None:
+        _require(bool(self.agents) and set(self.agents) <= set(self.AGENTS), "report.agents",
+                 f"expected one or both of {', '.join(self.AGENTS)}, got {list(self.agents)}")
         for index, entry in enumerate(self.compare_with):
             pipeline, _, agent = entry.partition(":")
             _require(bool(pipeline) and agent in self.AGENTS, f"report.compare_with[{index}]",

@@ -61,7 +61,8 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
     precision resolved to it); the image loss, optimizers and parameters stay fp32."""
     with runtime.autocast():
         losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
-                                               batch["rewards"], settings.free_nats)
+                                               batch["rewards"], settings.free_nats,
+                                               settings.kl_balance)
     optimizers = dreamer.optimizers
     optimizers["world_model"].zero_grad(set_to_none=True)
     losses["total"].backward()

@@ -135,21 +135,24 @@ def _official_band(axis: plt.Axes, curve, up_to: float) -> None:
     x, mean, std = curve.env_steps[:last], curve.mean[:last], curve.std[:last]
     axis.fill_between(x, mean - std, mean + std, color="tab:gray", alpha=0.25)
     axis.plot(x, mean, "s--", color="tab:gray",
-              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds, mean +- std (published every 100k)")
+              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds, mean +- std (published every 100k; "
+                    "its 5k point is the untrained actor's saturated push, ours plays tanh of the mean)")
 
 
 def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, score=None) -> list[list[str]]:
-    """Dreamer's returns in the real env, the article's two panels.
+    """Dreamer's returns in the real env, the article's two panels, and the wall clock.
 
     Online runs (records with ``train/return``): train returns (each episode Dreamer played, actor
     sample plus noise) and eval returns (the actor's mode; the final 100-episode ``score`` as a star)
-    against env steps, both beside ``curve`` (a :class:`worldmodels.reference.Curve` or None).
+    against env steps, both beside ``curve`` (a :class:`worldmodels.reference.Curve` or None); when the
+    records carry ``wall_seconds``, a third panel puts the same returns against wall-clock minutes.
     Offline runs: eval returns against updates, and against the env steps of data beside ``curve``.
     Returns each panel's legend labels.
     """
     checks = [r for r in records if "eval/return_mean" in r]
     train = [r for r in records if "train/return" in r]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    timed = bool(train) and all("wall_seconds" in r for r in checks + train)
+    figure, axes = plt.subplots(1, 3 if timed else 2, figsize=(16 if timed else 11, 4), sharey=True)
     if train:
         axes[0].plot([r["env_steps"] for r in train], [r["train/return"] for r in train], ".-", alpha=0.7,
                      label="this run: train episodes (actor sample + noise)")
@@ -175,9 +178,17 @@ def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, 
     for axis in (axes[0], eval_axis) if train else (eval_axis,):
         if curve is not None:
             _official_band(axis, curve, reached)
+    if timed:
+        clock = axes[2]
+        clock.plot([r["wall_seconds"] / 60 for r in train], [r["train/return"] for r in train], ".", alpha=0.5,
+                   label="train episodes")
+        clock.errorbar([r["wall_seconds"] / 60 for r in checks], [r["eval/return_mean"] for r in checks],
+                       yerr=[r["eval/return_std"] for r in checks], fmt="o-", label="eval")
+        clock.set_xlabel("wall-clock minutes of this run (updates, episodes and evaluations)")
+        clock.set_title("returns against wall clock")
     for axis in axes:
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")
+        axis.legend(fontsize=6, loc="lower right")
     axes[0].set_ylabel("return")
     labels = [axis.get_legend_handles_labels()[1] for axis in axes]
     _save(figure, path)

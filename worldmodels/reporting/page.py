@@ -127,11 +127,16 @@ def format_seconds(seconds: float) -> str:
 
 
 def page(config: PipelineConfig, paths: PipelinePaths,
-         sections: tuple[tuple[str, Callable[[Report], str]], ...]) -> str:
-    """The whole page as one HTML string."""
+         sections: tuple[tuple[str, Callable[[Report], str]], ...],
+         section_agents: dict[str, str] | None = None) -> str:
+    """The whole page as one HTML string. A section named in ``section_agents`` is left out when its agent
+    is not one of ``config.report.agents`` (a Dreamer-only pipeline has no V, M or C to show)."""
     report = Report(config, paths)
     parts = []
     for title, section in sections:
+        agent = (section_agents or {}).get(title)
+        if agent is not None and agent not in config.report.agents:
+            continue
         try:
             body = section(report)
         except Missing as missing:

@@ -112,28 +112,19 @@ def section_results(report: Report) -> str:
         add("uniform random policy", paths.score("uniform_random"), make("evaluate"), None,
             "a uniform action at every step")
     add("zero action", paths.score("zero"), make("evaluate"), None, "a = 0 at every step")
+    agents = report.config.report.agents
     if has_true_state(report.config.env):
         add("true-state linear oracle", paths.score("oracle"), make("oracle"), parameters.get("oracle"),
             "C's form on the true state, CMA-ES in the real env")
-        add("M and C on the true state instead of V's z", paths.score("state_model"), make("state-model"), None,
-            _state_model_note(paths.score("state_model")))
-    iterations = _iterations(paths.score("worldmodel"))
-    trained = _trained_where(paths)
-    if iterations:
-        add("V+M+C, one shot (round 0)", paths.score("worldmodel_round0"), make("evaluate"), world_model_parameters,
-            trained)
-    label = {None: "V+M+C", 0: f"V+M+C, {trained}"}.get(iterations, f"V+M+C, after {iterations} rounds")
-    add(label, paths.score("worldmodel"), make("evaluate"), world_model_parameters,
-        _dream_note(report) if iterations == 0 else "")
-    paper = _paper_pipeline(report.config)
-    if paper is not None:
-        paper_paths = PipelinePaths(paths.root.parent / paper.name)
-        paper_parameters = _model_parameters(paper_paths)
-        add("V+M+C, the paper's recipe", paper_paths.score("worldmodel"),
-            f"make evaluate PIPELINE={paper.name}", sum(paper_parameters.get(k, 0) for k in ("V", "M", "C")) or None,
-            f"pipeline {paper.name}")
-    add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
-        _dreamer_note(paths))
+        if "worldmodel" in agents:
+            add("M and C on the true state instead of V's z", paths.score("state_model"), make("state-model"), None,
+                _state_model_note(paths.score("state_model")))
+    paper = _paper_pipeline(report.config) if "worldmodel" in agents else None
+    if "worldmodel" in agents:
+        _add_world_model_rows(report, add, world_model_parameters, paper)
+    if "dreamer" in agents:
+        add("Dreamer (RSSM + actor-critic)", paths.score("dreamer"), make("dreamer"), parameters.get("Dreamer"),
+            _dreamer_note(paths))
     not_run = []
     for name, agent in report.config.report.comparisons():
         related = _declared_pipeline(name)
@@ -196,11 +187,37 @@ def _dream_note(report: Report) -> str:
     return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {dream:.0f}"
 
 
+def _add_world_model_rows(report: Report, add: Callable[..., None], world_model_parameters: int | None,
+                          paper: PipelineConfig | None) -> None:
+    """The results' V+M+C rows: this pipeline's agent (and its round 0), and the paper recipe's (``paper``)."""
+    paths, make = report.paths, report.make
+    iterations = _iterations(paths.score("worldmodel"))
+    trained = _trained_where(paths)
+    if iterations:
+        add("V+M+C, one shot (round 0)", paths.score("worldmodel_round0"), make("evaluate"), world_model_parameters,
+            trained)
+    label = {None: "V+M+C", 0: f"V+M+C, {trained}"}.get(iterations, f"V+M+C, after {iterations} rounds")
+    add(label, paths.score("worldmodel"), make("evaluate"), world_model_parameters,
+        _dream_note(report) if iterations == 0 else "")
+    if paper is not None:
+        paper_paths = PipelinePaths(paths.root.parent / paper.name)
+        paper_parameters = _model_parameters(paper_paths)
+        add("V+M+C, the paper's recipe", paper_paths.score("worldmodel"),
+            f"make evaluate PIPELINE={paper.name}", sum(paper_parameters.get(k, 0) for k in ("V", "M", "C")) or None,
+            f"pipeline {paper.name}")
+
+
 def _dreamer_note(paths: PipelinePaths) -> str:
     if not paths.score("dreamer").is_file():
         return ""
     score = Score.read(paths.score("dreamer"))
-    return f"{score.about.get('updates'):,} updates on {score.env_steps_of_data:,} env steps"
+    budget = (f"{'online' if score.about.get('online') else 'offline'}: {score.about.get('updates'):,} updates "
+              f"on {score.env_steps_of_data:,} env steps")
+    if score.about.get("training_seconds") is not None:
+        budget += f", {format_seconds(score.about['training_seconds'] + score.wall_clock_s)} with its evaluations"
+    if not score.about.get("online") and score.about.get("updates", 0) < 1000:
+        budget += " (untrained: Dreamer v1 makes ~9,600 updates by 100k env steps)"
+    return budget
 
 
 def _dreamer_budget(settings) -> str:
@@ -598,3 +615,12 @@ SECTIONS: tuple[tuple[str, Callable[[Report], str]], ...] = (
     ("Diagnostics behind the scores", section_diagnostics),
     ("Config and versions", section_config),
 )
+
+# Sections about one agent's models, left out of the page when the pipeline does not train that agent.
+SECTION_AGENTS: dict[str, str] = {
+    "V: the ConvVAE": "worldmodel",
+    "M: the MDN-RNN as a simulator": "worldmodel",
+    "C: evolved in the dream, scored in the real env": "worldmodel",
+    "Dreamer": "dreamer",
+    "Side by side: V+M and the RSSM on the same held-out episodes": "worldmodel",
+}

@@ -78,6 +78,32 @@ def _identity(config: PipelineConfig, rollouts: RolloutReader, runtime: Runtime)
             "online": settings.env_steps > 0, "heldout_fraction": config.data.heldout_fraction}
 
 
+def prefill_size(rollouts: RolloutReader, settings: DreamerConfig) -> tuple[int, int]:
+    """(episodes, env steps) of the collect stage's episodes that start the replay: the first
+    ``dreamer.prefill_episodes`` of them (all when 0)."""
+    episodes = settings.prefill_episodes or rollouts.num_episodes
+    if episodes > rollouts.num_episodes:
+        raise UserValueError(f"dreamer.prefill_episodes={settings.prefill_episodes} is more than the "
+                             f"{rollouts.num_episodes} episodes of {rollouts.path}")
+    return episodes, int(rollouts.lengths[:episodes].sum()) * rollouts.action_repeat
+
+
+def _start_replay(rollouts_path: Path, replay_path: Path, episodes: int, compression: str | None) -> None:
+    """``replay_path`` holds the first ``episodes`` episodes of ``rollouts_path`` (a copy when all)."""
+    with RolloutReader(rollouts_path) as source:
+        if episodes == source.num_episodes:
+            atomic_write(replay_path, lambda temporary: shutil.copyfile(rollouts_path, temporary))
+            return
+        described = source.env_config, source.env_info, source.frame_shape, source.action_size
+
+        def write(temporary: Path) -> None:
+            with RolloutWriter(temporary, *described, compression) as writer:
+                for index in range(episodes):
+                    writer.append(source.episode(index))
+
+        atomic_write(replay_path, write)
+
+
 def _online_episodes(path: Path) -> int:
     with RolloutReader(path) as reader:
         return int(sum(row.decode().startswith(ONLINE_SOURCE) for row in reader.episodes["source"]))
@@ -121,8 +147,9 @@ class _Training:
         self.done_updates, self.next_eval = 0, None
         self.common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
         state = run.resume()
+        prefill_episodes, _ = prefill_size(rollouts, settings)
         if settings.env_steps and state is None:  # a fresh online run: its replay starts as the prefill
-            atomic_write(data_path, lambda temporary: shutil.copyfile(paths.rollouts, temporary))
+            _start_replay(paths.rollouts, data_path, prefill_episodes, config.collect.compression)
         if state is not None:
             for name, module in self.dreamer.modules().items():
                 module.load_state_dict(state[name])
@@ -130,13 +157,20 @@ class _Training:
                 optimizer.load_state_dict(state["optimizers"][name])
             self.generator.set_state(state["generator"])
             self.done_updates, self.next_eval = state["update"], state.get("next_eval_env_steps")
+        # Wall-clock seconds of this run before this process (a resumed run adds its earlier processes').
+        self.seconds_before, self.process_started = float((state or {}).get("wall_seconds", 0.0)), time.perf_counter()
+        split_episodes = prefill_episodes if settings.env_steps else rollouts.num_episodes
         final_frames = (max(settings.env_steps, rollouts.num_steps * rollouts.action_repeat) // rollouts.action_repeat
                         + 2 * rollouts.num_episodes)  # the frames the replay will hold, with margin for ends
         self.replay = open_replay(data_path, settings.sequence_length, config.data.heldout_fraction,
-                                   rollouts.num_episodes, final_frames, runtime.device)
+                                   split_episodes, final_frames, runtime.device)
         self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
         self.sums: dict[str, float] = {}
         self.started, self.timed = time.perf_counter(), 0
+
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds this run has taken so far, over every process that worked on it."""
+        return self.seconds_before + time.perf_counter() - self.process_started
 
     def train_to(self, target: int) -> None:
         """Updates until ``target`` are done (metrics summed for the next record)."""
@@ -154,6 +188,12 @@ class _Training:
                 self.sums[key] = self.sums.get(key, 0.0) + value
             self.bar.update(1)
             self.bar.set_postfix(image=f"{metrics['train/loss/image_nll']:.0f}", kl=f"{metrics['train/loss/kl']:.1f}")
+
+    def log(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` to the metrics log, stamped with the run's wall-clock seconds so far."""
+        record = {**record, "wall_seconds": round(self.wall_seconds(), 1)}
+        self.run.log.append(record)
+        return record
 
     def block_record(self) -> dict[str, Any]:
         """Loss means and seconds per update since the last record (empty when no update was made)."""
@@ -177,11 +217,12 @@ class _Training:
         """The resume state; with ``best``, also ``dreamer.pt`` (the model the later stages load)."""
         self.run.check(self.done_updates, metrics or {}, self.dreamer.modules().values())
         state = {**self.common, **{name: m.state_dict() for name, m in self.dreamer.modules().items()},
-                 "update": self.done_updates, "metrics": metrics or {}}
+                 "update": self.done_updates, "metrics": metrics or {}, "wall_seconds": self.wall_seconds()}
         if best:
             self.run.save_best(state)
         self.run.save_last({**state, "optimizers": {k: o.state_dict() for k, o in self.dreamer.optimizers.items()},
-                            "generator": self.generator.get_state(), "next_eval_env_steps": self.next_eval})
+                            "generator": self.generator.get_state(), "next_eval_env_steps": self.next_eval,
+                            "wall_seconds": self.wall_seconds()})
 
     def draw(self) -> None:
         dreamer_returns(self.run.log.read(), dreamer_v1_curve(self.config.env.id), self.config.env.action_repeat,
@@ -207,7 +248,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     data_path = paths.dreamer_rollouts if settings.env_steps else paths.rollouts
     if settings.env_steps:
         _forget_run_without_replay(paths, run)
-    prefill = rollouts.num_steps * rollouts.action_repeat
+    prefill = prefill_size(rollouts, settings)[1] if settings.env_steps else rollouts.num_steps * rollouts.action_repeat
     if settings.env_steps and settings.env_steps < prefill:
         raise UserValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
                          f"({paths.rollouts})")
@@ -233,29 +274,27 @@ def _train_offline(training: _Training) -> None:
     while training.done_updates < settings.updates:
         next_eval = min((training.done_updates // settings.eval_every + 1) * settings.eval_every, settings.updates)
         training.train_to(next_eval)
-        record = {**training.block_record(), **training.evaluate(env_steps)}
-        training.run.log.append(record)
+        record = training.log({**training.block_record(), **training.evaluate(env_steps)})
         training.save(record, best=True)
 
 
 def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
     """Dreamer v1's loop: evaluations when due, the updates due, then one more episode, until the
     replay holds ``dreamer.env_steps``."""
-    settings, log = training.config.dreamer, training.run.log
+    settings = training.config.dreamer
     env_steps, episodes = _env_steps(data_path), _online_episodes(data_path)
     if training.next_eval is None:
         training.next_eval = prefill
     while True:
         if env_steps >= training.next_eval:
-            record = training.evaluate(env_steps)
-            log.append(record)
+            record = training.log(training.evaluate(env_steps))
             training.next_eval += settings.eval_every_env_steps
             training.save(record, best=True)
             training.draw()
         due = updates_due(settings, env_steps, prefill)
         if training.done_updates < due:
             training.train_to(due)
-            log.append({"update": training.done_updates, "env_steps": env_steps, **training.block_record()})
+            training.log({"update": training.done_updates, "env_steps": env_steps, **training.block_record()})
             training.save()
             continue
         if env_steps >= settings.env_steps:
@@ -264,7 +303,7 @@ def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
         episode_return, steps = _collect_online_episode(training.config, training.dreamer, data_path, episodes)
         training.replay.refresh()
         episodes, env_steps = episodes + 1, env_steps + steps
-        log.append({"update": training.done_updates, "env_steps": env_steps, "train/return": episode_return})
+        training.log({"update": training.done_updates, "env_steps": env_steps, "train/return": episode_return})
         training.bar.set_postfix(env_steps=f"{env_steps:,}", train_return=f"{episode_return:.0f}")
     training.save(best=True)
 
@@ -286,7 +325,8 @@ def finish(config: PipelineConfig, paths: PipelinePaths, data_path: Path, runtim
     returns = evaluate_policy(config.env, DreamerAgent(dreamer.world_model, dreamer.actor), seeds,
                               workers=config.evaluate.workers)
     score = Score.of("dreamer", returns, seeds, _env_steps(data_path), time.perf_counter() - started,
-                     updates=checkpoint["update"]).write(paths.score("dreamer"))
+                     updates=checkpoint["update"], training_seconds=checkpoint.get("wall_seconds"),
+                     online=config.dreamer.env_steps > 0).write(paths.score("dreamer"))
     logger.info(f"dreamer: {score.summary()} after {checkpoint['update']} updates")
     dreamer_returns(MetricsLog(paths.metrics(CHECKPOINT_KIND), step_key="update").read(),
                     dreamer_v1_curve(config.env.id), config.env.action_repeat, paths.figure("dreamer_returns"),

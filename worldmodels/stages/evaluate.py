@@ -67,18 +67,24 @@ def _env_steps_of_data(paths: PipelinePaths) -> int:
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
-    """Score V+M+C and the baselines; returns ``scores/worldmodel.json``."""
+    """Score V+M+C (when ``report.agents`` has it) and the baselines; returns ``scores/worldmodel.json``
+    (``scores/zero.json`` without V+M+C)."""
     runtime = resolve(config.runtime).apply()
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
     final = paths.round(config.iterate.iterations)  # the last round's agent
-    if not final.controller.is_file():
-        command = ("wm train-controller" if final == paths
-                   else f"wm iterate (iterate.iterations={config.iterate.iterations})")
-        raise FileNotFoundError(f"{final.controller}: no final controller; run `{command}`")
-    agents = {"worldmodel": _world_model(final, runtime.device)}
-    if final != paths:
-        agents["worldmodel_round0"] = _world_model(paths, runtime.device)
-    action_size = agents["worldmodel"][0].mdnrnn.action_size
+    agents: dict[str, tuple[Policy, int]] = {}
+    if "worldmodel" in config.report.agents:
+        if not final.controller.is_file():
+            command = ("wm train-controller" if final == paths
+                       else f"wm iterate (iterate.iterations={config.iterate.iterations})")
+            raise FileNotFoundError(f"{final.controller}: no final controller; run `{command}`")
+        agents["worldmodel"] = _world_model(final, runtime.device)
+        if final != paths:
+            agents["worldmodel_round0"] = _world_model(paths, runtime.device)
+        action_size = agents["worldmodel"][0].mdnrnn.action_size
+    else:  # a pipeline without V+M+C (report.agents): the baselines alone
+        with RolloutReader(paths.rollouts) as rollouts:
+            action_size = rollouts.action_size
     collect = config.collect
     agents |= {
         "random": (make_exploration_policy(collect.policy, action_size, collect.hold_min, collect.hold_max,
@@ -89,11 +95,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
         agents["uniform_random"] = (make_exploration_policy("random", action_size), 0)
     paths.ensure()
     # What each V+M+C score is of, so that the report pairs it only with the controller it scored.
-    about = {"worldmodel": {"iterations": config.iterate.iterations,
-                            "controller_sha256": file_sha256(final.controller)}}
+    about = {}
+    if "worldmodel" in agents:
+        about["worldmodel"] = {"iterations": config.iterate.iterations,
+                               "controller_sha256": file_sha256(final.controller)}
     if "worldmodel_round0" in agents:
         about["worldmodel_round0"] = {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}
     scores = {name: _score(config, policy, seeds, steps, paths.score(name), about.get(name))
               for name, (policy, steps) in agents.items()}
     score_histogram({name: np.array(score.returns) for name, score in scores.items()}, paths.figure("score_hist"))
-    return paths.score("worldmodel")
+    return paths.score("worldmodel" if "worldmodel" in agents else "zero")

@@ -20,12 +20,12 @@ from worldmodels.config import PipelineConfig
 from worldmodels.core.checkpoint import atomic_write
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.reporting.page import page
-from worldmodels.reporting.sections import SECTIONS
+from worldmodels.reporting.sections import SECTION_AGENTS, SECTIONS
 
 
 def build(config: PipelineConfig, paths: PipelinePaths) -> str:
     """The whole page as one HTML string."""
-    return page(config, paths, SECTIONS)
+    return page(config, paths, SECTIONS, SECTION_AGENTS)
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
