@@ -50,12 +50,12 @@ def test_kl_balancing_splits_the_gradient_between_prior_and_posterior_as_compute
     kl_by_hand = np.log(s_p / s_q) + (s_q ** 2 + (m_q - m_p) ** 2) / (2 * s_p ** 2) - 0.5
     d_mq, d_mp = (m_q - m_p) / s_p ** 2, -(m_q - m_p) / s_p ** 2
 
-    def gradients(balance, free_nats):
+    def gradients(balance, free_nats, floor_prior=True):
         mean_q, mean_p = torch.tensor([[m_q]], requires_grad=True), torch.tensor([[m_p]], requires_grad=True)
         zeros = torch.zeros(1, 1)
         posterior = State(zeros, zeros, mean_q, torch.tensor([[s_q]]))
         prior = State(zeros, zeros, mean_p, torch.tensor([[s_p]]))
-        loss, kl = kl_with_free_nats(posterior, prior, free_nats, balance)
+        loss, kl = kl_with_free_nats(posterior, prior, free_nats, balance, floor_prior)
         loss.backward()
         return loss.item(), kl.item(), mean_q.grad.item(), mean_p.grad.item()
 
@@ -68,6 +68,9 @@ def test_kl_balancing_splits_the_gradient_between_prior_and_posterior_as_compute
     # Free nats above the KL: the loss is the floor and carries no gradient, on either side.
     loss, _, grad_q, grad_p = gradients(0.8, 1.0)
     assert kl_by_hand < 1.0 and loss == pytest.approx(1.0) and grad_q == 0 and grad_p == 0
+    # The floor on the posterior's term alone: the prior still learns below it.
+    loss, _, grad_q, grad_p = gradients(0.8, 1.0, floor_prior=False)
+    assert loss == pytest.approx(0.2 * 1.0 + 0.8 * kl_by_hand) and grad_q == 0 and grad_p == pytest.approx(0.8 * d_mp)
 
 
 def test_actor_gradient_reaches_the_actor_and_leaves_the_world_model_unchanged():
@@ -136,3 +139,54 @@ def test_fast_encoder_and_decoder_compute_the_plain_ones_function():
     model.decoder.fast = model.encoder.fast = False
     torch.testing.assert_close(model.decoder(features), fast_out, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.encoder(images), fast_embed, rtol=1e-4, atol=1e-5)
+
+
+def test_the_tanh_normal_log_density_matches_torchs_transformed_distribution_and_stays_finite_when_saturated():
+    torch.manual_seed(0)
+    actor = Actor(8, 2, hidden=16, layers=2)
+    features = torch.randn(64, 8)
+    actions, log_prob = actor.sample_with_log_prob(features)
+    normal = actor._normal(features)
+    squashed = torch.distributions.TransformedDistribution(normal, [torch.distributions.TanhTransform()])
+    inside = actions.abs().amax(-1) < 0.999  # torch's version loses precision next to +-1
+    assert inside.sum() > 10
+    torch.testing.assert_close(log_prob[inside], squashed.log_prob(actions).sum(-1)[inside], rtol=1e-4, atol=1e-4)
+    # A saturated sample: -log(1 - tanh(x)^2) ~ 2|x| - 2 log 2, large but finite.
+    x = torch.tensor([30.0])
+    assert torch.isfinite(2.0 * (np.log(2.0) - x - torch.nn.functional.softplus(-2.0 * x))).all()
+
+
+def test_the_entropy_bonus_lowers_the_actor_loss_by_its_scale_times_the_entropy():
+    model = _small_model()
+    actor, value = Actor(model.rssm.feature_size, 1, hidden=16), Value(model.rssm.feature_size, hidden=16)
+    frames = torch.randint(0, 255, (2, 5, 64, 64, 3), dtype=torch.uint8)
+    _, posterior = world_model_losses(model, frames, torch.rand(2, 4, 1) * 2 - 1, torch.rand(2, 4), 3.0)
+    torch.manual_seed(5)
+    plain = behaviour_losses(model, actor, value, posterior, horizon=4, discount=0.99, lambda_=0.95)
+    torch.manual_seed(5)
+    bonus = behaviour_losses(model, actor, value, posterior, horizon=4, discount=0.99, lambda_=0.95,
+                             entropy_scale=0.1)
+    assert plain["entropy"].item() == 0 and bonus["entropy"].item() != 0
+    assert bonus["actor"].item() == pytest.approx(plain["actor"].item() - 0.1 * bonus["entropy"].item(), rel=1e-5)
+
+
+def test_a_world_model_warmup_update_leaves_actor_and_value_untouched():
+    from worldmodels.config import DreamerConfig
+    from worldmodels.core.runtime import Runtime
+    from worldmodels.dreamer.learner import Dreamer, update
+
+    settings = DreamerConfig(depth=4, deter_size=16, stoch_size=4, hidden_size=16, head_hidden=16, batch_size=2,
+                             sequence_length=4, horizon=3)
+    dreamer = Dreamer.build(1, settings)
+    before = {name: [p.clone() for p in module.parameters()] for name, module in dreamer.modules().items()}
+    batch = {"frames": torch.randint(0, 255, (2, 5, 64, 64, 3), dtype=torch.uint8),
+             "actions": torch.rand(2, 4, 1) * 2 - 1, "rewards": torch.rand(2, 4)}
+    runtime = Runtime(torch.device("cpu"), "fp32", 1, why="test")
+    metrics = update(dreamer, batch, settings, runtime, behaviour=False)
+    assert "train/loss/actor" not in metrics
+
+    def changed(name):
+        return any(not torch.equal(a, b) for a, b in zip(before[name], dreamer.modules()[name].parameters()))
+    assert changed("world_model") and not changed("actor") and not changed("value")
+    update(dreamer, batch, settings, runtime)
+    assert changed("actor") and changed("value")

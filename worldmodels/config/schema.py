@@ -527,9 +527,22 @@ class DreamerConfig(Section):
     lambda_: float = setting(0.95, ge=0, le=1)
     free_nats: float = setting(3.0, ge=0)
     """The KL loss's floor in nats, below which it carries no gradient (Dreamer v1: 3; DreamerV2: 1)."""
+    free_nats_on_prior: bool = True
+    """Whether the floor applies to the prior's share of the KL too (Dreamer v1, DreamerV2). False: the
+    posterior may carry ``free_nats`` unpunished while the prior learns to predict it at every KL."""
     kl_balance: float = setting(0.5, ge=0, le=1)
     """The share of the KL's gradient that trains the prior towards the posterior; the rest pulls the
     posterior towards the prior (DreamerV2's KL balancing: 0.8). 0.5: Dreamer v1's plain KL exactly."""
+    world_model_warmup: int = setting(0, ge=0)
+    """Updates that train the world model alone before the actor and value learn with it (Dreamer v1: 0).
+    A blind world model's reward head ties reward to past actions (this task's cart and pole are ~1%
+    of the pixels), and an actor trained on it at once settles on a saturated push."""
+    actor_entropy: float = setting(0.0, ge=0)
+    """Weight of the imagined actions' entropy in the actor's objective (Dreamer v1: 0). It keeps the
+    tanh-Normal from collapsing onto a saturated push early, while the world model is still blind."""
+    zero_init_heads: bool = False
+    """Start the reward and value heads' output layers at zero (DreamerV3), so that imagination's first
+    returns carry no random gradient for the actor to follow (Dreamer v1: the default initialisation)."""
     model_learning_rate: float = setting(6e-4, gt=0)
     actor_learning_rate: float = setting(8e-5, gt=0)
     value_learning_rate: float = setting(8e-5, gt=0)

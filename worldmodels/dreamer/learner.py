@@ -32,6 +32,10 @@ class Dreamer:
         features = world_model.rssm.feature_size
         actor = Actor(features, action_size, settings.head_hidden, settings.actor_layers)
         value = Value(features, settings.head_hidden, settings.value_layers)
+        if settings.zero_init_heads:
+            for head in (world_model.reward, value.net):
+                torch.nn.init.zeros_(head[-1].weight)
+                torch.nn.init.zeros_(head[-1].bias)
         world_model, actor, value = world_model.to(device), actor.to(device), value.to(device)
         optimizers = {
             "world_model": torch.optim.Adam(world_model.parameters(), lr=settings.model_learning_rate),
@@ -54,23 +58,29 @@ class Dreamer:
 
 
 def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig,
-           runtime: Runtime) -> dict[str, float]:
-    """One Dreamer update on a batch of windows: world model, then actor and value in imagination.
+           runtime: Runtime, behaviour: bool = True) -> dict[str, float]:
+    """One Dreamer update on a batch of windows: world model, then (with ``behaviour``) actor and value
+    in imagination.
 
     ``batch`` on the networks' device. The forward passes run under ``runtime.autocast()`` (bf16 where the
     precision resolved to it); the image loss, optimizers and parameters stay fp32."""
     with runtime.autocast():
         losses, posterior = world_model_losses(dreamer.world_model, batch["frames"], batch["actions"],
                                                batch["rewards"], settings.free_nats,
-                                               settings.kl_balance)
+                                               settings.kl_balance, settings.free_nats_on_prior)
     optimizers = dreamer.optimizers
     optimizers["world_model"].zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(dreamer.world_model.parameters(), settings.grad_clip)
     optimizers["world_model"].step()
+    if not behaviour:
+        named = {f"train/loss/{k}": v for k, v in losses.items()}
+        values = torch.stack([value.detach().float() for value in named.values()]).tolist()
+        return dict(zip(named, values, strict=True))
     with runtime.autocast():
         behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
-                                     settings.horizon, settings.discount, settings.lambda_)
+                                     settings.horizon, settings.discount, settings.lambda_,
+                                     settings.actor_entropy)
     for name in ("actor", "value"):
         optimizers[name].zero_grad(set_to_none=True)
         behaviour[name].backward()
@@ -78,7 +88,8 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
         optimizers[name].step()
     named = {f"train/loss/{k}": v for k, v in losses.items()} | {
         "train/loss/actor": behaviour["actor"], "train/loss/value": behaviour["value"],
-        "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"]}
+        "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"],
+        "train/actor_entropy": behaviour["entropy"]}
     values = torch.stack([value.detach().float() for value in named.values()]).tolist()  # one device sync
     return dict(zip(named, values, strict=True))
 

@@ -42,6 +42,15 @@ class Actor(nn.Module):
         """A reparameterised sample ``(N, A)``: gradients flow to the actor and to ``features``."""
         return torch.tanh(self._normal(features).rsample())
 
+    def sample_with_log_prob(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised sample ``(N, A)`` and its log-density under the tanh-Normal ``(N,)``:
+        ``log N(x) - sum log(1 - tanh(x)^2)``, the second term written as ``2 (log 2 - x - softplus(-2x))``
+        so that it stays finite where the sample saturates."""
+        normal = self._normal(features)
+        x = normal.rsample()
+        log_det = 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
+        return torch.tanh(x), (normal.log_prob(x) - log_det).sum(-1)
+
     def sample_from(self, features: torch.Tensor, standard_normal: torch.Tensor) -> torch.Tensor:
         """A sample ``(N, A)`` drawn with the given standard-normal draws ``(N, A)`` (acting: the
         caller's seeded generator decides the draw, so an episode replays from its seed)."""
@@ -94,27 +103,38 @@ def frozen(module: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def imagine_ahead(world_model: WorldModel, actor: Actor, start: State, horizon: int) -> State:
-    """Imagined prior states ``(H, N, ...)`` from ``start`` ``(N, ...)``, actions sampled from the actor."""
+def imagine_ahead(world_model: WorldModel, actor: Actor, start: State, horizon: int,
+                  log_probs: list[torch.Tensor] | None = None) -> State:
+    """Imagined prior states ``(H, N, ...)`` from ``start`` ``(N, ...)``, actions sampled from the actor
+    (their log-densities ``(N,)`` appended to ``log_probs`` when given)."""
     state = start
     states = []
     for _ in range(horizon):
-        action = actor.sample(state.features)
+        if log_probs is None:
+            action = actor.sample(state.features)
+        else:
+            action, log_prob = actor.sample_with_log_prob(state.features)
+            log_probs.append(log_prob)
         state = world_model.rssm.imagine_step(state, action)
         states.append(state)
     return State.stack(states, dim=0)
 
 
 def behaviour_losses(world_model: WorldModel, actor: Actor, value: Value, posterior: State, horizon: int,
-                     discount: float, lambda_: float) -> dict[str, torch.Tensor]:
+                     discount: float, lambda_: float, entropy_scale: float = 0.0) -> dict[str, torch.Tensor]:
     """Actor and value losses from imagination starting at every posterior state ``(B, T, ...)``.
 
     The world model is frozen while imagining, so ``actor_loss.backward()`` fills only the actor's
     gradients (and the value's, which ``value_loss`` ignores: its returns are detached).
+    ``entropy_scale`` > 0 adds that much of the imagined actions' entropy (estimated as the mean of
+    ``-log p(a)`` of the tanh-Normal's samples) to the actor's objective; its ``log(1 - tanh^2)``
+    part grows without bound as samples saturate, which keeps the actor from settling on a
+    saturated push that no gradient through ``tanh`` can bring back (Dreamer v1: none).
     """
     start = posterior.detach().flatten()
+    log_probs: list[torch.Tensor] | None = [] if entropy_scale > 0 else None
     with frozen(world_model), frozen(value):
-        imagined = imagine_ahead(world_model, actor, start, horizon)
+        imagined = imagine_ahead(world_model, actor, start, horizon, log_probs)
         features = imagined.features
         rewards = world_model.reward(features).squeeze(-1)
         values = value(features)
@@ -122,6 +142,8 @@ def behaviour_losses(world_model: WorldModel, actor: Actor, value: Value, poster
     # Later imagined steps count less: discount^t, as in Dreamer v1.
     weights = torch.cumprod(torch.cat([torch.ones_like(returns[:1]), torch.full_like(returns[:-1], discount)]), 0)
     actor_loss = -(weights * returns).mean()
+    entropy = -torch.stack(log_probs).mean() if log_probs else torch.zeros((), device=returns.device)
+    actor_loss = actor_loss - entropy_scale * entropy
     value_loss = 0.5 * (value(features[:-1].detach()) - returns.detach()).pow(2).mul(weights).mean()
     return {"actor": actor_loss, "value": value_loss, "imagined_reward": rewards.mean().detach(),
-            "imagined_return": returns[0].mean().detach()}
+            "imagined_return": returns[0].mean().detach(), "entropy": entropy.detach()}

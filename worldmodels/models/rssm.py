@@ -239,32 +239,36 @@ def frames_to_images(frames: torch.Tensor) -> torch.Tensor:
     return frames.movedim(-1, -3).float() / 255.0 - 0.5
 
 
-def kl_with_free_nats(posterior: State, prior: State, free_nats: float,
-                      balance: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_with_free_nats(posterior: State, prior: State, free_nats: float, balance: float = 0.5,
+                      floor_prior: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, raw KL) of the posterior against the prior, KL summed over the state's dimensions and
     averaged over batch and time, floored at ``free_nats`` (below the floor a term carries no gradient).
 
     ``balance`` is DreamerV2's KL balancing: the loss is
     ``(1 - balance) * max(KL(q || sg(p)), free) + balance * max(KL(sg(q) || p), free)``, so a share
     ``balance`` of the gradient trains the prior towards the posterior and ``1 - balance`` pulls the
-    posterior towards the prior. Both terms have the KL's value; at ``balance = 0.5`` the loss and its
-    gradients are exactly Dreamer v1's ``max(KL(q || p), free)``. DreamerV2 uses 0.8.
+    posterior towards the prior. Both terms have the KL's value; at ``balance = 0.5`` (with the floor on
+    both) the loss and its gradients are exactly Dreamer v1's ``max(KL(q || p), free)``. DreamerV2 uses 0.8.
+    ``floor_prior=False`` floors the posterior's term alone: the posterior may carry ``free_nats`` of
+    information unpunished while the prior learns to predict it at every KL.
     """
     def mean_kl(q: State, p: State) -> torch.Tensor:
         return torch.distributions.kl_divergence(q.distribution(), p.distribution()).sum(-1).mean()
 
-    if balance == 0.5:  # v1's loss, one KL to compute
+    if balance == 0.5 and floor_prior:  # v1's loss, one KL to compute
         kl = mean_kl(posterior, prior)
         return torch.clamp(kl, min=free_nats), kl
     posterior_side = mean_kl(posterior, prior.detach())
     prior_side = mean_kl(posterior.detach(), prior)
-    loss = (1 - balance) * torch.clamp(posterior_side, min=free_nats) + balance * torch.clamp(prior_side,
-                                                                                              min=free_nats)
+    if floor_prior:
+        prior_side = torch.clamp(prior_side, min=free_nats)
+    loss = (1 - balance) * torch.clamp(posterior_side, min=free_nats) + balance * prior_side
     return loss, posterior_side.detach()
 
 
 def world_model_losses(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                       free_nats: float, kl_balance: float = 0.5) -> tuple[dict[str, torch.Tensor], State]:
+                       free_nats: float, kl_balance: float = 0.5,
+                       floor_prior: bool = True) -> tuple[dict[str, torch.Tensor], State]:
     """Losses on a batch of windows and the posterior states ``(B, L + 1, ...)``.
 
     ``frames`` uint8 ``(B, L + 1, H, W, 3)``, ``actions`` ``(B, L, A)``, ``rewards`` ``(B, L)``.
@@ -280,7 +284,7 @@ def world_model_losses(model: WorldModel, frames: torch.Tensor, actions: torch.T
     image_nll = 0.5 * F.mse_loss(reconstruction.float(), images, reduction="sum") / (images.shape[0] * images.shape[1])
     predicted_reward = model.reward(features[:, 1:]).squeeze(-1)
     reward_nll = 0.5 * (predicted_reward - rewards).pow(2).mean()
-    kl_loss, kl = kl_with_free_nats(posterior, prior, free_nats, kl_balance)
+    kl_loss, kl = kl_with_free_nats(posterior, prior, free_nats, kl_balance, floor_prior)
     losses = {"image_nll": image_nll, "reward_nll": reward_nll, "kl": kl,
               "total": image_nll + reward_nll + kl_loss}
     return losses, posterior

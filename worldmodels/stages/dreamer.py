@@ -180,7 +180,8 @@ class _Training:
         while self.done_updates < target:
             batch = {name: self.runtime.to_device(value)
                      for name, value in self.replay.batch(settings.batch_size, self.generator).items()}
-            metrics = update(self.dreamer, batch, settings, self.runtime)
+            metrics = update(self.dreamer, batch, settings, self.runtime,
+                             behaviour=self.done_updates >= settings.world_model_warmup)
             self.run.check(self.done_updates + 1, metrics)
             self.done_updates += 1
             self.timed += 1
