@@ -540,9 +540,6 @@ class DreamerConfig(Section):
     actor_entropy: float = setting(0.0, ge=0)
     """Weight of the imagined actions' entropy in the actor's objective (Dreamer v1: 0). It keeps the
     tanh-Normal from collapsing onto a saturated push early, while the world model is still blind."""
-    zero_init_heads: bool = False
-    """Start the reward and value heads' output layers at zero (DreamerV3), so that imagination's first
-    returns carry no random gradient for the actor to follow (Dreamer v1: the default initialisation)."""
     model_learning_rate: float = setting(6e-4, gt=0)
     actor_learning_rate: float = setting(8e-5, gt=0)
     value_learning_rate: float = setting(8e-5, gt=0)

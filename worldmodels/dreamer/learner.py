@@ -32,10 +32,6 @@ class Dreamer:
         features = world_model.rssm.feature_size
         actor = Actor(features, action_size, settings.head_hidden, settings.actor_layers)
         value = Value(features, settings.head_hidden, settings.value_layers)
-        if settings.zero_init_heads:
-            for head in (world_model.reward, value.net):
-                torch.nn.init.zeros_(head[-1].weight)
-                torch.nn.init.zeros_(head[-1].bias)
         world_model, actor, value = world_model.to(device), actor.to(device), value.to(device)
         optimizers = {
             "world_model": torch.optim.Adam(world_model.parameters(), lr=settings.model_learning_rate),
