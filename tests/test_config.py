@@ -252,3 +252,21 @@ def test_at_least_sixty_settings_declare_their_bounds():
 def test_bounds_say_themselves_in_the_errors_words(bounds, whole, text):
     from worldmodels.config.schema import Bounds
     assert Bounds(**bounds).describe(whole) == text
+
+
+def test_report_agents_name_known_agents_only():
+    assert load_pipeline("smoke").report.agents == ("worldmodel", "dreamer")
+    assert load_pipeline("smoke", ["report.agents=[dreamer]"]).report.agents == ("dreamer",)
+    for bad in ("report.agents=[]", "report.agents=[vmc]"):
+        with pytest.raises(ConfigError, match="report.agents"):
+            load_pipeline("smoke", [bad])
+
+
+def test_wm_config_get_prints_one_setting_for_make_and_names_an_unknown_key():
+    runner = CliRunner()
+    result = runner.invoke(main, ["config", "--pipeline", "cartpole_balance_dreamer_laptop", "--get", "report.agents"])
+    assert result.exit_code == 0 and result.output.strip() == "dreamer"
+    result = runner.invoke(main, ["config", "--pipeline", "smoke", "--get", "dreamer.horizon"])
+    assert result.exit_code == 0 and result.output.strip() == "3"
+    result = runner.invoke(main, ["config", "--pipeline", "smoke", "--get", "dreamer.nope"])
+    assert result.exit_code == 2 and "no setting 'dreamer.nope' in pipeline 'smoke'" in result.output

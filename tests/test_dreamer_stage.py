@@ -124,6 +124,18 @@ def test_a_prefill_of_the_first_episodes_starts_the_replay_and_the_schedule_coun
         dreamer_stage.run(_config(*SLIDER, "dreamer.prefill_episodes=4", "dreamer.seed=3"), paths, progress=False)
 
 
+def test_a_dreamer_only_pipeline_evaluates_the_baselines_without_v_m_or_c(tmp_path):
+    from worldmodels.stages import evaluate
+
+    paths = _slider_paths(tmp_path)
+    written = evaluate.run(_config(*SLIDER, "report.agents=[dreamer]", "evaluate.episodes=3"), paths, progress=False)
+    assert written == paths.score("zero")
+    assert paths.score("random").is_file() and not paths.score("worldmodel").exists()
+    assert len(json.loads(paths.score("zero").read_text())["returns"]) == 3
+    with pytest.raises(FileNotFoundError, match="no final controller"):  # with V+M+C asked for, C must exist
+        evaluate.run(_config(*SLIDER, "evaluate.episodes=3"), paths, progress=False)
+
+
 @pytest.mark.slow
 def test_a_killed_online_run_resumes_to_the_same_replay_and_model(tmp_path, monkeypatch):
     whole = _slider_paths(tmp_path, "whole")
