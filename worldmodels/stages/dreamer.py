@@ -166,6 +166,7 @@ class _Training:
                                    split_episodes, final_frames, runtime.device)
         self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # per metric: the warm-up's updates have no actor or value losses
         self.started, self.timed = time.perf_counter(), 0
 
     def wall_seconds(self) -> float:
@@ -187,6 +188,7 @@ class _Training:
             self.timed += 1
             for key, value in metrics.items():
                 self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
             self.bar.update(1)
             self.bar.set_postfix(image=f"{metrics['train/loss/image_nll']:.0f}", kl=f"{metrics['train/loss/kl']:.1f}")
 
@@ -200,9 +202,9 @@ class _Training:
         """Loss means and seconds per update since the last record (empty when no update was made)."""
         if not self.timed:
             return {}
-        record = {**{key: value / self.timed for key, value in self.sums.items()},
+        record = {**{key: value / self.counts[key] for key, value in self.sums.items()},
                   "seconds_per_update": (time.perf_counter() - self.started) / self.timed}
-        self.sums, self.started, self.timed = {}, time.perf_counter(), 0
+        self.sums, self.counts, self.started, self.timed = {}, {}, time.perf_counter(), 0
         return record
 
     def evaluate(self, env_steps: int) -> dict[str, Any]:
