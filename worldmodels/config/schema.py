@@ -537,6 +537,10 @@ class DreamerConfig(Section):
     """Updates that train the world model alone before the actor and value learn with it (Dreamer v1: 0).
     A blind world model's reward head ties reward to past actions (this task's cart and pole are ~1%
     of the pixels), and an actor trained on it at once settles on a saturated push."""
+    value_warmup: int = setting(0, ge=0)
+    """Updates after ``world_model_warmup`` in which the value learns but the actor does not (Dreamer v1:
+    0): the value is fitted to the imagined returns of the first, widely spread actor, so that it rates
+    both directions before the actor follows its gradient."""
     actor_entropy: float = setting(0.0, ge=0)
     """Weight of the imagined actions' entropy in the actor's objective (Dreamer v1: 0). It keeps the
     tanh-Normal from collapsing onto a saturated push early, while the world model is still blind."""

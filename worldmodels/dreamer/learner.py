@@ -54,9 +54,9 @@ class Dreamer:
 
 
 def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerConfig,
-           runtime: Runtime, behaviour: bool = True) -> dict[str, float]:
-    """One Dreamer update on a batch of windows: world model, then (with ``behaviour``) actor and value
-    in imagination.
+           runtime: Runtime, behaviour: bool = True, actor: bool = True) -> dict[str, float]:
+    """One Dreamer update on a batch of windows: world model, then (with ``behaviour``) the value and
+    (with ``actor`` too) the actor in imagination.
 
     ``batch`` on the networks' device. The forward passes run under ``runtime.autocast()`` (bf16 where the
     precision resolved to it); the image loss, optimizers and parameters stay fp32."""
@@ -77,7 +77,7 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
         behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
                                      settings.horizon, settings.discount, settings.lambda_,
                                      settings.actor_entropy)
-    for name in ("actor", "value"):
+    for name in ("actor", "value") if actor else ("value",):
         optimizers[name].zero_grad(set_to_none=True)
         behaviour[name].backward()
         torch.nn.utils.clip_grad_norm_(getattr(dreamer, name).parameters(), settings.grad_clip)

@@ -182,7 +182,8 @@ class _Training:
             batch = {name: self.runtime.to_device(value)
                      for name, value in self.replay.batch(settings.batch_size, self.generator).items()}
             metrics = update(self.dreamer, batch, settings, self.runtime,
-                             behaviour=self.done_updates >= settings.world_model_warmup)
+                             behaviour=self.done_updates >= settings.world_model_warmup,
+                             actor=self.done_updates >= settings.world_model_warmup + settings.value_warmup)
             self.run.check(self.done_updates + 1, metrics)
             self.done_updates += 1
             self.timed += 1
