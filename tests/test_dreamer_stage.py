@@ -124,6 +124,16 @@ def test_a_prefill_of_the_first_episodes_starts_the_replay_and_the_schedule_coun
         dreamer_stage.run(_config(*SLIDER, "dreamer.prefill_episodes=4", "dreamer.seed=3"), paths, progress=False)
 
 
+@pytest.mark.slow
+def test_online_episodes_cut_at_episode_steps_while_the_prefill_stays_whole(tmp_path):
+    paths = _slider_paths(tmp_path)
+    dreamer_stage.run(_config(*SLIDER, "dreamer.episode_steps=4", "dreamer.env_steps=100"), paths, progress=False)
+    replay = RolloutReader(paths.dreamer_rollouts)
+    assert replay.lengths.tolist() == [10, 10, 10, 4, 4, 4, 4, 4]  # 60 env steps of prefill, then 5 x 8
+    records = MetricsLog(paths.metrics("dreamer"), step_key="update").read()
+    assert [r["env_steps"] for r in records if "train/return" in r] == [68, 76, 84, 92, 100]
+
+
 def test_a_dreamer_only_pipeline_evaluates_the_baselines_without_v_m_or_c(tmp_path):
     from worldmodels.stages import evaluate
 

@@ -562,6 +562,10 @@ class DreamerConfig(Section):
     """Online: ``updates_per_train`` updates are due for every ``train_every`` env steps played after
     the prefill (Dreamer v1: 100 per 1,000), made between episodes."""
     updates_per_train: int = setting(100, ge=1)
+    episode_steps: int = setting(0, ge=0)
+    """Online: cut the episodes Dreamer plays after this many agent steps (0: the env's own length).
+    Evaluation always plays whole episodes. Cartpole's pole is down within ~10 steps of a poor policy,
+    so whole episodes fill the replay, and imagination's start states, with a fallen pole."""
     exploration_noise: float = setting(0.3, ge=0)
     """Online: std of the Gaussian noise added to the actor's sample when playing (clipped to [-1, 1])."""
     eval_every: int = setting(50, ge=1)

@@ -116,7 +116,9 @@ def _collect_online_episode(config: PipelineConfig, dreamer: Dreamer, path: Path
         2, dtype=np.uint32)
     agent = DreamerAgent(dreamer.world_model, dreamer.actor, noise_std=config.dreamer.exploration_noise,
                          explore=True)
-    episode = next(play_episodes(config.env, agent, [int(env_seed)], [int(noise_seed)], batch=1))
+    played_env = (dataclasses.replace(config.env, max_episode_steps=config.dreamer.episode_steps)
+                  if config.dreamer.episode_steps else config.env)
+    episode = next(play_episodes(played_env, agent, [int(env_seed)], [int(noise_seed)], batch=1))
     dreamer.train()
     episode.index, episode.base_seed = index, config.dreamer.seed
     episode.source = f"{ONLINE_SOURCE}{config.dreamer.exploration_noise:g}"
