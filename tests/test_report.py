@@ -342,6 +342,8 @@ def test_the_dreamer_row_names_its_budget_and_a_dreamer_only_pipeline_shows_no_v
     assert "V+M+C" not in results.split("Published anchors")[0]
     page = report.run(laptop, paths).read_text()
     assert 'id="dreamer"' in page and 'id="v"' not in page and 'id="m"' not in page
+    budgets = sections.section_budgets(Report(laptop, paths))
+    assert "<td>Dreamer</td>" in budgets and "<td>V</td>" not in budgets
     # A few offline updates say that they are no trained Dreamer.
     Score.of("dreamer", [136.0], [0], 174800, 5.0, updates=60, training_seconds=100.0,
              online=False).write(paths.score("dreamer"))

@@ -308,6 +308,9 @@ def section_budgets(report: Report) -> str:
          "100 updates of 50 x 50 per 1,000 env steps, online: ~9,600 by 100k env steps (Hafner et al. 2019)"],
         ["evaluation", f"{config.evaluate.episodes} real episodes per agent", "100 episodes"],
     ]
+    # Only the models this pipeline trains (report.agents); data, oracle and evaluation rows always.
+    agent_of = {"V": "worldmodel", "M": "worldmodel", "C": "worldmodel", "Dreamer": "dreamer"}
+    rows = [row for row in rows if agent_of.get(row[0]) in (None, *config.report.agents)]
     runtime = _resolved_runtime(report.paths)
     where = (f"{runtime['device']} ({runtime.get('device_name', '')}), {runtime['precision']}, "
              f"{runtime['threads']} CPU threads" if runtime else "not recorded (no config.yaml)")
