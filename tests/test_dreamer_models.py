@@ -192,3 +192,14 @@ def test_warmup_updates_leave_the_actor_and_the_value_untouched_as_asked():
     assert changed("value") and not changed("actor")
     update(dreamer, batch, settings, runtime)
     assert changed("actor")
+
+
+def test_imagined_returns_are_fp32_under_bf16_autocast():
+    model = _small_model()
+    actor, value = Actor(model.rssm.feature_size, 1, hidden=16), Value(model.rssm.feature_size, hidden=16)
+    frames = torch.randint(0, 255, (2, 5, 64, 64, 3), dtype=torch.uint8)
+    _, posterior = world_model_losses(model, frames, torch.rand(2, 4, 1) * 2 - 1, torch.rand(2, 4), 3.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = behaviour_losses(model, actor, value, posterior, horizon=4, discount=0.99, lambda_=0.95)
+    assert losses["imagined_return"].dtype == torch.float32 and losses["value"].dtype == torch.float32
+    assert losses["actor"].dtype == torch.float32

@@ -136,14 +136,16 @@ def behaviour_losses(world_model: WorldModel, actor: Actor, value: Value, poster
     with frozen(world_model), frozen(value):
         imagined = imagine_ahead(world_model, actor, start, horizon, log_probs)
         features = imagined.features
-        rewards = world_model.reward(features).squeeze(-1)
-        values = value(features)
+        # The returns in fp32 even under bf16 autocast: values of ~200 are spaced 1.0 apart in bf16,
+        # coarser than the differences between actions the actor learns from.
+        rewards = world_model.reward(features).squeeze(-1).float()
+        values = value(features).float()
     returns = lambda_returns(rewards[:-1], values[:-1], values[-1], discount, lambda_)
     # Later imagined steps count less: discount^t, as in Dreamer v1.
     weights = torch.cumprod(torch.cat([torch.ones_like(returns[:1]), torch.full_like(returns[:-1], discount)]), 0)
     actor_loss = -(weights * returns).mean()
     entropy = -torch.stack(log_probs).mean() if log_probs else torch.zeros((), device=returns.device)
     actor_loss = actor_loss - entropy_scale * entropy
-    value_loss = 0.5 * (value(features[:-1].detach()) - returns.detach()).pow(2).mul(weights).mean()
+    value_loss = 0.5 * (value(features[:-1].detach()).float() - returns.detach()).pow(2).mul(weights).mean()
     return {"actor": actor_loss, "value": value_loss, "imagined_reward": rewards.mean().detach(),
             "imagined_return": returns[0].mean().detach(), "entropy": entropy.detach()}
