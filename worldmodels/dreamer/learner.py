@@ -69,24 +69,26 @@ def update(dreamer: Dreamer, batch: dict[str, torch.Tensor], settings: DreamerCo
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(dreamer.world_model.parameters(), settings.grad_clip)
     optimizers["world_model"].step()
+    named = {f"train/loss/{k}": v for k, v in losses.items()}
     if not behaviour:
-        named = {f"train/loss/{k}": v for k, v in losses.items()}
-        values = torch.stack([value.detach().float() for value in named.values()]).tolist()
-        return dict(zip(named, values, strict=True))
+        return _as_floats(named)
     with runtime.autocast():
-        behaviour = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
-                                     settings.horizon, settings.discount, settings.lambda_,
-                                     settings.actor_entropy)
+        imagined = behaviour_losses(dreamer.world_model, dreamer.actor, dreamer.value, posterior.detach(),
+                                    settings.horizon, settings.discount, settings.lambda_, settings.actor_entropy)
     for name in ("actor", "value") if actor else ("value",):
         optimizers[name].zero_grad(set_to_none=True)
-        behaviour[name].backward()
+        imagined[name].backward()
         torch.nn.utils.clip_grad_norm_(getattr(dreamer, name).parameters(), settings.grad_clip)
         optimizers[name].step()
-    named = {f"train/loss/{k}": v for k, v in losses.items()} | {
-        "train/loss/actor": behaviour["actor"], "train/loss/value": behaviour["value"],
-        "train/imagined_reward": behaviour["imagined_reward"], "train/imagined_return": behaviour["imagined_return"],
-        "train/actor_entropy": behaviour["entropy"]}
-    values = torch.stack([value.detach().float() for value in named.values()]).tolist()  # one device sync
+    return _as_floats(named | {
+        "train/loss/actor": imagined["actor"], "train/loss/value": imagined["value"],
+        "train/imagined_reward": imagined["imagined_reward"], "train/imagined_return": imagined["imagined_return"],
+        "train/actor_entropy": imagined["entropy"]})
+
+
+def _as_floats(named: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors as Python floats, with one device sync for all of them."""
+    values = torch.stack([value.detach().float() for value in named.values()]).tolist()
     return dict(zip(named, values, strict=True))
 
 
