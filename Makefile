@@ -33,7 +33,8 @@ REPORT_NEEDS = $(OUT)/scores/oracle.json \
   $(if $(filter dreamer,$(AGENTS)),$(OUT)/scores/dreamer.json)
 
 all: | $(STAMP)
-	@$(MAKE) --no-print-directory $(OUT)/report.html AGENTS="$$($(WM) config $(WM_ARGS) --get report.agents)"
+	@agents="$$($(WM) config $(WM_ARGS) --get report.agents)" && \
+	  $(MAKE) --no-print-directory $(OUT)/report.html AGENTS="$$agents"
 
 install: $(STAMP)
 
