@@ -136,9 +136,8 @@ test: $(STAMP)
 	WM_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) -m "not ray"
 	$(VENV)/bin/python -m pytest -q -m ray
 
-# The tests not marked slow (under 2 minutes on 2 cores), while working: the report's browser test skips
-# where Chromium is missing. `make test` (CI) runs every test.
-# For development: the suite without the tests marked slow, in one process (under 2 minutes on 2 cores).
+# For development: the tests not marked slow, in one process (under 2 minutes on 2 cores); the report's
+# browser test skips where Chromium is missing. `make test` (CI) runs every test.
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 

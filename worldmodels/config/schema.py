@@ -532,7 +532,8 @@ class DreamerConfig(Section):
     posterior may carry ``free_nats`` unpunished while the prior learns to predict it at every KL."""
     kl_balance: float = setting(0.5, ge=0, le=1)
     """The share of the KL's gradient that trains the prior towards the posterior; the rest pulls the
-    posterior towards the prior (DreamerV2's KL balancing: 0.8). 0.5: Dreamer v1's plain KL exactly."""
+    posterior towards the prior (DreamerV2's KL balancing: 0.8). 0.5 (with ``free_nats_on_prior``): Dreamer
+    v1's plain KL exactly, its gradient whole to both sides."""
     world_model_warmup: int = setting(0, ge=0)
     """Updates that train the world model alone before the actor and value learn with it (Dreamer v1: 0).
     A blind world model's reward head ties reward to past actions (this task's cart and pole are ~1%

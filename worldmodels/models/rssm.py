@@ -247,15 +247,15 @@ def kl_with_free_nats(posterior: State, prior: State, free_nats: float, balance:
     ``balance`` is DreamerV2's KL balancing: the loss is
     ``(1 - balance) * max(KL(q || sg(p)), free) + balance * max(KL(sg(q) || p), free)``, so a share
     ``balance`` of the gradient trains the prior towards the posterior and ``1 - balance`` pulls the
-    posterior towards the prior. Both terms have the KL's value; at ``balance = 0.5`` (with the floor on
-    both) the loss and its gradients are exactly Dreamer v1's ``max(KL(q || p), free)``. DreamerV2 uses 0.8.
-    ``floor_prior=False`` floors the posterior's term alone: the posterior may carry ``free_nats`` of
-    information unpunished while the prior learns to predict it at every KL.
+    posterior towards the prior (DreamerV2 uses 0.8). ``balance = 0.5`` with the floor on both is Dreamer
+    v1's ``max(KL(q || p), free)``, whose gradient reaches both sides whole (the balanced form at 0.5 would
+    give each side half of it). ``floor_prior=False`` floors the posterior's term alone: the posterior may
+    carry ``free_nats`` of information unpunished while the prior learns to predict it at every KL.
     """
     def mean_kl(q: State, p: State) -> torch.Tensor:
         return torch.distributions.kl_divergence(q.distribution(), p.distribution()).sum(-1).mean()
 
-    if balance == 0.5 and floor_prior:  # v1's loss, one KL to compute
+    if balance == 0.5 and floor_prior:  # Dreamer v1's loss, not the balanced form at 0.5 (half the gradient)
         kl = mean_kl(posterior, prior)
         return torch.clamp(kl, min=free_nats), kl
     posterior_side = mean_kl(posterior, prior.detach())

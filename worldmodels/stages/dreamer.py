@@ -141,7 +141,7 @@ class _Training:
     progress bar and the loss sums of the current block of updates."""
 
     def __init__(self, config: PipelineConfig, paths: PipelinePaths, runtime: Runtime, rollouts: RolloutReader,
-                 data_path: Path, run: TrainingRun, bar: tqdm) -> None:
+                 data_path: Path, run: TrainingRun, bar: tqdm, prefill_episodes: int) -> None:
         settings = config.dreamer
         self.config, self.paths, self.runtime, self.run, self.bar = config, paths, runtime, run, bar
         self.dreamer = Dreamer.build(rollouts.action_size, settings, runtime.device).compile(runtime)
@@ -149,7 +149,6 @@ class _Training:
         self.done_updates, self.next_eval = 0, None
         self.common = {"action_size": rollouts.action_size, "settings": dataclasses.asdict(settings)}
         state = run.resume()
-        prefill_episodes, _ = prefill_size(rollouts, settings)
         if settings.env_steps and state is None:  # a fresh online run: its replay starts as the prefill
             _start_replay(paths.rollouts, data_path, prefill_episodes, config.collect.compression)
         if state is not None:
@@ -161,11 +160,10 @@ class _Training:
             self.done_updates, self.next_eval = state["update"], state.get("next_eval_env_steps")
         # Wall-clock seconds of this run before this process (a resumed run adds its earlier processes').
         self.seconds_before, self.process_started = float((state or {}).get("wall_seconds", 0.0)), time.perf_counter()
-        split_episodes = prefill_episodes if settings.env_steps else rollouts.num_episodes
         final_frames = (max(settings.env_steps, rollouts.num_steps * rollouts.action_repeat) // rollouts.action_repeat
                         + 2 * rollouts.num_episodes)  # the frames the replay will hold, with margin for ends
         self.replay = open_replay(data_path, settings.sequence_length, config.data.heldout_fraction,
-                                   split_episodes, final_frames, runtime.device)
+                                   prefill_episodes, final_frames, runtime.device)
         self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}  # per metric: the warm-up's updates have no actor or value losses
@@ -254,13 +252,15 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     data_path = paths.dreamer_rollouts if settings.env_steps else paths.rollouts
     if settings.env_steps:
         _forget_run_without_replay(paths, run)
-    prefill = prefill_size(rollouts, settings)[1] if settings.env_steps else rollouts.num_steps * rollouts.action_repeat
+    # Online, the replay starts from the first prefill_episodes of the collect stage's; offline it is all of them.
+    prefill_episodes, prefill = (prefill_size(rollouts, settings) if settings.env_steps
+                                 else (rollouts.num_episodes, rollouts.num_steps * rollouts.action_repeat))
     if settings.env_steps and settings.env_steps < prefill:
         raise UserValueError(f"dreamer.env_steps={settings.env_steps} is below the prefill's {prefill} env steps "
                          f"({paths.rollouts})")
     final_updates = updates_due(settings, max(settings.env_steps, prefill), prefill)
     with tqdm(total=final_updates, desc="Dreamer", unit="update", disable=not progress, dynamic_ncols=True) as bar:
-        training = _Training(config, paths, runtime, rollouts, data_path, run, bar)
+        training = _Training(config, paths, runtime, rollouts, data_path, run, bar, prefill_episodes)
         bar.update(training.done_updates)
         if _finished(paths, training.done_updates, final_updates, settings, data_path):
             run.require_best()
