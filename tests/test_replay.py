@@ -59,3 +59,23 @@ def test_a_replay_too_large_for_memory_reads_from_the_file(tmp_path, monkeypatch
     assert isinstance(open_replay(path, 4, 0.3, 3, final_frames=1000, device="cpu"), Replay)
     monkeypatch.setattr("worldmodels.data.replay.MEMORY_LIMIT_BYTES", 8 * 8 * 3 * 999)
     assert isinstance(open_replay(path, 4, 0.3, 3, final_frames=1000, device="cpu"), FileReplay)
+
+
+def test_a_share_of_windows_begins_at_episode_starts_and_zero_share_is_the_uniform_draw(tmp_path):
+    path = tmp_path / "rollouts.h5"
+    write_synthetic(path, [30, 12, 40, 25])  # channel 1 of a frame is its step in the episode
+    uniform = Replay(path, 5, 0.0, 4)
+    shared = Replay(path, 5, 0.0, 4, episode_start_share=0.25)
+    file = FileReplay(path, 5, 0.0, 4, episode_start_share=0.25)
+    torch.testing.assert_close(_draw(Replay(path, 5, 0.0, 4, episode_start_share=0.0), 3, 400)["frames"],
+                               _draw(uniform, 3, 400)["frames"], rtol=0, atol=0)
+    a, b = _draw(shared, 3, 400), _draw(file, 3, 400)
+    torch.testing.assert_close(a["frames"], b["frames"], rtol=0, atol=0)
+    first_steps = a["frames"][:, 0, 0, 0, 1].numpy()
+    assert (first_steps[:100] == 0).all()  # round(0.25 * 400) windows from episodes' first steps
+    # from every episode, not just one
+    assert set(a["frames"][:100, 0, 0, 0, 0].tolist()) == set(range(4))
+    # the rest are the uniform draw, window for window
+    assert (first_steps[100:] > 0).mean() > 0.8
+    uniform_steps = _draw(uniform, 3, 400)["frames"][:, 0, 0, 0, 1].numpy()
+    torch.testing.assert_close(torch.from_numpy(first_steps[100:]), torch.from_numpy(uniform_steps[100:]))

@@ -567,6 +567,12 @@ class DreamerConfig(Section):
     """Online: cut the episodes Dreamer plays after this many agent steps (0: the env's own length).
     Evaluation always plays whole episodes. Cartpole's pole is down within ~10 steps of a poor policy,
     so whole episodes fill the replay, and imagination's start states, with a fallen pole."""
+    episode_start_share: float = setting(0.0, ge=0, le=1)
+    """Share of each batch's windows that begin at an episode's first step; the rest are drawn
+    uniformly over every window (Dreamer v1: 0, all uniform). Evaluation starts every episode from the
+    env's initial states; on cartpole-balance a poor policy has the pole down within ~10 of 125 steps,
+    so uniform windows train the world model, and start imagination, almost only where the pole has
+    fallen and the best action is to swing it, the opposite of balancing."""
     exploration_noise: float = setting(0.3, ge=0)
     """Online: std of the Gaussian noise added to the actor's sample when playing (clipped to [-1, 1])."""
     eval_every: int = setting(50, ge=1)

@@ -58,17 +58,18 @@ class WindowDataset(Dataset):
         starts_per_episode = self.reader.lengths[chosen] - steps + 1
         keep = starts_per_episode > 0
         self.episodes = chosen[keep]
-        self._cumulative_starts = np.cumsum(starts_per_episode[keep])
+        # Windows of self.episodes[i] are numbered window_ends[i - 1] (0 for i = 0) to window_ends[i] - 1.
+        self.window_ends = np.cumsum(starts_per_episode[keep])
 
     def __len__(self) -> int:
-        return int(self._cumulative_starts[-1]) if len(self._cumulative_starts) else 0
+        return int(self.window_ends[-1]) if len(self.window_ends) else 0
 
     def locate(self, index: int) -> tuple[int, int]:
         """Window ``index`` -> (episode number, start step)."""
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range [0, {len(self)})")
-        position = int(np.searchsorted(self._cumulative_starts, index, side="right"))
-        before = int(self._cumulative_starts[position - 1]) if position else 0
+        position = int(np.searchsorted(self.window_ends, index, side="right"))
+        before = int(self.window_ends[position - 1]) if position else 0
         return int(self.episodes[position]), index - before
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Dreamer's replay: uniform random windows of its training episodes, held in memory on its device.
+"""Dreamer's replay: random windows of its training episodes, held in memory on its device.
 
 Reading each batch's 50 windows from HDF5 took ~65 ms, a third of an update on an H200; held in
 memory, a batch is one gather. The windows are numbered exactly as
@@ -21,6 +21,24 @@ from worldmodels.errors import UserValueError
 
 MEMORY_LIMIT_BYTES = 8 * 2**30
 """Replays whose frames would take more read their windows from the file (:class:`FileReplay`)."""
+
+
+def draw_windows(size: int, generator: torch.Generator, window_ends: np.ndarray,
+                 episode_start_share: float = 0.0) -> np.ndarray:
+    """``size`` window indices ``(size,)`` over episodes whose windows end (cumulatively) at
+    ``window_ends`` ``(E,)``: uniform over every window, except that the first
+    ``round(episode_start_share * size)`` are the first window of an episode drawn uniformly.
+
+    The uniform draw comes first and is the same whatever the share, so a share of 0 gives exactly
+    the uniform batches (and their RNG stream) of a replay without it.
+    """
+    indices = torch.randint(int(window_ends[-1]), (size,), generator=generator).numpy()
+    from_starts = round(episode_start_share * size)
+    if from_starts:
+        first_windows = np.concatenate([[0], window_ends[:-1]])
+        episodes = torch.randint(len(window_ends), (from_starts,), generator=generator).numpy()
+        indices[:from_starts] = first_windows[episodes]
+    return indices
 
 
 def training_episodes(reader: RolloutReader, heldout_fraction: float, split_episodes: int) -> np.ndarray:
@@ -54,13 +72,16 @@ class Replay:
     """The training episodes of a rollouts file, in memory on ``device``, and windows of ``steps`` steps.
 
     ``refresh()`` takes in the episodes appended to the file since; ``batch(B, generator)`` draws
-    ``B`` windows uniformly over every window of every training episode. The file is open only
-    inside ``refresh``, so the stage may append to it in between (``close`` does nothing).
+    ``B`` windows uniformly over every window of every training episode, a share
+    ``episode_start_share`` of them from episodes' first steps instead (:func:`draw_windows`). The
+    file is open only inside ``refresh``, so the stage may append to it in between (``close`` does
+    nothing).
     """
 
     def __init__(self, path: Path, steps: int, heldout_fraction: float, split_episodes: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", episode_start_share: float = 0.0) -> None:
         self.path, self.steps, self.heldout_fraction = Path(path), steps, heldout_fraction
+        self.episode_start_share = episode_start_share
         self.split_episodes, self.device = split_episodes, torch.device(device)
         self.loaded = 0          # episodes of the file looked at so far
         # Per training episode: its first row in self.frames and in self.actions, and the cumulative
@@ -104,7 +125,7 @@ class Replay:
 
     def batch(self, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """On ``device``: frames uint8 ``(B, L + 1, H, W, 3)``, actions ``(B, L, A)``, rewards ``(B, L)``."""
-        indices = torch.randint(len(self), (size,), generator=generator).numpy()
+        indices = draw_windows(size, generator, self.window_ends, self.episode_start_share)
         positions = np.searchsorted(self.window_ends, indices, side="right")
         starts = indices - np.concatenate([[0], self.window_ends])[positions]
         frame0 = self.frame_start[positions] + starts
@@ -122,9 +143,10 @@ class FileReplay:
     """The same windows as :class:`Replay`, read from the file at each batch (for replays too large to
     hold in memory, such as CarRacing's 10,000 episodes); batches on the CPU."""
 
-    def __init__(self, path: Path, steps: int, heldout_fraction: float, split_episodes: int) -> None:
+    def __init__(self, path: Path, steps: int, heldout_fraction: float, split_episodes: int,
+                 episode_start_share: float = 0.0) -> None:
         self.path, self.steps, self.heldout_fraction = Path(path), steps, heldout_fraction
-        self.split_episodes = split_episodes
+        self.split_episodes, self.episode_start_share = split_episodes, episode_start_share
         self.dataset: WindowDataset | None = None
         self.refresh()
 
@@ -141,7 +163,7 @@ class FileReplay:
         return len(self.dataset)
 
     def batch(self, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        indices = torch.randint(len(self.dataset), (size,), generator=generator)
+        indices = draw_windows(size, generator, self.dataset.window_ends, self.episode_start_share)
         items = [self.dataset[int(i)] for i in indices]
         return {name: torch.stack([item[name] for item in items]) for name in ("frames", "actions", "rewards")}
 
@@ -151,11 +173,11 @@ class FileReplay:
 
 
 def open_replay(path: Path, steps: int, heldout_fraction: float, split_episodes: int, final_frames: int,
-                device: torch.device | str) -> Replay | FileReplay:
+                device: torch.device | str, episode_start_share: float = 0.0) -> Replay | FileReplay:
     """A :class:`Replay` on ``device`` when ``final_frames`` (the most frames the replay will hold)
     fit in :data:`MEMORY_LIMIT_BYTES`, else a :class:`FileReplay`."""
     with RolloutReader(path) as reader:
         frame_bytes = int(np.prod(reader.frame_shape))
     if final_frames * frame_bytes <= MEMORY_LIMIT_BYTES:
-        return Replay(path, steps, heldout_fraction, split_episodes, device)
-    return FileReplay(path, steps, heldout_fraction, split_episodes)
+        return Replay(path, steps, heldout_fraction, split_episodes, device, episode_start_share)
+    return FileReplay(path, steps, heldout_fraction, split_episodes, episode_start_share)

@@ -163,7 +163,7 @@ class _Training:
         final_frames = (max(settings.env_steps, rollouts.num_steps * rollouts.action_repeat) // rollouts.action_repeat
                         + 2 * rollouts.num_episodes)  # the frames the replay will hold, with margin for ends
         self.replay = open_replay(data_path, settings.sequence_length, config.data.heldout_fraction,
-                                   prefill_episodes, final_frames, runtime.device)
+                                   prefill_episodes, final_frames, runtime.device, settings.episode_start_share)
         self.eval_seeds = evaluation_seeds(config.evaluate.seed, min(settings.eval_episodes, config.evaluate.episodes))
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}  # per metric: the warm-up's updates have no actor or value losses
