@@ -202,6 +202,26 @@ def test_the_default_pipeline_learns_from_at_most_200k_env_steps_of_cut_episodes
     assert config.controller.dream_steps == 1000 // config.env.action_repeat  # C is dreamed the whole episode
 
 
+def test_the_laptop_dreamer_pipeline_is_the_default_pipelines_dreamer_from_a_random_prefill():
+    from worldmodels.stages.dreamer import prefill_size
+
+    default, laptop = load_pipeline("cartpole_balance"), load_pipeline("cartpole_balance_dreamer_laptop")
+    assert laptop.env == default.env and laptop.data == default.data
+    assert laptop.dreamer == dataclasses.replace(default.dreamer, prefill_episodes=0)  # 0: all of its 5
+    assert default.dreamer.env_steps == 100_000 and laptop.report.agents == ("dreamer",)
+    assert (laptop.collect.policy, laptop.collect.episode_steps, laptop.collect.episodes) == ("random", 0, 5)
+
+    class Collected:  # the collect stage's episodes as prefill_size reads them
+        def __init__(self, episodes: int, steps: int, action_repeat: int) -> None:
+            self.num_episodes, self.lengths, self.action_repeat = episodes, np.full(episodes, steps), action_repeat
+
+    repeat = default.env.action_repeat
+    default_prefill = prefill_size(Collected(default.collect.episodes, default.collect.episode_steps, repeat),
+                                   default.dreamer)
+    laptop_prefill = prefill_size(Collected(5, 1000 // repeat, repeat), laptop.dreamer)
+    assert default_prefill == (13, 5_200) and laptop_prefill == (5, 5_000)  # both near Dreamer v1's 5,000
+
+
 def _bounded_settings():
     """(section, key, bounds, type) of every setting whose bounds are declared in the schema."""
     import dataclasses
