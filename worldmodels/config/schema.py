@@ -572,7 +572,7 @@ class DreamerConfig(Section):
     uniformly over every window (Dreamer v1: 0, all uniform). Evaluation starts every episode from the
     env's initial states; on cartpole-balance a poor policy has the pole down within ~10 of 125 steps,
     so uniform windows train the world model, and start imagination, almost only where the pole has
-    fallen and the best action is to swing it, the opposite of balancing."""
+    already fallen, far from the states the agent is judged on."""
     exploration_noise: float = setting(0.3, ge=0)
     """Online: std of the Gaussian noise added to the actor's sample when playing (clipped to [-1, 1])."""
     eval_every: int = setting(50, ge=1)
