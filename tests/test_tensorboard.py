@@ -37,3 +37,10 @@ def test_a_figure_is_also_an_image_in_tensorboard(tmp_path):
     events = _events(tmp_path / "run" / "tensorboard" / "figures")
     images = events.Images("score_hist")
     assert len(images) == 1 and images[0].width > 100 and images[0].height > 100
+
+
+def test_a_figure_drawn_outside_a_pipelines_figures_folder_leaves_no_event_files(tmp_path):
+    path = tmp_path / "docs" / "score_hist.png"
+    score_histogram({"zero": np.array([750.0, 760.0])}, path)
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
+    assert [p.name for p in (tmp_path / "docs").iterdir()] == ["score_hist.png"]

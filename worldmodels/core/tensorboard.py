@@ -49,7 +49,10 @@ _drawn: dict[str, int] = {}
 
 
 def log_figure(png: Path) -> None:
-    """A figure written to ``<pipeline>/figures/<name>.png`` as an image under ``tensorboard/figures``."""
+    """A figure written to ``<pipeline>/figures/<name>.png`` as an image under ``tensorboard/figures``;
+    a PNG drawn anywhere else (a figure for the docs) has no pipeline folder to log beside."""
+    if png.parent.name != "figures":
+        return
     directory = png.parent.parent / "tensorboard" / "figures"
     summary = writer(directory)
     if summary is None:
