@@ -3,8 +3,11 @@ import io
 import json
 import os
 import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -14,23 +17,27 @@ from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.core.stage_times import read_stage_times, timed_stage
 from worldmodels.reporting import sections
+from worldmodels.reporting.page import counted, fixed, spread, table
 from worldmodels.stages import controller, report
+from worldmodels.vmc.videos import write_gif
 
 SWEEP = "controller.temperatures=[0.5, 1.0]"  # beyond the shared smoke run (conftest.SHARED_SMOKE)
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
 class StrictParser(HTMLParser):
-    """Checks that every opened element is closed in order; collects images, ids and missing boxes."""
+    """Checks that every opened element is closed in order; collects images, links, ids and missing boxes."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stack, self.images, self.ids, self.missing = [], [], [], 0
+        self.stack, self.images, self.links, self.ids, self.missing = [], [], [], [], 0
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "img":
             self.images.append(attributes["src"])
+        if tag == "a":
+            self.links.append(attributes["href"])
         if "id" in attributes:
             self.ids.append(attributes["id"])
         if attributes.get("class") == "missing":
@@ -49,6 +56,13 @@ def _parse(page: str) -> StrictParser:
     parser.close()
     assert parser.stack == [], f"unclosed elements: {parser.stack}"
     return parser
+
+
+def _linked_videos(parsed: StrictParser, page: Path) -> list[Path]:
+    """The GIFs the page links, once each in page order, as files beside ``page`` (each link relative)."""
+    links = list(dict.fromkeys(link for link in parsed.links if link.endswith(".gif")))
+    assert all(not Path(link).is_absolute() and ":" not in link for link in links), links
+    return [page.parent / link for link in links]
 
 
 def _section_ids():
@@ -71,37 +85,42 @@ def full_run(smoke_run, tmp_path_factory):
 
 def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full_run):
     config, paths = full_run
-    page = report.run(config, paths).read_text()
+    written = report.run(config, paths)
+    page = written.read_text()
     parsed = _parse(page)
     assert parsed.ids == _section_ids()
     assert parsed.missing == 0, re.findall(r'class="missing">(.*?)</div>', page)
     assert len(parsed.images) >= 9
-    # the dream videos: M replaying a real episode, C in the dream, the readout real beside dreamed
-    assert sum(source.startswith("data:image/gif;base64,") for source in parsed.images) == 3
+    # the dream videos (M replaying a real episode, C in the dream, the readout real beside dreamed): linked
+    # as the files beside the page, each shown by its first frame
+    assert _linked_videos(parsed, written) == [paths.video("dream_vs_real"), paths.video("controller_in_dream"),
+                                               paths.video("readout_real_vs_dream")]
     for source in parsed.images:
-        assert source.startswith(("data:image/png;base64,", "data:image/gif;base64,"))  # nothing to fetch
+        assert source.startswith("data:image/png;base64,")  # nothing to fetch
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.verify()
     for agent in ("random", "zero", "oracle", "state_model", "worldmodel", "dreamer"):
         score = json.loads(paths.score(agent).read_text())
-        assert f"{score['mean']:.1f} +- {score['std']:.1f}" in page, agent
+        assert spread(score["mean"], score["std"]) in page, agent
     measured = json.loads(paths.score("state_model").read_text())
     r2 = measured["z_linear_r2"]  # V's z read linearly, per entry of cartpole's state
     assert list(r2) == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
     assert all(value <= 1.0 for value in r2.values())
-    assert f"the true-state oracle scores {measured['oracle_dream']:.0f} in it" in page
-    assert f"position[0] {r2['position[0]']:.2f}" in page
+    assert f"the true-state oracle scores {fixed(measured['oracle_dream'], 0)} in it" in page
+    assert f"position[0] {fixed(r2['position[0]'], 2)}" in page
     table = json.loads(paths.score("temperature_table").read_text())
-    assert f"{table['rows'][0]['real_mean']:.0f} +- {table['rows'][0]['real_std']:.0f}" in page
+    assert spread(table["rows"][0]["real_mean"], table["rows"][0]["real_std"], decimals=0) in page
     assert "2086 +- 140" in page  # the paper's table beside ours
     imitation = next(row for row in json.loads(paths.score("readout").read_text())["rows"] if row["inputs"] == "zh")
-    assert (f"<td>{imitation['inputs']}</td><td>{imitation['readout']}</td><td>{imitation['real_mean']:.1f} +- "
-            f"{imitation['real_std']:.1f}</td><td>{imitation['dream_mean']:.1f} +- {imitation['dream_std']:.1f}</td>"
-            ) in page
+    # (an untrained smoke readout's dream return can round to -0.0: it shows as 0.0)
+    assert (f"<td>{imitation['inputs']}</td><td>{imitation['readout']}</td>"
+            f"<td>{spread(imitation['real_mean'], imitation['real_std'])}</td>"
+            f"<td>{spread(imitation['dream_mean'], imitation['dream_std'])}</td>") in page
+    assert "-0.0 " not in page and ">-0<" not in page
     assert 'alt="the [z, h] readout, real beside the dream"' in page
     held = json.loads(paths.simulator_metrics.read_text())["held_action"]
     assert (f"<td>action held at +1 (whole episodes): real / dream return (steps)</td><td>"
-            f"{held['real_return_mean'][2]:.1f} / {held['dream_return_mean'][2]:.1f}") in page
+            f"{fixed(held['real_return_mean'][2])} / {fixed(held['dream_return_mean'][2])}") in page
     assert 'alt="held-action rewards per step"' in page
     curve = " / ".join(f"{r:.0f}" for r in held["zero_action_noise"]["real_return_mean"])
     assert f"real zero action with action noise 0.003 / 0.01 / 0.03 / 0.1: {curve}; M&#x27;s dream" in page
@@ -142,6 +161,62 @@ def test_the_report_renders_in_a_real_browser_without_an_error_or_a_broken_image
     problems = check_in_browser(damaged, tmp_path / "damaged.png", _browser())
     assert "image does not decode: broken one" in problems
     assert any(problem.startswith("console error: boom") for problem in problems)
+
+
+def test_the_report_links_its_videos_and_stays_small_however_large_they_are(full_run, tmp_path):
+    config, source = full_run
+    paths = PipelinePaths(Path(shutil.copytree(source.root, tmp_path / "smoke")))
+    noise = np.random.default_rng(0).integers(0, 256, (100, 64, 64, 3), dtype=np.uint8)  # compresses badly
+    write_gif([("real", noise, np.zeros(100)), ("dream", noise[::-1].copy(), np.zeros(100))],
+              paths.video("dream_vs_real"))
+    for name in ("controller_in_dream", "readout_real_vs_dream"):
+        shutil.copyfile(paths.video("dream_vs_real"), paths.video(name))
+    videos = sum(paths.video(name).stat().st_size
+                 for name in ("dream_vs_real", "controller_in_dream", "readout_real_vs_dream"))
+    assert videos > 6_000_000  # inlined as base64, they alone would take the page past 8 MB
+    written = report.run(config, paths)
+    print(f"report.html: {written.stat().st_size:,} bytes beside {videos:,} bytes of videos")
+    assert written.stat().st_size < 2_000_000
+    parsed = _parse(written.read_text())
+    linked = _linked_videos(parsed, written)
+    assert len(linked) == 3 and all(video.is_file() and video.parent == paths.figures_dir for video in linked)
+    assert "figures/dream_vs_real.gif" in written.read_text()  # the page says where the video is
+
+
+def test_a_number_that_rounds_to_zero_prints_without_a_sign():
+    assert fixed(-0.0, 3) == "0.000" and fixed(-0.0004, 3) == "0.000" and fixed(-0.0006, 3) == "-0.001"
+    assert fixed(-0.4, 0) == "0" and fixed(-0.0) == "0.0" and fixed(2.26, 1) == "2.3"
+    assert spread(-0.04, 0.01) == "0.0 +- 0.0" and spread(-3.0, 1.6, decimals=0) == "-3 +- 2"
+    cells = re.findall(r'<td class="number">([^<]*)</td>',
+                       table(["value"], [[-0.0], [np.float32(-0.0)], [0.0], [-0.0004], [-0.5], [-1234.5]]))
+    assert cells == ["0", "0", "0", "-4.00e-04", "-0.5", "-1,234"]
+    from worldmodels.reporting.anchors import sweep_rows
+
+    assert sweep_rows([{"temperature": 1.0, "real_mean": -0.3, "real_std": 0.2}]) == [["1", "-", "0 +- 0"]]
+
+
+def test_a_count_of_one_takes_the_singular():
+    assert counted(1, "epoch") == "1 epoch" and counted(2, "epoch") == "2 epochs" and counted(0, "epoch") == "0 epochs"
+    assert counted(1, "CPU thread") == "1 CPU thread" and counted(1000, "env step") == "1,000 env steps"
+    assert counted(1, "CMA-ES search", "CMA-ES searches") == "1 CMA-ES search"
+    assert counted(3, "CMA-ES search", "CMA-ES searches") == "3 CMA-ES searches"
+
+
+def test_the_budgets_say_one_epoch_and_one_thread_and_point_up_to_the_stage_times(tmp_path):
+    from worldmodels.reporting.page import Report
+
+    config = smoke_config("vae.epochs=1", "mdnrnn.epochs=2", "controller.generations=1", "evaluate.episodes=1")
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    paths.config.write_text("resolved_runtime: {device: cpu, device_name: x86_64, precision: fp32, threads: 1}\n")
+    budgets = sections.section_budgets(Report(config, paths))
+    assert "<td>1 epoch, batch" in budgets and "<td>2 epochs, batch" in budgets
+    assert "<td>1 generation of" in budgets and "<td>1 real episode per agent</td>" in budgets
+    assert "fp32, 1 CPU thread." in budgets and "1 epochs" not in budgets and "1 CPU threads" not in budgets
+    # The stage times come before the budgets on the page, and the budgets say so.
+    page = report.build(config, paths)
+    pointer = page.index('<a href="#wall-clock-per-stage">the wall-clock table above</a>')
+    assert page.index('<section id="wall-clock-per-stage">') < page.index('<section id="budgets">') < pointer
+    assert "time is below" not in page
 
 
 def test_a_missing_stage_shows_as_missing_with_its_command(tmp_path):

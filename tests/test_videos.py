@@ -1,13 +1,27 @@
 """The dream videos: GIF frames and labels' data, and dreams that stop where M's done head ends them."""
 
+import base64
+import io
+import re
+
 import numpy as np
 import torch
 from PIL import Image
 
+from tests.conftest import smoke_config
+from worldmodels.core.paths import PipelinePaths
 from worldmodels.models.controller import LinearController
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.vmc.videos import MAX_GIF_FRAMES, SCALE, controller_dream, dream_with_actions, write_gif
+from worldmodels.reporting.page import Report
+from worldmodels.vmc.videos import (
+    LABEL_HEIGHT,
+    MAX_GIF_FRAMES,
+    SCALE,
+    controller_dream,
+    dream_with_actions,
+    write_gif,
+)
 
 
 def _solid(length: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -33,6 +47,21 @@ def test_a_panel_that_ends_first_holds_its_last_frame_darkened(tmp_path):
 def test_long_episodes_are_subsampled_to_the_frame_budget(tmp_path):
     count = write_gif([("a", _solid(450, (9, 9, 9)), np.zeros(450))], tmp_path / "long.gif")
     assert count == 150 <= MAX_GIF_FRAMES  # every 3rd step
+
+
+def test_the_report_links_a_video_beside_it_and_shows_its_first_frame(tmp_path):
+    paths = PipelinePaths(tmp_path / "smoke")
+    frames = np.concatenate([_solid(1, (200, 0, 0)), _solid(5, (0, 0, 200))])
+    write_gif([("real", frames, np.arange(6.0))], paths.video("dream_vs_real"))
+    shown = Report(smoke_config(), paths).video("dream_vs_real", "make mdnrnn", "a video")
+    assert set(re.findall(r'href="([^"]*)"', shown)) == {"figures/dream_vs_real.gif"}  # relative to report.html
+    assert (paths.report.parent / "figures/dream_vs_real.gif").is_file()
+    assert re.search(r"\(animated GIF, \d+ kB\)", shown)  # its size, so a reader knows what opening it costs
+    still = re.fullmatch(r'.*src="data:image/png;base64,([^"]+)".*', shown, re.DOTALL).group(1)
+    still = Image.open(io.BytesIO(base64.b64decode(still)))
+    assert still.size == Image.open(paths.video("dream_vs_real")).size
+    np.testing.assert_allclose(np.asarray(still.convert("RGB"))[LABEL_HEIGHT + 4, 4], [200, 0, 0], atol=8)
+    assert "Missing" in Report(smoke_config(), paths).video("controller_in_dream", "make controller", "C")
 
 
 def _models(done_bias: float):

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from worldmodels.reporting.page import fixed, spread
+
 ANCHORS_FILE = Path(__file__).with_name("anchors.yaml")
 
 
@@ -64,4 +66,4 @@ def beside_the_paper(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _spread(mean: float, std: float | None) -> str:
-    return f"{mean + 0.0:.0f}" if std is None else f"{mean + 0.0:.0f} +- {std:.0f}"
+    return fixed(mean, 0) if std is None else spread(mean, std, decimals=0)

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from worldmodels.core import tensorboard  # noqa: E402
 from worldmodels.core.checkpoint import atomic_write  # noqa: E402
+from worldmodels.reporting.page import counted, fixed  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: Path, dpi: int = 100) -> None:
@@ -105,13 +106,13 @@ def held_action_rewards(held: dict, path: Path) -> None:
             axes[0], values, held["real_reward_per_step"], held["dream_reward_per_step"],
             held["real_return_mean"], held["dream_return_mean"], strict=True):
         steps = np.arange(1, len(real) + 1)
-        axis.plot(steps, real, label=f"real: return {real_total:.0f}")
-        axis.plot(steps, dream, label=f"dream: return {dream_total:.0f}")
+        axis.plot(steps, real, label=f"real: return {fixed(real_total, 0)}")
+        axis.plot(steps, dream, label=f"dream: return {fixed(dream_total, 0)}")
         axis.set_title(f"action held at {value:+g}", fontsize=9)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"mean reward ({held['episodes']} starts)")
+    axes[0][0].set_ylabel(f"mean reward ({counted(held['episodes'], 'start')})")
     _save(figure, path)
 
 
@@ -121,7 +122,7 @@ def score_histogram(returns: dict[str, np.ndarray], path: Path) -> None:
     everything = np.concatenate(list(returns.values()))
     bins = np.linspace(everything.min(), everything.max() + 1e-9, 30)
     for name, values in returns.items():
-        axis.hist(values, bins=bins, alpha=0.6, label=f"{name}: {values.mean():.0f} +- {values.std():.0f}")
+        axis.hist(values, bins=bins, alpha=0.6, label=f"{name}: {fixed(values.mean(), 0)} +- {fixed(values.std(), 0)}")
     axis.set_xlabel("real return")
     axis.set_ylabel("episodes")
     axis.legend(fontsize=8)
@@ -135,7 +136,8 @@ def _official_band(axis: plt.Axes, curve, up_to: float) -> None:
     x, mean, std = curve.env_steps[:last], curve.mean[:last], curve.std[:last]
     axis.fill_between(x, mean - std, mean + std, color="tab:gray", alpha=0.25)
     axis.plot(x, mean, "s--", color="tab:gray",
-              label=f"official Dreamer v1 eval, {len(curve.returns)} seeds, mean +- std (published every 100k)")
+              label=f"official Dreamer v1 eval, {counted(len(curve.returns), 'seed')}, mean +- std "
+                    "(published every 100k)")
 
 
 def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, score=None) -> list[list[str]]:
@@ -168,12 +170,14 @@ def dreamer_returns(records: list[dict], curve, action_repeat: int, path: Path, 
         axes[1].set_xlabel("env steps of data")
     eval_axis = axes[1]
     reached = max([r.get("env_steps", 0) for r in records] + [score.env_steps_of_data if score else 0, 1])
+    evaluated = len(checks[-1].get("eval/returns", [])) if checks else 0
     eval_axis.errorbar([r["env_steps"] for r in checks], [r["eval/return_mean"] for r in checks],
                        yerr=[r["eval/return_std"] for r in checks], fmt="o-",
-                       label=f"this run: eval, {len(checks[-1].get('eval/returns', [])) if checks else 0} episodes")
+                       label=f"this run: eval, {counted(evaluated, 'episode')}")
     if score is not None:
         eval_axis.errorbar([score.env_steps_of_data], [score.mean], yerr=[score.std], fmt="*", markersize=12,
-                           color="tab:red", label=f"this run: final, {score.episodes} episodes ({score.mean:.0f})")
+                           color="tab:red",
+                           label=f"this run: final, {counted(score.episodes, 'episode')} ({fixed(score.mean, 0)})")
     for axis in (axes[0], eval_axis) if train else (eval_axis,):
         if curve is not None:
             _official_band(axis, curve, reached)

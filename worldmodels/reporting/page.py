@@ -1,11 +1,13 @@
-"""The report page's HTML helpers: the style, the missing-input box, tables, numbers, embedded figures,
-and :func:`page` that puts sections together so that one failing section never takes the page down."""
+"""The report page's HTML helpers: the style, the missing-input box, tables, numbers and counts, embedded
+figures, linked videos, and :func:`page` that puts sections together so that one failing section never takes
+the page down."""
 
 from __future__ import annotations
 
 import base64
 import functools
 import html
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from worldmodels.config import PipelineConfig
 from worldmodels.core.paths import PipelinePaths
@@ -28,6 +31,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; margin: .8em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; }
 th { background: #f3f3f3; text-align: left; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; display: block; margin: .6em 0; border: 1px solid #eee; }
+figure { margin: .6em 0; } figure img { margin: 0 0 .2em 0; }
 .missing { background: #fff4e0; border-left: 4px solid #e0a030; padding: .5em 1em; margin: .6em 0; }
 .side { display: flex; gap: 1em; } .side > div { flex: 1; min-width: 0; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
@@ -68,20 +72,38 @@ class Report:
         return json.loads(path.read_text())
 
     def figure(self, name: str, command: str, alt: str) -> str:
-        """The figure embedded as an <img>, or a missing box."""
-        return _embedded(self.paths.figure(name), "image/png", command, alt)
+        """The figure ``figures/<name>.png`` inlined as a data URL in an <img> (the page needs no other file
+        for it), or a missing box."""
+        path = self.paths.figure(name)
+        if not path.is_file():
+            return missing_box(path, command)
+        return _inline_png(path.read_bytes(), alt)
 
     def video(self, name: str, command: str, alt: str) -> str:
-        """The animated GIF ``figures/<name>.gif`` embedded as an <img>, or a missing box."""
-        return _embedded(self.paths.video(name), "image/gif", command, alt)
+        """The animated GIF ``figures/<name>.gif``, linked beside the page with its first frame inline as a
+        still, or a missing box. The page links its videos instead of embedding them: each is megabytes,
+        and a page that carried them all would be tens of megabytes, slow to open and to share."""
+        path = self.paths.video(name)
+        if not path.is_file():
+            return missing_box(path, command)
+        link = html.escape(path.relative_to(self.paths.report.parent).as_posix())
+        with Image.open(path) as gif:
+            still = io.BytesIO()
+            gif.save(still, format="PNG", optimize=True)  # the first frame alone, in the GIF's own palette
+        return (f'<figure><a href="{link}">{_inline_png(still.getvalue(), alt)}</a>'
+                f'<figcaption class="note">The first frame of the video <a href="{link}"><code>{link}</code></a> '
+                f"(animated GIF, {_file_size(path.stat().st_size)}), a file beside this page in the run's "
+                "folder: open it to play.</figcaption></figure>")
 
 
-def _embedded(path: Path, media_type: str, command: str, alt: str) -> str:
-    """``path`` inlined as a data URL in an <img> (the page needs no other file), or a missing box."""
-    if not path.is_file():
-        return missing_box(path, command)
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:{media_type};base64,{encoded}" alt="{html.escape(alt)}">'
+def _file_size(size: int) -> str:
+    """A file's size in bytes as a reader reads it: "1.2 MB", "85 kB"."""
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
+
+
+def _inline_png(png: bytes, alt: str) -> str:
+    """An <img> of the PNG ``png``, inlined as a data URL."""
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{html.escape(alt)}">'
 
 
 @functools.lru_cache(maxsize=16)
@@ -113,12 +135,33 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _number(value: float) -> str:
+    """A table's number: integers whole with thousands separators, floats to 3 significant digits."""
     if isinstance(value, (int, np.integer)):
         return f"{value:,}"
+    if value == 0:
+        return "0"  # -0.0 as well: a sign on nothing reads as a bug
     magnitude = abs(value)
     if magnitude >= 100:
         return f"{value:,.0f}"
-    return f"{value:.3g}" if magnitude >= 0.01 or magnitude == 0 else f"{value:.2e}"
+    return f"{value:.3g}" if magnitude >= 0.01 else f"{value:.2e}"
+
+
+def fixed(value: float, decimals: int = 1) -> str:
+    """``value`` with ``decimals`` decimals; one that rounds to zero prints unsigned ("0.000" for -0.0004 at 3
+    decimals, "0" for -0.4 at none), as a small negative number would otherwise read "-0"."""
+    text = f"{value:.{decimals}f}"
+    return text.removeprefix("-") if float(text) == 0 else text
+
+
+def spread(mean: float, std: float, decimals: int = 1) -> str:
+    """A mean and its standard deviation, "mean +- std", each with ``decimals`` decimals."""
+    return f"{fixed(mean, decimals)} +- {fixed(std, decimals)}"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` with its noun, singular for one: "1 epoch", "2 epochs", "1,000 env steps"; ``plural`` for a
+    noun that does not take an s ("search", "searches")."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def format_seconds(seconds: float) -> str:

@@ -33,7 +33,17 @@ from worldmodels.reporting.anchors import (
     published_anchors,
     sweep_rows,
 )
-from worldmodels.reporting.page import Missing, Report, format_seconds, load, missing_box, table
+from worldmodels.reporting.page import (
+    Missing,
+    Report,
+    counted,
+    fixed,
+    format_seconds,
+    load,
+    missing_box,
+    spread,
+    table,
+)
 from worldmodels.vmc.simulator import describe_zero_action_noise
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
@@ -45,7 +55,7 @@ STAGES = ("collect", "train-vae", "encode", "train-mdnrnn", "train-controller", 
 EXTRA_STAGES = ("temperature-sweep", "readout", "state-model")  # timed, but not part of `make all`
 
 def _score_text(score: Score) -> str:
-    return f"{score.mean:.1f} +- {score.std:.1f} ({score.episodes} episodes)"
+    return f"{spread(score.mean, score.std)} ({counted(score.episodes, 'episode')})"
 
 
 def _parameters(state: dict[str, Any], *keys: str) -> int:
@@ -184,7 +194,7 @@ def _dream_note(report: Report) -> str:
     if state is None:
         return ""
     dream = state.get("metrics", {}).get("eval/dream_mean")
-    return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {dream:.0f}"
+    return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {fixed(dream, 0)}"
 
 
 def _add_world_model_rows(report: Report, add: Callable[..., None], world_model_parameters: int | None,
@@ -211,8 +221,9 @@ def _dreamer_note(paths: PipelinePaths) -> str:
     if not paths.score("dreamer").is_file():
         return ""
     score = Score.read(paths.score("dreamer"))
-    budget = (f"{'online' if score.about.get('online') else 'offline'}: {score.about.get('updates'):,} updates "
-              f"on {score.env_steps_of_data:,} env steps")
+    trained = "online" if score.about.get("online") else "offline"
+    budget = (f"{trained}: {counted(score.about.get('updates'), 'update')} "
+              f"on {counted(score.env_steps_of_data, 'env step')}")
     if score.about.get("training_seconds") is not None:
         budget += f", {format_seconds(score.about['training_seconds'] + score.wall_clock_s)} with its evaluations"
     if not score.about.get("online") and score.about.get("updates", 0) < 1000:
@@ -224,10 +235,10 @@ def _dreamer_budget(settings) -> str:
     """This run's Dreamer schedule in words."""
     batch = f"{settings.batch_size} x {settings.sequence_length}"
     if not settings.env_steps:
-        return f"{settings.updates:,} offline updates of {batch}"
-    return (f"online to {settings.env_steps:,} env steps: {settings.updates} pretraining updates on the prefill "
-            f"(the collect stage's episodes), then {settings.updates_per_train} updates of {batch} per "
-            f"{settings.train_every:,} env steps played")
+        return f"{counted(settings.updates, 'offline update')} of {batch}"
+    return (f"online to {counted(settings.env_steps, 'env step')}: {counted(settings.updates, 'pretraining update')} "
+            f"on the prefill (the collect stage's episodes), then {counted(settings.updates_per_train, 'update')} of "
+            f"{batch} per {counted(settings.train_every, 'env step')} played")
 
 
 def _model_parameters(paths: PipelinePaths) -> dict[str, int]:
@@ -290,34 +301,36 @@ def section_budgets(report: Report) -> str:
     if report.paths.rollouts.is_file():
         with RolloutReader(report.paths.rollouts) as reader:
             frames = reader.num_frames
-    frames_text = f" on {frames:,} frames" if frames else ""
+    frames_text = f" on {counted(frames, 'frame')}" if frames else ""
     rows = [
-        ["data", f"{config.collect.episodes:,} episodes of {config.collect.policy}",
+        ["data", f"{counted(config.collect.episodes, 'episode')} of {config.collect.policy}",
          "10,000 random episodes (CarRacing and TakeCover, Ha & Schmidhuber 2018)"],
-        ["V", f"{config.vae.epochs} epochs{frames_text}, batch {config.vae.batch_size}, "
+        ["V", f"{counted(config.vae.epochs, 'epoch')}{frames_text}, batch {config.vae.batch_size}, "
               f"lr {config.vae.learning_rate:g}",
          "10 epochs over 10M frames, batch 100, lr 1e-4 (hardmaru's code; the paper's text says 1)"],
-        ["M", f"{config.mdnrnn.epochs} epochs, batch {config.mdnrnn.batch_size} x {config.mdnrnn.sequence_length}",
+        ["M", f"{counted(config.mdnrnn.epochs, 'epoch')}, batch {config.mdnrnn.batch_size} x "
+              f"{config.mdnrnn.sequence_length}",
          "CarRacing: 4,000 steps of 100 x 999; TakeCover: 400 epochs of sequences of 500"],
-        ["C", f"{config.controller.generations} generations of {config.controller.popsize} x "
+        ["C", f"{counted(config.controller.generations, 'generation')} of {config.controller.popsize} x "
               f"{config.controller.rollouts} {'dreams' if config.controller.fitness_in == 'dream' else 'episodes'}",
          "64 x 16 rollouts; TakeCover ~200 generations in the dream, CarRacing ~1,800 in the real env"],
-        ["oracle", f"{config.oracle.generations} generations of {config.oracle.popsize} x {config.oracle.episodes} "
-                   "real episodes", "(ours: the linear form's ceiling on the true state)"],
+        ["oracle", f"{counted(config.oracle.generations, 'generation')} of {config.oracle.popsize} x "
+                   f"{config.oracle.episodes} real episodes", "(ours: the linear form's ceiling on the true state)"],
         ["Dreamer", _dreamer_budget(config.dreamer),
          "100 updates of 50 x 50 per 1,000 env steps, online: ~9,600 by 100k env steps (Hafner et al. 2019)"],
-        ["evaluation", f"{config.evaluate.episodes} real episodes per agent", "100 episodes"],
+        ["evaluation", f"{counted(config.evaluate.episodes, 'real episode')} per agent", "100 episodes"],
     ]
     # Only the models this pipeline trains (report.agents); data, oracle and evaluation rows always.
     agent_of = {"V": "worldmodel", "M": "worldmodel", "C": "worldmodel", "Dreamer": "dreamer"}
     rows = [row for row in rows if agent_of.get(row[0]) in (None, *config.report.agents)]
     runtime = _resolved_runtime(report.paths)
     where = (f"{runtime['device']} ({runtime.get('device_name', '')}), {runtime['precision']}, "
-             f"{runtime['threads']} CPU threads" if runtime else "not recorded (no config.yaml)")
+             f"{counted(runtime['threads'], 'CPU thread')}" if runtime else "not recorded (no config.yaml)")
     return (table(["model", "this run", "the paper"], rows)
             + f'<p class="note">Ran on {html.escape(where)}. The defaults are sized for <code>make all</code> on a '
-              "2-core CPU (each stage's time is below, and by machine in docs/performance.md); scores at these "
-              "budgets are not the papers' results at theirs.</p>")
+              '2-core CPU (each stage\'s time is in <a href="#wall-clock-per-stage">the wall-clock table above</a>, '
+              "and by machine in docs/performance.md); scores at these budgets are not the papers' results at "
+              "theirs.</p>")
 
 
 def section_data(report: Report) -> str:
@@ -333,10 +346,10 @@ def section_data(report: Report) -> str:
                 ["env steps (x action repeat)", reader.num_steps * reader.action_repeat],
                 ["action repeat", reader.action_repeat],
                 ["frames", f"{reader.num_frames} x {'x'.join(map(str, reader.frame_shape))}"],
-                ["policy", ", ".join(f"{s} ({n} episodes)" for s, n in sorted(sources.items()))],
+                ["policy", ", ".join(f"{s} ({counted(n, 'episode')})" for s, n in sorted(sources.items()))],
                 ["episode length (agent steps)", f"{lengths.min()} - {lengths.max()}"],
-                ["return, mean +- std", f"{returns.mean():.1f} +- {returns.std():.1f}"],
-                ["return, min / max", f"{returns.min():.1f} / {returns.max():.1f}"],
+                ["return, mean +- std", spread(returns.mean(), returns.std())],
+                ["return, min / max", f"{fixed(returns.min())} / {fixed(returns.max())}"],
                 ["held-out fraction", report.config.data.heldout_fraction]]
     return table(["", ""], rows)
 
@@ -380,15 +393,15 @@ def section_m(report: Report) -> str:
             rows.append(["zero action: M's reward head on the real frames", zero["teacher_forced_return_mean"]])
     sensitivity = simulator.get("action_sensitivity")
     if sensitivity:
-        rows.append([f"action sensitivity: spread of futures under held actions over {sensitivity['steps']} "
-                     "steps, dream / real (1: as reality)", sensitivity["ratio"]])
+        rows.append([f"action sensitivity: spread of futures under held actions over "
+                     f"{counted(sensitivity['steps'], 'step')}, dream / real (1: as reality)", sensitivity["ratio"]])
     held = simulator.get("held_action")
     if held:
         for value, real, dream, real_length, dream_length in zip(
                 held["actions"], held["real_return_mean"], held["dream_return_mean"], held["real_length_mean"],
                 held["dream_length_mean"], strict=True):
             rows.append([f"action held at {value:+g} (whole episodes): real / dream return (steps)",
-                         f"{real:.1f} / {dream:.1f} ({real_length:.0f} / {dream_length:.0f})"])
+                         f"{fixed(real)} / {fixed(dream)} ({fixed(real_length, 0)} / {fixed(dream_length, 0)})"])
         rows.append(["held actions: largest dream - real return (what a C exploiting the dream finds first)",
                      held["largest_overestimate"]])
         if "zero_action_noise" in held:
@@ -415,8 +428,9 @@ def section_c(report: Report) -> str:
     path = report.paths.score("temperature_table")
     command = report.wm("train-controller") + " --temperatures 0.1,0.5,1.0,1.15,1.3"
     sweep = json.loads(path.read_text()) if path.is_file() else None
-    note = ("" if sweep is None else f'<p class="note">Real scores over {sweep["episodes"]} evaluation episodes, '
-            f"dream scores over {sweep['dream_rollouts']} dreams at each C's own temperature.</p>")
+    note = ("" if sweep is None else f'<p class="note">Real scores over '
+            f"{counted(sweep['episodes'], 'evaluation episode')}, dream scores over "
+            f"{counted(sweep['dream_rollouts'], 'dream')} at each C's own temperature.</p>")
     if report.config.env.id == PAPER_TASK:  # the paper's own task: one table, row for row
         rows = beside_the_paper(sweep["rows"] if sweep else [])
         body += ("<h3>Temperature table: this pipeline beside the paper (VizDoom TakeCover)</h3>"
@@ -448,14 +462,15 @@ def _searches_table(report: Report) -> str:
     searches = json.loads(path.read_text())
     if searches.get("controller_sha256") != file_sha256(report.paths.controller):
         return ""  # controller.pt came from another run since
-    rows = [[index + 1, seed, f"{dream:.1f}", f"{real:.1f}", "picked" if index == searches["restart_chosen"] else ""]
+    rows = [[index + 1, seed, fixed(dream), fixed(real), "picked" if index == searches["restart_chosen"] else ""]
             for index, (seed, dream, real) in enumerate(zip(searches["restart_seeds"], searches["restart_dream_means"],
                                                             searches["restart_real_means"], strict=True))]
-    return (f"<h3>C's {len(rows)} CMA-ES searches: the dream picks, reality only watches</h3>"
-            + table(["search", "controller.seed", f"dream ({searches['dream_rollouts']} dreams)",
-                     f"real ({searches['episodes']} evaluation episodes)", ""], rows)
+    return (f"<h3>C's {counted(len(rows), 'CMA-ES search', 'CMA-ES searches')}: the dream picks, reality only "
+            "watches</h3>"
+            + table(["search", "controller.seed", f"dream ({counted(searches['dream_rollouts'], 'dream')})",
+                     f"real ({counted(searches['episodes'], 'evaluation episode')})", ""], rows)
             + f'<p class="note">Dream vs real across the searches: correlation '
-              f"{searches['restart_dream_real_correlation']:.2f}.</p>")
+              f"{fixed(searches['restart_dream_real_correlation'], 2)}.</p>")
 
 
 def _state_model_note(path: Path) -> str:
@@ -463,18 +478,19 @@ def _state_model_note(path: Path) -> str:
     if not path.is_file():
         return ""
     about = Score.read(path).about
-    note = (f"C evolved in M's dream of the true state (dream {about['dream_mean']:.0f}); M's zero-action dream "
-            f"{about['zero_action_dream']:.0f} vs real {about['zero_action_real']:.0f}, replay correlation "
-            f"{about['replay_correlation']:.2f}")
+    note = (f"C evolved in M's dream of the true state (dream {fixed(about['dream_mean'], 0)}); M's zero-action "
+            f"dream {fixed(about['zero_action_dream'], 0)} vs real {fixed(about['zero_action_real'], 0)}, replay "
+            f"correlation {fixed(about['replay_correlation'], 2)}")
     if "oracle_dream" in about:  # does this dream pay a controller that balances what reality pays it?
-        note += f"; the true-state oracle scores {about['oracle_dream']:.0f} in it (real {about['oracle_real']:.0f})"
+        note += (f"; the true-state oracle scores {fixed(about['oracle_dream'], 0)} in it "
+                 f"(real {fixed(about['oracle_real'], 0)})")
     if "restart_dream_means" in about:  # several searches: does the dream rank them as reality does?
         dreams, reals = about["restart_dream_means"], about["restart_real_means"]
-        note += (f"; of {len(dreams)} CMA-ES searches the dream picked the one it scores {max(dreams):.0f} (their real "
-                 f"scores {min(reals):.0f} to {max(reals):.0f}; dream vs real across the searches: correlation "
-                 f"{about['restart_dream_real_correlation']:.2f})")
+        note += (f"; of {counted(len(dreams), 'CMA-ES search', 'CMA-ES searches')} the dream picked the one it "
+                 f"scores {fixed(max(dreams), 0)} (their real scores {fixed(min(reals), 0)} to {fixed(max(reals), 0)}; "
+                 f"dream vs real across the searches: correlation {fixed(about['restart_dream_real_correlation'], 2)})")
     if "z_linear_r2" in about:  # what C's linear form can read off V's z
-        shown = ", ".join(f"{name} {value:.2f}" for name, value in about["z_linear_r2"].items())
+        shown = ", ".join(f"{name} {fixed(value, 2)}" for name, value in about["z_linear_r2"].items())
         note += f"; held-out R^2 of the true state linear in V's z: {shown}"
     return note
 
@@ -488,19 +504,20 @@ def readout_table(report: Report) -> str:
     if not path.is_file():
         return heading + missing_box(path, report.wm("readout"))
     result = json.loads(path.read_text())
-    rows = [[row["inputs"], row["readout"], f"{row['real_mean']:.1f} +- {row['real_std']:.1f}",
-             f"{row['dream_mean']:.1f} +- {row['dream_std']:.1f}" if "dream_mean" in row else "-", row["fit_mse"]]
+    rows = [[row["inputs"], row["readout"], spread(row["real_mean"], row["real_std"]),
+             spread(row["dream_mean"], row["dream_std"]) if "dream_mean" in row else "-", row["fit_mse"]]
             for row in result["rows"]]
     gif = report.video("readout_real_vs_dream", report.wm("readout"), "the [z, h] readout, real beside the dream") \
         if any("dream_mean" in row for row in result["rows"]) else ""
-    return (heading + table(["reads", "readout", f"real score ({result['episodes']} episodes)", "in M's dream",
+    return (heading + table(["reads", "readout", f"real score ({counted(result['episodes'], 'episode')})",
+                             "in M's dream",
                              "fit error (mse)"], rows)
             + '<p class="note">DAgger on the oracle\'s actions; <code>linear</code> is C\'s own form, <code>mlp</code> '
               "one hidden tanh layer. <code>zh</code> is what C reads; <code>z+velocity</code> and "
               "<code>position+h</code> swap half of it for the truth, to show which half falls short. "
               "Only <code>zh</code> can be played in M's dream (it holds no true state): a readout that "
               "balances in reality but not there is a C the dream cannot tell from a bad one. "
-              f"The oracle itself: {result['oracle_real_mean']:.1f}.</p>" + gif)
+              f"The oracle itself: {fixed(result['oracle_real_mean'])}.</p>" + gif)
 
 
 def section_dreamer(report: Report) -> str:
@@ -514,9 +531,9 @@ def section_dreamer(report: Report) -> str:
     curve = dreamer_v1_curve(report.config.env.id) if report.config.dreamer.env_steps else None
     evals = []
     for record in (r for r in records if "eval/return_mean" in r):
-        official = "" if curve is None else "{:.0f} +- {:.0f}".format(*curve.at(record["env_steps"]))
+        official = "" if curve is None else spread(*curve.at(record["env_steps"]), decimals=0)
         evals.append([f"{record['env_steps']:,}", record["update"],
-                      f"{record['eval/return_mean']:.1f} +- {record['eval/return_std']:.1f}", official])
+                      spread(record["eval/return_mean"], record["eval/return_std"]), official])
     official_note = ("" if curve is None else '<p class="note">Official: Dreamer v1\'s mean +- std over its 5 seeds '
                      "at the published point nearest (every 100k env steps from 5k; 5k is its untrained actor).</p>")
     return (report.figure("dreamer_returns", report.make("dreamer"), "Dreamer returns")
@@ -542,8 +559,9 @@ def section_side_by_side(report: Report) -> str:
                 rows.append([name, measure] + [values[h - 1] if h <= len(values) else None for h in HORIZONS])
         if "foreground_horizon" in curve:
             crossed = curve["foreground_horizon"]
-            horizons.append(f"{html.escape(name)}: " + (f"step {crossed}" if crossed else
-                                                        f"beyond the {len(curve['foreground_ratio'])} steps measured"))
+            horizons.append(f"{html.escape(name)}: " + (
+                f"step {crossed}" if crossed else f"beyond the {counted(len(curve['foreground_ratio']), 'step')} "
+                                                  "measured"))
     threshold = prediction.get("foreground_threshold")
     horizon_note = ("" if not horizons else
                     f'<p class="note">Where each model loses the objects (foreground ratio past {threshold:g}: '
@@ -581,7 +599,7 @@ def section_diagnostics(report: Report) -> str:
         dream = scored.get("metrics", {}).get("eval/dream_mean")
         real = Score.read(paths.score("worldmodel")).mean
         if dream is not None and _iterations(paths.score("worldmodel")) == 0:
-            rows.append(["C's dream - real gap", dream - real, f"dream {dream:.0f}, real {real:.0f}"])
+            rows.append(["C's dream - real gap", dream - real, f"dream {fixed(dream, 0)}, real {fixed(real, 0)}"])
     if not rows:
         raise Missing(paths.vae if not paths.vae.is_file() else paths.simulator_metrics,
                       report.make("vae" if not paths.vae.is_file() else "mdnrnn"))

@@ -1,8 +1,11 @@
-"""Stage `report`: the whole run on one self-contained HTML page, ``report.html``.
+"""Stage `report`: the whole run on one HTML page, ``report.html``.
 
 Reads only what the other stages wrote (scores, metrics, figures, checkpoints) and embeds the
-figures as base64 PNGs, so the page opens anywhere on its own. A stage that has not run shows as
-a "missing" box naming the file and the command that makes it; the report never needs a stage.
+figures as base64 PNGs, so the page shows every figure and number on its own. The dream videos
+(animated GIFs, megabytes each) are linked instead, by their relative paths in ``figures/`` beside
+the page, each shown inline by its first frame: the page stays small, and plays them while it sits
+in the run's folder. A stage that has not run shows as a "missing" box naming the file and the
+command that makes it; the report never needs a stage.
 
 Sections (``worldmodels/reporting/sections.py``): results beside the published anchors, wall-clock
 per stage, the budgets against the papers', the data, V, M, C, Dreamer, V+M against the RSSM on the
