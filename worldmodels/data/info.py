@@ -1,4 +1,5 @@
-"""``wm info FILE``: what a rollouts file holds, in words a person can check."""
+"""``wm info FILE``: what a rollouts or latents file holds, in words a person can check; ``--check`` reads
+every chunk of it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from worldmodels.data.latents import LATENTS_KIND, LatentReader
-from worldmodels.data.store import RolloutReader
+from worldmodels.data.store import (
+    DamagedDataError,
+    RolloutReader,
+    StoreError,
+    checksum_words,
+    damage_report,
+    damaged_rows,
+    open_h5,
+)
 
 LAYOUT = ("an episode of T steps stores T + 1 frames (reset frame, then one per action) and T "
           "actions / rewards / terminated / truncated; actions[t] is taken on frames[t]")
@@ -19,28 +27,41 @@ LAYOUT = ("an episode of T steps stores T + 1 frames (reset frame, then one per 
 def describe_file(path: str | Path) -> str:
     """The summary of a rollouts or a latents file, whichever ``path`` is."""
     try:
-        with h5py.File(path, "r") as handle:
+        with open_h5(Path(path), "r") as handle:
             kind = handle.attrs.get("kind")
-    except OSError:
+    except StoreError:
         kind = None  # let the rollouts reader explain what is wrong with the file
-    return describe_latents(path) if kind == LATENTS_KIND else describe_rollouts(path)
+    try:
+        return describe_latents(path) if kind == LATENTS_KIND else describe_rollouts(path)
+    except DamagedDataError as error:  # a summary needs data that cannot be read; `--check` lists the damage
+        return f"file            {path}\ndamaged         {error}"
 
 
 def check_file(path: str | Path) -> list[str]:
-    """Problems with a rollouts file's committed data (see ``RolloutReader.verify``); a latents file is
-    read whole when opened, so opening it is its check."""
-    with h5py.File(path, "r") as handle:
+    """Problems with a rollouts or latents file, one line each (empty: none found).
+
+    Every chunk of every dataset is read, and a damaged one is named with its dataset, rows and episodes:
+    with checksums any changed byte is found, without them only a chunk that no longer decompresses. In a
+    rollouts file, episodes committed without their data are found too (``RolloutReader.verify``)."""
+    path = Path(path)
+    with open_h5(path, "r") as handle:
         kind = handle.attrs.get("kind")
-    if kind == LATENTS_KIND:
-        LatentReader(Path(path))
-        return []
-    with RolloutReader(path) as reader:
-        return reader.verify()
+        index_whole = "episodes" not in handle or not damaged_rows(handle["episodes"])
+    if kind != LATENTS_KIND and index_whole:
+        with RolloutReader(path) as reader:  # refuses a file that is not a rollouts file
+            return reader.verify()
+    with open_h5(path, "r") as handle:
+        problems = damage_report(handle)
+    if not problems:
+        LatentReader(path)  # refuses a file that is not a whole latents file
+    return problems
 
 
 def describe_latents(path: str | Path) -> str:
     """A multi-line summary of a latents file."""
     latents = LatentReader(Path(path))
+    with open_h5(latents.path, "r") as handle:
+        checksums = checksum_words(handle)
     lengths = latents.episodes["length"]
     return "\n".join([
         f"file            {latents.path} ({Path(latents.path).stat().st_size / 2**20:.1f} MiB)",
@@ -51,6 +72,7 @@ def describe_latents(path: str | Path) -> str:
         f"mu              mean |mu| {abs(latents.mu).mean():.3f}, mean sigma {np.exp(0.5 * latents.logvar).mean():.3f}",
         f"made by         vae.pt sha256 {latents.vae_sha256[:16]}..., rollouts fingerprint "
         f"{latents.rollouts_fingerprint[:16]}...",
+        f"checksums       {checksums}",
     ])
 
 
@@ -70,6 +92,7 @@ def describe_rollouts(path: str | Path) -> str:
             f"action repeat   {reader.action_repeat}",
             f"episodes        {reader.num_episodes}"
             + (f" ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))})" if sources else ""),
+            f"checksums       {checksum_words(reader.handle)}",
         ]
         if reader.num_episodes:
             lines += [

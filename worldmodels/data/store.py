@@ -20,6 +20,12 @@ frames (the reset frame, then the frame after each action) and ``T`` actions, re
     section), env_info (JSON: backend facts such as action bounds), frame_shape, action_size,
     action_repeat, worldmodels_version
 
+Checksums: every dataset is chunked with HDF5's fletcher32 filter (after the compression filter, if
+any), so a chunk whose bytes changed on disk fails to read instead of giving wrong frames; readers
+turn that failure into a :class:`StoreError` naming the file and the damaged episodes, and
+``wm info --check`` reads every chunk. Files written before checksums have none and read as before;
+HDF5 cannot add a filter to an existing dataset, so episodes appended to such a file have none either.
+
 Crash safety: the ``/episodes`` row is written only after the episode's data are written and
 flushed, and then flushed itself, so an episode is visible exactly when it is complete. Data past
 the last committed episode (a writer killed mid-episode) are ignored by readers and cut off by
@@ -29,6 +35,7 @@ windows (M, Dreamer) both read only what they need; nothing loads the whole file
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -52,6 +59,8 @@ SOURCE_BYTES = 32
 PLAYED_SOURCE_PREFIX = "iteration"
 """The source of every episode a V + M + C played in an iterative round (``wm iterate``)."""
 STEP_CHUNK = 4096
+CHECKSUMS = {"fletcher32": True}
+"""The filter every dataset of a rollouts or latents file is created with: a checksum per chunk."""
 # Readers keep recently used frame chunks in memory: windows overlap chunks, so a cache of a
 # few hundred chunks turns most repeat reads into memory copies.
 READ_CACHE_BYTES = 64 * 1024 * 1024
@@ -71,6 +80,10 @@ EPISODE_DTYPE = np.dtype([
 
 class StoreError(UserError, RuntimeError):
     """A rollouts file cannot be used; the message names the file and what is wrong."""
+
+
+class DamagedDataError(StoreError):
+    """Data read from a file are damaged (a chunk fails its checksum); the message names the file and episodes."""
 
 
 @dataclass
@@ -111,16 +124,46 @@ class Episode:
 
 
 def open_h5(path: Path, mode: str) -> h5py.File:
+    """``path`` opened by h5py in ``mode``; a failure raises :class:`StoreError` saying why (:func:`open_failure`)."""
     # A writer caches no chunk: each is written when its data are, so that a failed write (a full disk)
     # raises there, instead of leaving dirty chunks that HDF5 fails to write again when the file closes.
     cache = {"rdcc_nbytes": READ_CACHE_BYTES, "rdcc_nslots": 10007} if mode == "r" else {"rdcc_nbytes": 0}
     try:
         return h5py.File(path, mode, **cache)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such file") from None
     except OSError as error:
-        raise StoreError(f"{path}: cannot open as HDF5 (truncated, still being written by another "
-                         f"process, or not an HDF5 file): {error}") from None
+        raise StoreError(open_failure(Path(path), mode, error)) from None
+
+
+def open_failure(path: Path, mode: str, error: OSError) -> str:
+    """Why h5py could not open ``path`` in ``mode`` (its ``error``): one line naming the file, the cause first."""
+    text, writing = str(error), mode != "r"
+    if isinstance(error, FileNotFoundError):
+        return f"{path}: no such file" if not writing or path.parent.is_dir() else f"{path.parent}: no such folder"
+    if isinstance(error, IsADirectoryError):
+        return f"{path}: a folder, not a file"
+    if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        # HDF5 locks the file: a writer against everyone, a reader against writers.
+        holder = "has it open" if writing else "is writing it"
+        return (f"{path}: locked: another process {holder} (HDF5 locks a file while it is written); "
+                "wait for that command to finish, or stop it")
+    if "unable to lock file" in text:
+        return (f"{path}: cannot be locked ({system_reason(error)}); on a file system without locks, "
+                "set HDF5_USE_FILE_LOCKING=FALSE")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if writing:
+            return (f"{path}: cannot be opened for writing ({system_reason(error)}: a read-only file or folder, "
+                    "or a read-only file system); make it writable or use another --data-dir")
+        return f"{path}: cannot be read ({system_reason(error)})"
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        return (f"{path}: truncated file: {truncated.group(1)} of the {truncated.group(2)} bytes it was written "
+                "with (a copy cut short, or a disk that filled)")
+    if "signature not found" in text:
+        empty = path.is_file() and path.stat().st_size == 0
+        return f"{path}: not an HDF5 file ({'empty' if empty else 'no HDF5 signature'})"
+    if "already open for read-only" in text:
+        return f"{path}: open for reading in this process; close its reader before writing it"
+    return f"{path}: cannot open as HDF5 ({system_reason(error)})"
 
 
 def stored_source(source: str) -> str:
@@ -157,6 +200,109 @@ def system_reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def episodes_with_rows(index: np.ndarray | None, name: str, start: int, stop: int) -> np.ndarray:
+    """Numbers of the episodes (rows of the episode ``index``) with data in rows ``[start, stop)`` of dataset
+    ``name``: /episodes itself (its rows are the episodes: ``index`` may be None), a step dataset (actions,
+    rewards, ...), or one with a row per frame (/frames, a latents file's /mu and /logvar); ``(n,)`` int64."""
+    if name == "episodes":
+        return np.arange(start, stop, dtype=np.int64)
+    steps = name in STEP_DATASETS
+    first = index["step_offset" if steps else "frame_offset"].astype(np.int64)
+    end = first + index["length"] + (0 if steps else 1)
+    return np.flatnonzero((first < stop) & (end > start))
+
+
+def episode_words(numbers: np.ndarray) -> str:
+    """``"episode 4"``, ``"episodes 4..7"`` (numbers are consecutive), or ``"no committed episode"``."""
+    if len(numbers) == 0:
+        return "no committed episode"
+    return f"episode {numbers[0]}" if len(numbers) == 1 else f"episodes {numbers[0]}..{numbers[-1]}"
+
+
+def _whose(index: np.ndarray | None, name: str, start: int, stop: int) -> str:
+    """The episodes with data in rows ``[start, stop)`` of /``name``, in words."""
+    if index is None and name != "episodes":
+        return "episodes unknown: the episode index is damaged too"
+    return episode_words(episodes_with_rows(index, name, start, stop))
+
+
+def _damage(dataset: h5py.Dataset, error: OSError) -> str:
+    """What a failed read of ``dataset``'s chunk means, as words that follow "rows a..b"."""
+    if dataset.fletcher32 and re.search("filter|fletcher32|checksum", str(error)):
+        return "fail their checksum"  # the checksum is the first filter a chunk passes on reading
+    return f"cannot be read ({system_reason(error)})"
+
+
+def damaged_rows(dataset: h5py.Dataset, start: int = 0, stop: int | None = None) -> list[tuple[int, int, str]]:
+    """The damaged chunks of ``dataset`` that hold rows of ``[start, stop)`` (default: every row), as
+    ``[(first row, end row, what is wrong), ...]``; neighbouring damaged chunks make one entry.
+
+    Each chunk is read on its own (a dataset with no chunks is read whole). A chunk never written is
+    not damage: it reads as zeros (see :func:`first_unwritten_episode`)."""
+    length = dataset.shape[0]
+    stop = length if stop is None else min(stop, length)
+    size = dataset.chunks[0] if dataset.chunks else max(length, 1)
+    found: list[tuple[int, int, str]] = []
+    for first in range(start - start % size, stop, size):
+        end = min(first + size, length)
+        try:
+            dataset[first:end]
+        except OSError as error:
+            reason = _damage(dataset, error)
+            if found and found[-1][1] == first and found[-1][2] == reason:
+                found[-1] = (found[-1][0], end, reason)
+            else:
+                found.append((first, end, reason))
+    return found
+
+
+def read_rows(dataset: h5py.Dataset, rows: int | slice, index: np.ndarray | None) -> np.ndarray:
+    """``dataset[rows]``; a damaged chunk raises :class:`DamagedDataError` naming the file, the dataset and the
+    episodes whose data it holds (``index``: the file's episode index; None when ``dataset`` is that index)."""
+    try:
+        return dataset[rows]
+    except OSError as error:
+        as_slice = slice(rows, rows + 1) if isinstance(rows, (int, np.integer)) else rows
+        start, stop, _ = as_slice.indices(dataset.shape[0])
+        raise DamagedDataError(_damage_message(dataset, start, stop, index, error)) from None
+
+
+def _damage_message(dataset: h5py.Dataset, start: int, stop: int, index: np.ndarray | None, error: OSError) -> str:
+    path, name = dataset.file.filename, dataset.name.lstrip("/")
+    damaged = damaged_rows(dataset, start, stop)
+    if not damaged:  # the read failed, but no chunk does on its own: not a damaged chunk
+        return f"{path}: /{name} rows {start}..{stop - 1} cannot be read ({system_reason(error)})"
+    first, end, reason = damaged[0]
+    return (f"{path}: damaged data in {_whose(index, name, first, end)}: /{name} rows {first}..{end - 1} {reason}; "
+            f"`wm info --check {path}` lists every damaged chunk")
+
+
+def damage_report(handle: h5py.File) -> list[str]:
+    """One line per damaged stretch of every dataset of ``handle`` (a rollouts or latents file), naming the
+    file, the dataset, its rows and the episodes whose data they hold; empty when every chunk reads.
+    Reads every chunk of the file."""
+    path = handle.filename
+    damaged = {name: damaged_rows(item) for name, item in handle.items() if isinstance(item, h5py.Dataset)}
+    index = handle["episodes"][:] if "episodes" in handle and not damaged.get("episodes") else None
+    lines = []
+    for name, stretches in damaged.items():
+        lines += [f"{path}: /{name} rows {first}..{end - 1} {reason} ({_whose(index, name, first, end)})"
+                  for first, end, reason in stretches]
+    return lines
+
+
+def checksum_words(handle: h5py.File) -> str:
+    """Which datasets of ``handle`` have checksums, for ``wm info``."""
+    names = [name for name, item in handle.items() if isinstance(item, h5py.Dataset)]
+    checked = [name for name in names if handle[name].fletcher32]
+    if checked == names:
+        return "fletcher32 on every chunk (`wm info --check` reads them all)"
+    if not checked:
+        return "none (written before checksums; a damaged chunk cannot be detected)"
+    return (f"fletcher32 on /{', /'.join(checked)} only (a damaged chunk of /"
+            f"{', /'.join(n for n in names if n not in checked)} cannot be detected)")
+
+
 def _allocated_chunks(dataset: h5py.Dataset) -> np.ndarray:
     """Sorted first rows of the chunks of ``dataset`` that exist in the file, ``(n,)`` int64."""
     starts: list[int] = []
@@ -190,7 +336,7 @@ def first_unwritten_episode(handle: h5py.File) -> int | None:
 
     A chunk that was never written reads as zeros (black frames), so such an episode looks whole to a
     reader. Listing the chunks that exist costs ~0.1 s per 20,000 (a 300,000-frame file)."""
-    episodes = handle["episodes"][:]
+    episodes = read_rows(handle["episodes"], slice(None), None)
     if len(episodes) == 0:
         return None
     frame_ends = episodes["frame_offset"] + episodes["length"] + 1
@@ -220,7 +366,8 @@ class RolloutWriter:
 
     ``env_config`` (the pipeline's env section) must match the file's when appending, so that
     one file never mixes environments. On open, data left past the last committed episode by a
-    killed writer are cut off.
+    killed writer are cut off. A new file gets checksums (``CHECKSUMS``); a file written before them
+    keeps none (HDF5 cannot add a filter to an existing dataset).
     """
 
     def __init__(self, path: str | Path, env_config: dict[str, Any], env_info: dict[str, Any],
@@ -235,6 +382,9 @@ class RolloutWriter:
             if exists and len(self._file.keys()) > 0:
                 check_schema(self._file, self.path, ROLLOUTS_KIND)
                 self._check_same_env(env_config, frame_shape, action_size)
+                if not self._file["frames"].fletcher32:
+                    logger.info(f"{self.path} was written before checksums: the episodes appended to it have none "
+                                "either (a new file has them)")
                 self._drop_unwritten()
                 self._cut_uncommitted()
             else:
@@ -252,14 +402,15 @@ class RolloutWriter:
         from worldmodels import __version__
 
         handle = self._file
-        filters = {} if compression == "none" else {"compression": compression}
+        # h5py puts fletcher32 after the compression filter: the checksum covers the bytes on disk.
+        filters = CHECKSUMS | ({} if compression == "none" else {"compression": compression})
         handle.create_dataset("frames", (0, *frame_shape), np.uint8, maxshape=(None, *frame_shape),
                               chunks=(FRAME_CHUNK, *frame_shape), **filters)
         handle.create_dataset("actions", (0, action_size), np.float32, maxshape=(None, action_size),
-                              chunks=(STEP_CHUNK, action_size))
+                              chunks=(STEP_CHUNK, action_size), **CHECKSUMS)
         for name, dtype in (("rewards", np.float32), ("terminated", np.uint8), ("truncated", np.uint8)):
-            handle.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(STEP_CHUNK,))
-        handle.create_dataset("episodes", (0,), EPISODE_DTYPE, maxshape=(None,), chunks=(1024,))
+            handle.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(STEP_CHUNK,), **CHECKSUMS)
+        handle.create_dataset("episodes", (0,), EPISODE_DTYPE, maxshape=(None,), chunks=(1024,), **CHECKSUMS)
         attrs = handle.attrs
         attrs["schema_version"] = SCHEMA_VERSION
         attrs["kind"] = ROLLOUTS_KIND
@@ -294,7 +445,7 @@ class RolloutWriter:
         self._file.flush()
 
     def _cut_uncommitted(self) -> None:
-        ends = committed_ends(self._file["episodes"][:])
+        ends = committed_ends(self.episode_rows())
         cut = [name for name, end in ends.items() if self._file[name].shape[0] != end]
         for name in cut:
             self._file[name].resize(ends[name], axis=0)
@@ -307,7 +458,7 @@ class RolloutWriter:
 
     def episode_rows(self) -> np.ndarray:
         """The committed episodes' index rows (structured array of ``EPISODE_DTYPE``)."""
-        return self._file["episodes"][:]
+        return read_rows(self._file["episodes"], slice(None), None)
 
     def append(self, episode: Episode) -> None:
         """Write ``episode`` and commit it; it is visible to readers only once this returns.
@@ -393,7 +544,7 @@ class RolloutReader:
         self._pid = -1
         handle = self._file
         check_schema(handle, self.path, ROLLOUTS_KIND)
-        self.episodes = handle["episodes"][:]
+        self.episodes = read_rows(handle["episodes"], slice(None), None)
         self._check_consistent(handle)
         self.env_config: dict[str, Any] = json.loads(handle.attrs["env_config"])
         self.env_info: dict[str, Any] = json.loads(handle.attrs["env_info"])
@@ -413,6 +564,10 @@ class RolloutReader:
             self._datasets = {}
             self._pid = os.getpid()
         return self._handle
+
+    def _read(self, name: str, rows: int | slice) -> np.ndarray:
+        """Rows of /``name``; a damaged chunk raises :class:`DamagedDataError` naming the file and its episodes."""
+        return read_rows(self._dataset(name), rows, self.episodes)
 
     def _dataset(self, name: str) -> h5py.Dataset:
         # Looking a dataset up by name costs as much as reading a small window: keep the objects.
@@ -466,23 +621,22 @@ class RolloutReader:
         row = self.episodes[episode]
         stop = int(row["length"]) + 1 if stop is None else stop
         offset = int(row["frame_offset"])
-        return self._dataset("frames")[offset + start: offset + stop]
+        return self._read("frames", slice(offset + start, offset + stop))
 
     def frame_at(self, flat_index: int) -> np.ndarray:
         """One frame by its row in /frames: uint8 ``(H, W, 3)``."""
-        return self._dataset("frames")[flat_index]
+        return self._read("frames", flat_index)
 
     def read_frame_rows(self, rows: np.ndarray) -> np.ndarray:
         """Frames at the given rows of /frames, in the given order: uint8 ``(len(rows), H, W, 3)``."""
-        frames = self._dataset("frames")
         out = np.empty((len(rows), *self.frame_shape), np.uint8)
         for position, row in enumerate(rows):
-            out[position] = frames[int(row)]
+            out[position] = self._read("frames", int(row))
         return out
 
     def read_frame_range(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of /frames: uint8 ``(stop - start, H, W, 3)``."""
-        return self._dataset("frames")[start:stop]
+        return self._read("frames", slice(start, stop))
 
     def frame_rows(self, episodes: np.ndarray | None = None) -> np.ndarray:
         """Row numbers in /frames of every frame of ``episodes`` (default: all), ``(N,)`` int64."""
@@ -504,11 +658,11 @@ class RolloutReader:
         step0 = int(row["step_offset"]) + start
         steps_slice = slice(step0, step0 + steps)
         return {
-            "frames": self._dataset("frames")[frame0: frame0 + steps + 1],
-            "actions": self._dataset("actions")[steps_slice],
-            "rewards": self._dataset("rewards")[steps_slice],
-            "terminated": self._dataset("terminated")[steps_slice].astype(bool),
-            "truncated": self._dataset("truncated")[steps_slice].astype(bool),
+            "frames": self._read("frames", slice(frame0, frame0 + steps + 1)),
+            "actions": self._read("actions", steps_slice),
+            "rewards": self._read("rewards", steps_slice),
+            "terminated": self._read("terminated", steps_slice).astype(bool),
+            "truncated": self._read("truncated", steps_slice).astype(bool),
         }
 
     def step_data(self, episode: int) -> dict[str, np.ndarray]:
@@ -516,33 +670,25 @@ class RolloutReader:
         row = self.episodes[episode]
         steps = slice(int(row["step_offset"]), int(row["step_offset"] + row["length"]))
         return {
-            "actions": self._dataset("actions")[steps],
-            "rewards": self._dataset("rewards")[steps],
-            "terminated": self._dataset("terminated")[steps].astype(bool),
-            "truncated": self._dataset("truncated")[steps].astype(bool),
+            "actions": self._read("actions", steps),
+            "rewards": self._read("rewards", steps),
+            "terminated": self._read("terminated", steps).astype(bool),
+            "truncated": self._read("truncated", steps).astype(bool),
         }
 
-    def verify(self, block: int = 4096) -> list[str]:
-        """Problems with the committed data, one line each (empty: every committed episode is whole).
+    def verify(self) -> list[str]:
+        """Problems with the file, one line each (empty: every committed episode is whole and every chunk reads).
 
-        Checks that every chunk under a committed episode exists in the file (one that does not reads
-        as zeros: black frames) and reads every committed row of every dataset."""
+        Checks that every chunk under a committed episode exists in the file (one that does not reads as
+        zeros: black frames), and reads every chunk of every dataset (:func:`damage_report`): with
+        checksums, a chunk whose bytes changed on disk fails its checksum."""
         problems = []
         first = first_unwritten_episode(self.handle)
         if first is not None:
             problems.append(f"{self.path}: episodes {first}..{self.num_episodes - 1} were committed but part of "
                             "their data never reached the disk (a full disk?); `wm collect` drops and collects "
                             "them again")
-        for name, end in committed_ends(self.episodes).items():
-            dataset = self._dataset(name)
-            for start in range(0, end, block):
-                try:
-                    dataset[start:min(start + block, end)]
-                except (OSError, RuntimeError) as error:
-                    problems.append(f"{self.path}: /{name} rows {start}..{min(start + block, end) - 1} cannot be "
-                                    f"read ({system_reason(error)})")
-                    break
-        return problems
+        return problems + damage_report(self.handle)
 
     def episode(self, index: int) -> Episode:
         """A whole episode in memory."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodels.artifacts import MDNRNN_KIND, load_mdnrnn, load_vae
+from worldmodels.artifacts import MDNRNN_KIND, load_mdnrnn, load_vae, vae_identity
 from worldmodels.config import PipelineConfig
 from worldmodels.core.checkpoint import atomic_write, file_sha256
 from worldmodels.core.metrics import MetricsLog, json_text
@@ -76,7 +76,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     settings = config.mdnrnn
     runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
-    latents = LatentReader(paths.latents, paths.vae, rollouts)
+    latents = LatentReader(paths.latents, paths.vae, rollouts, vae_identity(config, rollouts))
     train_episodes, heldout_episodes = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
     if len(heldout_episodes) == 0:
         raise UserValueError(f"data.heldout_fraction={config.data.heldout_fraction} leaves no held-out episode")
@@ -138,13 +138,13 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
                 continue
             metrics = {"epoch": epoch, **metrics, **heldout_losses(model, heldout, settings)}
             run.check(epoch, metrics, [model], "heldout/loss/total", min(best, untrained))
-            log.append(metrics)
             improved = metrics["heldout/loss/total"] < best
             best = min(best, metrics["heldout/loss/total"])
             if improved:
                 run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                            "best_heldout": best, "untrained_heldout": untrained})
+            log.append(metrics)  # after its checkpoint: a logged epoch is always one a resume starts from
     logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
@@ -280,7 +280,7 @@ def run_dream(config: PipelineConfig, paths: PipelinePaths, temperature: float, 
     first of them, the video ``figures/dream_vs_real_tau<temperature>.gif``."""
     runtime = resolve(config.runtime).apply()
     rollouts = RolloutReader(paths.rollouts)
-    latents = LatentReader(paths.latents, paths.vae, rollouts)
+    latents = LatentReader(paths.latents, paths.vae, rollouts, vae_identity(config, rollouts))
     model, _ = load_mdnrnn(paths.mdnrnn, runtime.device)
     vae, _ = load_vae(paths.vae, runtime.device)
     _, heldout = split_episodes(rollouts.episodes["seed"], config.data.heldout_fraction)
