@@ -8,7 +8,7 @@ import errno
 import functools
 import importlib
 import logging
-import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,10 @@ import click
 import yaml
 
 from worldmodels.config import PipelineConfig, load_pipeline
-from worldmodels.core.checkpoint import atomic_write
+from worldmodels.core import stopping
 from worldmodels.core.logs import configure as configure_logging
 from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.run_record import logged_command, record_sections, stage_lock
 from worldmodels.core.stage_times import timed_stage
 from worldmodels.errors import UserError
 
@@ -86,43 +87,50 @@ def resolved_settings(config: PipelineConfig) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def recorded_settings(config: PipelineConfig, paths: PipelinePaths) -> Iterator[None]:
-    """Say what the runtime resolved to, run the stage, then write its settings to ``config.yaml``
-    (atomically), unless the stage refused them: a refused command leaves the record of the run as it was.
-    A stage stopped by a signal or a crash after it accepted its settings has run with them: recorded."""
-    settings = resolved_settings(config)
-    try:
-        yield
-    except BaseException as error:
-        if not is_user_error(error):  # refused settings leave the record as it was
-            _write_settings(settings, paths)
-        raise
-    _write_settings(settings, paths)
+def stage_run(config: PipelineConfig, paths: PipelinePaths, command: str) -> Iterator[None]:
+    """Run a stage's command as the one writer of its outputs, on the record (``worldmodels.core.run_record``):
+    take its lock (a second instance is refused, naming the first), say what the runtime resolved to, log the
+    command to ``runs.jsonl``, then write its sections of ``config.yaml``, unless the stage refused its
+    settings: a refused command leaves the record of the run as it was. A stage stopped by a signal or a crash
+    after it accepted its settings has run with them: recorded."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with stage_lock(paths, command):
+        settings = resolved_settings(config)
+        with logged_command(paths, command, settings):
+            try:
+                yield
+            except BaseException as error:
+                if not is_user_error(error):
+                    record_sections(paths, command, settings)
+                raise
+            record_sections(paths, command, settings)
 
 
-def _write_settings(settings: dict[str, Any], paths: PipelinePaths) -> None:
-    paths.ensure()
-    atomic_write(paths.config, lambda temporary: temporary.write_text(yaml.safe_dump(settings, sort_keys=False)))
+class _Commands(click.Group):
+    """The ``wm`` group: tells the stop-signal watchdog when a command has unwound out of its top."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            stopping.unwound()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="worldmodels")
 @click.option("--quiet", "-q", is_flag=True, help="Say only what goes wrong (warnings and errors).")
 @click.option("--verbose", "-v", is_flag=True, help="Say everything, debugging details included.")
 def main(quiet: bool, verbose: bool) -> None:
     """World Models (V-M-C) and Dreamer, stage by stage, on the same data."""
-    stop_on_sigterm()
+    stop_on_signals()
     configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
-def _raise_system_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def stop_on_sigterm() -> None:
-    """Make SIGTERM (``kill``, a batch scheduler's stop) unwind like Ctrl-C: files are closed, worker pools
-    shut down and the stage's time recorded, where Python's default would end the process on the spot."""
-    signal.signal(signal.SIGTERM, _raise_system_exit)
+def stop_on_signals() -> None:
+    """Make SIGTERM (``kill``, a batch scheduler's stop) and SIGINT (Ctrl-C) stop the command within seconds,
+    with exit code 143 or 130 and what was committed kept (``worldmodels.core.stopping``)."""
+    if threading.current_thread() is threading.main_thread():  # signals are handled in the main thread only
+        stopping.install()
 
 
 def stage_command(name: str, module: str, artifact: str, help_text: str) -> None:
@@ -134,7 +142,7 @@ def stage_command(name: str, module: str, artifact: str, help_text: str) -> None
     @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
     def command(config: PipelineConfig, paths: PipelinePaths, no_progress: bool) -> None:
         stage = importlib.import_module(f"worldmodels.stages.{module}")
-        with recorded_settings(config, paths), timed_stage(paths, name):
+        with stage_run(config, paths, name), timed_stage(paths, name):
             path = stage.run(config, paths, progress=not no_progress)
         if path is not None:  # None: the stage does not apply to this pipeline, and said why
             click.echo(f"{artifact}: {path}")
@@ -176,7 +184,7 @@ def train_controller(config: PipelineConfig, paths: PipelinePaths, temperatures:
         changes["fitness_in"] = fitness_in
     if changes:
         config = dataclasses.replace(config, controller=dataclasses.replace(config.controller, **changes))
-    with recorded_settings(config, paths):
+    with stage_run(config, paths, "train-controller"):
         with timed_stage(paths, "train-controller"):
             evolution, path = controller.evolve_main(config, paths, progress=not no_progress)
         if config.controller.temperatures:
@@ -215,7 +223,8 @@ def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> N
     """Decode dream rollouts of M beside the real episodes they start from, to look at."""
     from worldmodels.stages.mdnrnn import run_dream
 
-    click.echo(f"figure: {run_dream(config, paths, temperature)}")
+    with stage_lock(paths, "dream"):
+        click.echo(f"figure: {run_dream(config, paths, temperature)}")
 
 
 @main.command()

@@ -8,6 +8,7 @@ state, the fingerprint of its input).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,10 @@ from worldmodels.errors import UserValueError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``."""
+    """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path`` (and flush the rename).
+
+    An OSError that names no file (a write on a full disk says only "No space left on device") is raised
+    again naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -28,13 +32,37 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk; where a folder cannot be opened for it, skip."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically: a crash leaves the old file or the new one."""
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
+    """``torch.save`` ``state`` to ``path`` atomically: a crash leaves the old file or the new one.
+
+    Serialized in memory first: torch's file writer turns a full disk into a RuntimeError that names
+    neither the file nor the cause, where Python's own write raises the OSError that says both."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
 
 
 def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:

@@ -80,11 +80,16 @@ class MetricsLog:
         before its first step leaves it intact)."""
         self._cut_at = step
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
+    def apply_pending_cut(self) -> None:
+        """Do a pending :meth:`keep_up_to_when_appending` now (before a checkpoint of a new step is saved, so
+        that the log never holds a step of an older run beside that checkpoint)."""
         if self._cut_at is not None:
             self.keep_up_to(self._cut_at)
             self._cut_at = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
+        self.apply_pending_cut()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(json_line(record))

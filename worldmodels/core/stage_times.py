@@ -20,11 +20,12 @@ from typing import Any
 
 from worldmodels.core.checkpoint import atomic_write
 from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.run_record import update_shared_file
 
 logger = logging.getLogger(__name__)
 
-# Written by every command, whether or not it had work to do.
-_ALWAYS_WRITTEN = ("config.yaml", "stage_times.json")
+# Written by every command, whether or not it had work to do (the lock files in locks/ too).
+_ALWAYS_WRITTEN = ("config.yaml", "stage_times.json", "runs.jsonl")
 
 
 def read_stage_times(paths: PipelinePaths) -> dict[str, dict[str, Any]]:
@@ -39,7 +40,7 @@ def _wrote_since(root: Path, since: float) -> bool:
     if not root.is_dir():
         return False
     for path in root.rglob("*"):
-        if path.name in _ALWAYS_WRITTEN or path.name.endswith(".tmp"):
+        if path.name in _ALWAYS_WRITTEN or path.name.endswith((".tmp", ".lock")):
             continue
         with contextlib.suppress(FileNotFoundError):  # a temporary file renamed meanwhile
             if path.is_file() and path.stat().st_mtime >= since:
@@ -68,7 +69,10 @@ def timed_stage(paths: PipelinePaths, stage: str) -> Iterator[None]:
 
 def _record(paths: PipelinePaths, stage: str, started_at: float, seconds: float, completed: bool) -> None:
     # 50 ms of slack: file times come from a coarser clock than time.time().
-    if _wrote_since(paths.root, started_at - 0.05):
+    if not _wrote_since(paths.root, started_at - 0.05):
+        return
+
+    def update(path: Path) -> None:
         times = read_stage_times(paths)
         entry = times.get(stage, {})
         pending = float(entry.get("pending_seconds", 0.0))
@@ -78,5 +82,8 @@ def _record(paths: PipelinePaths, stage: str, started_at: float, seconds: float,
         else:
             entry = {**entry, "pending_seconds": pending + seconds}
         times[stage] = entry
-        paths.ensure()
-        atomic_write(paths.stage_times, lambda temporary: temporary.write_text(json.dumps(times, indent=1)))
+        atomic_write(path, lambda temporary: temporary.write_text(json.dumps(times, indent=1)))
+
+    paths.ensure()
+    # Stages that run side by side (make -j2) both update this file: under the shared-files lock.
+    update_shared_file(paths, paths.stage_times, update)

@@ -10,8 +10,9 @@ both written atomically:
 - the *best* one (``<name>.pt``), when the run's own measure improves: what the later stages load.
 
 :meth:`TrainingRun.resume` restores the last checkpoint when it continues this very run, cuts the
-metrics log back to its step when the next step is logged (a step logged but not checkpointed is
-redone, never logged twice; a run that fails before that leaves the log as it was),
+metrics log back to its step when the next step is saved (a run that fails before that leaves the
+log as it was). A step's metrics line is written after its checkpoint, so every logged step is one
+a resume can start from; a step checkpointed but not logged (a kill in between) is redone,
 and says why when it starts over. It also checks the best file: missing, unreadable or of another
 run, it is written again from the copy in the last checkpoint, so a stage never counts itself done
 while its output is gone. Every checkpoint records the resolved runtime (device, precision,
@@ -190,6 +191,7 @@ class TrainingRun:
         """The resume state: ``state`` (step, models, optimizers...) plus the run's fields, RNG and a copy
         of the best checkpoint."""
         extra = {BEST_COPY: self._best_copy} if self._best_copy is not None else {}
+        self.log.apply_pending_cut()
         save_checkpoint({**self.common(), **state, **(rng_state(self.runtime) if with_rng else {}), **extra},
                         self.last)
 

@@ -199,6 +199,14 @@ class _Training:
         self.run.log.append(record)
         return record
 
+    def commit(self, record: dict[str, Any], best: bool = False) -> dict[str, Any]:
+        """Save the resume state (and with ``best``, ``dreamer.pt``) with ``record``, then log ``record``: a
+        logged update is always one a resume starts from."""
+        record = {**record, "wall_seconds": round(self.wall_seconds(), 1)}
+        self.save(record, best=best)
+        self.run.log.append(record)
+        return record
+
     def block_record(self) -> dict[str, Any]:
         """Loss means and seconds per update since the last record (empty when no update was made)."""
         if not self.timed:
@@ -280,8 +288,7 @@ def _train_offline(training: _Training) -> None:
     while training.done_updates < settings.updates:
         next_eval = min((training.done_updates // settings.eval_every + 1) * settings.eval_every, settings.updates)
         training.train_to(next_eval)
-        record = training.log({**training.block_record(), **training.evaluate(env_steps)})
-        training.save(record, best=True)
+        training.commit({**training.block_record(), **training.evaluate(env_steps)}, best=True)
 
 
 def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
@@ -293,15 +300,14 @@ def _train_online(training: _Training, data_path: Path, prefill: int) -> None:
         training.next_eval = prefill
     while True:
         if env_steps >= training.next_eval:
-            record = training.log(training.evaluate(env_steps))
+            record = training.evaluate(env_steps)
             training.next_eval += settings.eval_every_env_steps
-            training.save(record, best=True)
+            training.commit(record, best=True)
             training.draw()
         due = updates_due(settings, env_steps, prefill)
         if training.done_updates < due:
             training.train_to(due)
-            training.log({"update": training.done_updates, "env_steps": env_steps, **training.block_record()})
-            training.save()
+            training.commit({"update": training.done_updates, "env_steps": env_steps, **training.block_record()})
             continue
         if env_steps >= settings.env_steps:
             break

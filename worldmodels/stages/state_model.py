@@ -276,10 +276,10 @@ def train_state_m(config: PipelineConfig, paths: PipelinePaths, rollouts: Rollou
             continue
         metrics = heldout_losses(model, heldout, m_settings)
         run.check(epoch, metrics, [model])
-        log.append({"step": epoch, "stage": "M", **metrics})
         if epoch == m_settings.epochs:  # before the last checkpoint, which keeps a copy of it
             run.save_best({"model": model.state_dict(), "epoch": epoch})
         run.save_last({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
+        log.append({"step": epoch, "stage": "M", **metrics})  # after its checkpoint
     if start == m_settings.epochs:
         logger.info(f"state-model: M already trained for its {start} epochs ({run.last})")
     model.eval()

@@ -201,7 +201,6 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                    **evaluate(model, reader, eval_rows, device_background, settings),
                    "img_per_s": len(train_rows) / seconds, "epoch_seconds": seconds}
         run.check(epoch, metrics, [model], "heldout/loss/total", min(best, untrained))
-        run.log.append(metrics)
         improved = metrics["heldout/loss/total"] < best
         best = min(best, metrics["heldout/loss/total"])
         if improved:
@@ -210,6 +209,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
                                    runtime)
         run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                        "best_heldout": best, "untrained_heldout": untrained, "metrics": metrics})
+        run.log.append(metrics)  # after its checkpoint: a logged epoch is always one a resume starts from
         logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
                     f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
                     f"z dimensions in use {metrics['heldout/z_dims_in_use']}/{settings.z_size} (signal/noise "

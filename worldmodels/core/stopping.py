@@ -1,0 +1,94 @@
+"""Stop signals: SIGTERM (``kill``, a batch scheduler) and SIGINT (Ctrl-C) stop any ``wm`` command within seconds.
+
+The first signal raises :class:`Stopped` (a ``SystemExit`` with code ``128 + signal``: 143 for SIGTERM,
+130 for SIGINT) in the main thread, so the stage unwinds as after an error: worker pools are killed,
+files closed, the stage's time recorded, and what was committed (episodes, epochs, generations)
+stays for the same command to resume from. ``SystemExit`` passes through every ``except Exception``.
+
+Two things could still keep the process alive, and a watchdog thread covers both:
+
+- Python ignores an exception raised inside a destructor or a weakref callback (it prints
+  "Exception ignored in ..."); a signal that lands there would be lost and the stage would run on.
+  While the unwinding has not reached the command's top after ``REPEAT_AFTER_S``, the watchdog
+  raises the stop again in the main thread.
+- Code that never returns to Python (a blocked read in native code, an exit hook joining a thread)
+  cannot be unwound at all. After ``HARD_STOP_AFTER_S`` the watchdog ends the process with the same
+  exit code; worker processes die with it (they ask the kernel for that, see ``pools.workers``).
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import sys
+import threading
+import time
+
+REPEAT_AFTER_S = 2.0
+"""Seconds after a stop signal before it is raised again, while the command has not unwound."""
+
+HARD_STOP_AFTER_S = 10.0
+"""Seconds after a stop signal before the process is ended without further unwinding."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_state: dict[str, object] = {"signal": None, "unwound": False}
+
+
+class Stopped(SystemExit):
+    """Raised in the main thread by a stop signal; ``code`` is ``128 + signal``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}"
+
+
+def install() -> None:
+    """Handle SIGTERM and SIGINT in this process as the module's docstring says (main thread only)."""
+    _state.update(signal=None, unwound=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
+
+
+def requested() -> int | None:
+    """The stop signal this process received, or None."""
+    return _state["signal"]  # type: ignore[return-value]
+
+
+def raise_if_requested() -> None:
+    """Raise :class:`Stopped` when a stop signal was received (for code that would otherwise report a
+    consequence of the stop, such as a worker killed by the same signal, as an error of its own)."""
+    if _state["signal"] is not None:
+        raise Stopped(int(_state["signal"]))  # type: ignore[arg-type]
+
+
+def unwound() -> None:
+    """The command has returned or raised out of its top: from here only the interpreter's exit remains,
+    which the watchdog bounds but does not interrupt."""
+    _state["unwound"] = True
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _state["signal"] is None:
+        _state["signal"] = signum
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; what was committed is kept, and the same "
+                         "command resumes from it\n")
+        threading.Thread(target=_watchdog, args=(signum,), name="stop-watchdog", daemon=True).start()
+    raise Stopped(signum)
+
+
+def _watchdog(signum: int) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < HARD_STOP_AFTER_S:
+        time.sleep(REPEAT_AFTER_S)
+        if not _state["unwound"]:
+            # The stop was swallowed or is stuck: raise it again at the main thread's next Python step.
+            _thread.interrupt_main(signum)
+    sys.stderr.write(f"{signal.Signals(signum).name}: not stopped after {HARD_STOP_AFTER_S:.0f} s; ending the "
+                     "process now\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
