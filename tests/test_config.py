@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from worldmodels.cli import main
@@ -66,6 +67,140 @@ def test_a_relative_extends_is_read_from_the_files_folder(tmp_path: Path, monkey
     assert (config.collect.episodes, config.vae.epochs, config.env.action_repeat) == (7, 3, 8)
 
 
+def test_each_relative_extends_is_read_from_its_own_files_folder_not_the_working_directory(tmp_path: Path,
+                                                                                          monkeypatch):
+    """A chain of relative ``extends:`` across folders, run from a working directory that holds files of
+    the same relative names (decoys): each name is read from the folder of the file that writes it."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for folder in (project / "lib", elsewhere / "lib"):
+        folder.mkdir(parents=True)
+    (project / "child.yaml").write_text("extends: lib/base.yaml\nvae:\n  epochs: 3\n")
+    (project / "lib" / "base.yaml").write_text("extends: common.yaml\ncollect:\n  episodes: 7\n")
+    (project / "lib" / "common.yaml").write_text("extends: smoke\ncollect:\n  seed: 5\n")
+    for decoy in ("lib/base.yaml", "common.yaml", "lib/common.yaml"):
+        (elsewhere / decoy).write_text("extends: smoke\ncollect:\n  episodes: 99\n  seed: 99\n")
+    monkeypatch.chdir(elsewhere)
+    config = load_pipeline("../project/child.yaml")  # the pipeline itself: a path from the working directory
+    assert (config.collect.episodes, config.collect.seed, config.vae.epochs, config.env.action_repeat) == (7, 5, 3, 8)
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# collect:\n#   episodes: 3\n", "null\n", "~", "--- \n...\n", "{}"])
+def test_a_pipeline_file_that_sets_nothing_is_refused_in_one_line_naming_it(tmp_path: Path, text):
+    """It would run every default (a 100-episode collect): an empty file is a mistake, not a pipeline."""
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_pipeline(str(path))
+    assert str(path) in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["0", "false", "[]", "''", "just words"])
+def test_a_pipeline_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_pipeline(str(path))
+
+
+def test_an_empty_base_is_refused_naming_the_base(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("# to do\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ncollect: {episodes: 3}\n")
+    with pytest.raises(ConfigError, match="base.yaml: the file sets nothing"):
+        load_pipeline(str(tmp_path / "child.yaml"))
+
+
+def test_a_file_that_only_extends_is_the_pipeline_it_extends(tmp_path: Path):
+    path = tmp_path / "same.yaml"
+    path.write_text("extends: smoke\n")
+    smoke, config = load_pipeline("smoke"), load_pipeline(str(path))
+    assert config.name == "same" and config.description == ""  # a description speaks of its own file only
+    assert dataclasses.replace(config, name="smoke", description=smoke.description) == smoke
+
+
+@pytest.mark.parametrize("value", ["", "null", "3", "''"])
+def test_an_extends_that_names_no_pipeline_is_refused(tmp_path: Path, value):
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"extends: {value}\ncollect: {{episodes: 3}}\n")
+    with pytest.raises(ConfigError, match="^extends: expected a pipeline name"):
+        load_pipeline(str(path))
+
+
+def test_an_extends_that_cannot_be_found_is_refused_as_extends(tmp_path: Path):
+    path = tmp_path / "mine.yaml"
+    for parent, reason in [("no_such_pipeline", "unknown pipeline"), ("missing.yaml", "does not exist"),
+                           ("x" * 300, "too long")]:
+        path.write_text(f"extends: {parent}\n")
+        with pytest.raises(ConfigError, match=f"^extends: .*{reason}.*{path.name}"):
+            load_pipeline(str(path))
+
+
+def test_a_section_left_empty_in_a_file_that_extends_changes_nothing(tmp_path: Path):
+    """``collect:`` with every key commented out keeps the base's section rather than its defaults."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: smoke\ncollect:\n#  episodes: 9\nvae: {epochs: 2}\n")
+    config = load_pipeline(str(path))
+    assert config.collect == load_pipeline("smoke").collect and config.vae.epochs == 2
+
+
+def test_an_override_changes_one_section_even_where_yaml_anchors_share_its_settings(tmp_path: Path):
+    path = tmp_path / "shared.yaml"
+    path.write_text("collect: &both {seed: 1, episodes: 2}\nevaluate: *both\n")
+    config = load_pipeline(str(path), ["collect.seed=5"])
+    assert (config.collect.seed, config.evaluate.seed) == (5, 1)
+
+
+@pytest.mark.parametrize("override", ["collect.episodes=3", "collect.seed=1"])
+def test_an_override_of_a_section_that_is_not_a_mapping_names_the_section(tmp_path: Path, override):
+    path = tmp_path / "mine.yaml"
+    for section in ("collect: 3", "collect: [1]", "collect: words"):
+        path.write_text(f"{section}\n")
+        with pytest.raises(ConfigError, match="^collect: expected a mapping of settings"):
+            load_pipeline(str(path), [override])
+
+
+def test_a_file_that_is_not_utf8_or_nested_too_deeply_is_refused_naming_it(tmp_path: Path):
+    path = tmp_path / "odd.yaml"
+    path.write_bytes("collect: {\u00e9pisodes: 3}".encode("latin-1"))
+    with pytest.raises(ConfigError, match="odd.yaml: not UTF-8"):
+        load_pipeline(str(path))
+    path.write_text("collect:\n  episodes: " + "[" * 1000)
+    with pytest.raises(ConfigError, match="odd.yaml: not valid YAML: nested too deeply"):
+        load_pipeline(str(path))
+
+
+def test_refusals_are_one_line_naming_the_key_however_odd_the_key_or_value():
+    for override, start in [("collect.episodes=[1", "collect.episodes: cannot read value '[1': "),
+                            ("collect.episodes=!!python/object/apply:os.system ['true']", "collect.episodes: "),
+                            ("collect.a\nb=1", "'collect.a\\nb': unknown key"),
+                            ("colect.\x8a=1", "'colect.\\x8a': unknown section")]:
+        with pytest.raises(ConfigError) as error:
+            load_pipeline("smoke", [override])
+        message = str(error.value)
+        assert message.startswith(start) and len(message.splitlines()) == 1, message
+    with pytest.raises(ConfigError) as error:  # a value that YAML anchors make of 10^6 references
+        load_pipeline("smoke", ["collect.episodes=[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], &b [*a, *a, *a, *a, *a, *a, "
+                                "*a, *a, *a, *a], &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], [*c, *c, *c, *c, *c, "
+                                "*c, *c, *c, *c, *c]]"])
+    assert len(str(error.value)) < 400
+
+
+def test_mixed_top_level_keys_are_refused_naming_one(tmp_path: Path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("1: a\nnull: b\ncollect: {episodes: 3}\n")
+    with pytest.raises(ConfigError, match="^1: unknown section"):
+        load_pipeline(str(path))
+
+
+def test_dump_yaml_writes_what_read_yaml_reads_back():
+    """The YAML 1.1 dumper writes the string '1e5' plain, which the settings' YAML 1.2 numbers read as a
+    number; :func:`dump_yaml` quotes it."""
+    from worldmodels.config import dump_yaml, read_yaml
+
+    settings = {"report": {"title": "1e5", "paper_recipe": "1.e5", "compare_with": ["1_0E+6", "x:dreamer"]}}
+    assert read_yaml(dump_yaml(settings)) == settings
+    assert read_yaml(yaml.safe_dump(settings))["report"]["title"] == 100000.0
+
+
 def test_report_comparisons_name_a_pipeline_and_an_agent():
     config = load_pipeline("smoke", ["report.compare_with=[cartpole_balance_dreamer:dreamer]"])
     assert config.report.comparisons() == [("cartpole_balance_dreamer", "dreamer")]
@@ -126,6 +261,10 @@ def test_overrides_are_typed_and_applied():
     ("controller.memory_step_scale=0", "controller.memory_step_scale"),
     ("iterate.controller_generations=[10, 0]", "iterate.controller_generations"),
     ("iterate.controller_generations=[]", "iterate.controller_generations"),
+    ("controller.stop_at=.nan", "controller.stop_at"),  # NaN is not even equal to itself
+    ("vae.learning_rate=.inf", "vae.learning_rate"),
+    ("vae.learning_rate=1" + "0" * 400, "vae.learning_rate"),  # no float holds it
+    ("runtime.device=cuda:\u00b2", "runtime.device"),        # a digit, not a device index
 ])
 def test_bad_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as error:
@@ -290,3 +429,34 @@ def test_wm_config_get_prints_one_setting_for_make_and_names_an_unknown_key():
     assert result.exit_code == 0 and result.output.strip() == "3"
     result = runner.invoke(main, ["config", "--pipeline", "smoke", "--get", "dreamer.nope"])
     assert result.exit_code == 2 and "no setting 'dreamer.nope' in pipeline 'smoke'" in result.output
+
+
+def test_wm_config_prints_settings_that_load_back(tmp_path: Path):
+    """``wm config`` prints the resolved settings (overrides applied) as a pipeline file: every section, the
+    name and the outputs' folder in a comment, and nothing else."""
+    from worldmodels.config import SECTIONS, read_yaml
+
+    source = tmp_path / "mine.yaml"
+    source.write_text("extends: smoke\ndescription: mine\ncollect: {episodes: 7, policy: brownian}\n"
+                      "env: {crop: [0, 60]}\nreport: {compare_with: ['smoke:dreamer'], title: Mine}\n")
+    result = CliRunner().invoke(main, ["config", "-p", str(source), "--set", "vae.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"# pipeline mine; outputs: {Path('data') / 'mine'}\n# runtime here: ")
+    assert set(read_yaml(result.stdout)) == {"description", *SECTIONS}
+    copy = tmp_path / "copy" / "mine.yaml"
+    copy.parent.mkdir()
+    copy.write_text(result.stdout)
+    assert load_pipeline(str(copy)) == load_pipeline(str(source), ["vae.epochs=3"])
+
+
+def test_wm_config_output_is_itself_a_pipeline_file(tmp_path: Path):
+    """``wm config -p X > X.yaml`` gives X again: where outputs go, the name and the runtime are comments, and
+    strings that the settings' YAML reads as numbers (``'1e5'``) are quoted (:func:`worldmodels.config.dump_yaml`)."""
+    source = tmp_path / "mine.yaml"
+    source.write_text("extends: smoke\nreport: {title: '1e5'}\n")
+    result = CliRunner().invoke(main, ["config", "-p", str(source)])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "copy" / "mine.yaml"
+    copy.parent.mkdir()
+    copy.write_text(result.stdout)
+    assert load_pipeline(str(copy)) == load_pipeline(str(source))

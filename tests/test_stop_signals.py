@@ -96,9 +96,9 @@ CASES = {
     "train-controller": Case(("train-controller", "--set", "controller.generations=20"), _through_m,
                              _same_log("controller")),
     "train-controller-real": Case(("train-controller", "--in", "real", "--set", "controller.workers=2",
-                                   "--set", "controller.generations=4"), _through_m, _same_log("controller")),
+                                   "--set", "controller.generations=2"), _through_m, _same_log("controller")),
     "dreamer": Case(("dreamer", "--set", "dreamer.updates=12"), _rollouts_only, _same_log("dreamer")),
-    "evaluate": Case(("evaluate", "--set", "evaluate.episodes=8", "--set", "evaluate.workers=2"), _through_c,
+    "evaluate": Case(("evaluate", "--set", "evaluate.episodes=4", "--set", "evaluate.workers=2"), _through_c,
                      _same_scores),
 }
 

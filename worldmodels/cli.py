@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from worldmodels.config import PipelineConfig, load_pipeline
+from worldmodels.config import PipelineConfig, dump_yaml, load_pipeline
 from worldmodels.core import stopping
 from worldmodels.core.logs import configure as configure_logging
 from worldmodels.core.paths import PipelinePaths
@@ -112,6 +111,11 @@ class _Commands(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, **kwargs)
+        except SystemExit as exit_:
+            # A library that checks for signals itself (Ray's waits) may turn our stop into its own SystemExit(1).
+            if stopping.requested() is not None and not isinstance(exit_, stopping.Stopped):
+                raise stopping.Stopped(stopping.requested()) from None
+            raise
         finally:
             stopping.unwound()
 
@@ -202,8 +206,9 @@ stage_command("dreamer", "dreamer", "scores",
               "Train Dreamer (RSSM + actor-critic in imagination) on the same rollouts, score it like "
               "`wm evaluate`, and draw its figures beside V+M's (resumable).")
 stage_command("report", "report", "report",
-              "Write report.html: every stage's figures, scores and diagnostics on one self-contained page "
-              "(a stage that has not run shows as missing, with the command that makes it).")
+              "Write report.html: every stage's figures, scores and diagnostics on one page, figures embedded and "
+              "dream videos linked from figures/ (a stage that has not run shows as missing, with the command "
+              "that makes it).")
 stage_command("oracle", "oracle", "oracle",
               "Tune C's linear form on the TRUE state in the real env (the controller class's ceiling).")
 stage_command("readout", "readout", "readout",
@@ -231,7 +236,8 @@ def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> N
 @_user_errors
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True,
-              help="Also read every committed episode's data and check it all reached the disk (exit 1 if not).")
+              help="Also read every chunk of every dataset (their checksums verified where the file has them) and "
+                   "check every committed episode's data reached the disk (exit 1 if not).")
 def info(file: Path, check: bool) -> None:
     """Describe an HDF5 file written by worldmodels (rollouts or latents): episodes, steps, returns, shapes."""
     from worldmodels.data.info import check_file, describe_file
@@ -241,7 +247,7 @@ def info(file: Path, check: bool) -> None:
         problems = check_file(file)
         if problems:
             raise click.ClickException("\n".join(problems))
-        click.echo("check           every committed episode's data is on disk and readable")
+        click.echo("check           every chunk read back; every committed episode's data is on disk and readable")
 
 
 @main.command("config")
@@ -250,12 +256,20 @@ def info(file: Path, check: bool) -> None:
 @click.option("--get", "key", metavar="SECTION.KEY", default=None,
               help="Print only this setting's value (a list as words separated by spaces), e.g. report.agents.")
 def show_config(config: PipelineConfig, paths: PipelinePaths, key: str | None) -> None:
-    """Print the resolved settings of a pipeline (after --set overrides), and where outputs go."""
+    """Print the resolved settings of a pipeline (after --set overrides), and where outputs go.
+
+    The output is itself a pipeline file: ``wm config -p X --set ... > mine.yaml`` gives ``-p mine.yaml`` the
+    same settings (where outputs go, the name and what the runtime resolves to here are comments)."""
     if key is not None:
         click.echo(_setting_text(config, key))
         return
-    click.echo(f"# outputs: {paths.root}")
-    click.echo(yaml.safe_dump(resolved_settings(config), sort_keys=False).rstrip())
+    from worldmodels.core.runtime import resolve
+
+    settings = config.to_dict()
+    name = settings.pop("name")
+    click.echo(f"# pipeline {name}; outputs: {paths.root}")
+    click.echo(f"# runtime here: {resolve(config.runtime).describe()}")
+    click.echo(dump_yaml(settings).rstrip())
 
 
 def _setting_text(config: PipelineConfig, key: str) -> str:

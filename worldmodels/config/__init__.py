@@ -4,6 +4,7 @@ The names most code needs are importable from here."""
 
 from worldmodels.config.loading import (
     PIPELINES_DIR,
+    dump_yaml,
     load_pipeline,
     parse_override,
     pipeline_files,
@@ -37,6 +38,6 @@ __all__ = [
     "MODEL_FRAME_SIZE", "PIPELINES_DIR", "READOUT_INPUTS", "SECTIONS", "CollectConfig", "ConfigError",
     "ControllerConfig", "DataConfig", "DreamerConfig", "EnvConfig", "EvaluateConfig", "IterateConfig",
     "MDNRNNConfig", "OracleConfig", "PipelineConfig", "ReadoutConfig", "ReportConfig", "RuntimeConfig", "VAEConfig",
-    "load_pipeline", "parse_override", "pipeline_files", "pipeline_from_dict", "read_pipeline_tree", "read_yaml",
-    "resolve_pipeline_path",
+    "dump_yaml", "load_pipeline", "parse_override", "pipeline_files", "pipeline_from_dict", "read_pipeline_tree",
+    "read_yaml", "resolve_pipeline_path",
 ]

@@ -126,7 +126,8 @@ class RuntimeConfig(Section):
 
     def check(self) -> None:
         device = self.device
-        ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+        index = device[5:]  # ASCII digits: isdigit() alone takes '²' and other scripts' digits, no device index
+        ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and index.isascii() and index.isdigit())
         _require(ok, "runtime.device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
 
 

@@ -58,7 +58,7 @@ class PipelinePaths:
 
     @property
     def report(self) -> Path:
-        """The self-contained HTML page of the whole run."""
+        """The HTML page of the whole run (figures embedded; the dream videos linked from ``figures/``)."""
         return self.root / "report.html"
 
     @property

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from worldmodels.core import stopping
 from worldmodels.core.checkpoint import atomic_write
 from worldmodels.core.metrics import json_line
 from worldmodels.core.paths import PipelinePaths
@@ -185,6 +186,8 @@ def exit_status(error: BaseException | None) -> int:
     """The exit status a command ends with after ``error`` (None: it succeeded)."""
     if error is None:
         return 0
+    if stopping.requested() is not None:  # whatever the stop was turned into on its way up
+        return 128 + int(stopping.requested())
     if isinstance(error, SystemExit):
         return error.code if isinstance(error.code, int) else 1
     return int(getattr(error, "exit_code", 1))

@@ -33,7 +33,7 @@ HARD_STOP_AFTER_S = 10.0
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_state: dict[str, object] = {"signal": None, "unwound": False}
+_state: dict[str, object] = {"signal": None, "unwound": False, "installed": False}
 
 
 class Stopped(SystemExit):
@@ -49,8 +49,18 @@ class Stopped(SystemExit):
 
 def install() -> None:
     """Handle SIGTERM and SIGINT in this process as the module's docstring says (main thread only)."""
-    _state.update(signal=None, unwound=False)
+    _state.update(signal=None, unwound=False, installed=True)
     for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
+
+
+def reclaim() -> None:
+    """Take SIGTERM and SIGINT back after a library replaced their handlers (``ray.init`` installs its own,
+    which logs a stack and exits 1); a no-op where :func:`install` was not called (tests, library use)."""
+    if not _state["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        # Set again even where Python still names ours: a native handler may have been put below it.
         signal.signal(signum, _on_signal)
 
 

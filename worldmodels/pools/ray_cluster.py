@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from worldmodels.core import stopping
 from worldmodels.pools.workers import WorkerError, thread_limits
 
 Item = TypeVar("Item")
@@ -56,6 +57,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> Any:
                  logging_level=logging.WARNING,
                  **({"num_cpus": num_cpus, "include_dashboard": False} if started_here else {}))
         logger.info(f"ray: {ray.cluster_resources().get('CPU', 0):g} CPUs on {len(ray.nodes())} node(s)")
+        stopping.reclaim()  # Ray's own SIGTERM handler would exit 1 with a stack dump instead of unwinding
     return ray
 
 
@@ -163,7 +165,11 @@ class RayWorkerPool:
                 continue
             if not in_flight:
                 return
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            try:
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+            except SystemExit:
+                stopping.raise_if_requested()  # Ray turns a stop signal met in its wait into SystemExit(1)
+                raise
             for ref in ready:
                 index, worker = in_flight.pop(ref)
                 try:
