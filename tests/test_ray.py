@@ -181,3 +181,40 @@ def test_two_pools_of_one_command_at_once_do_not_wait_for_each_other():
     finally:
         use_backend("local")
     assert outcome == {"second": [0, 1, 4, 9], "first": [0, 1, 4, 9]}, "the second pool waited for the first"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_a_collect_on_ray_with_its_exit_code_and_the_resume_completes_the_file(
+        local_file, tmp_path, sig):
+    import subprocess
+    import sys
+
+    from tests.test_faults import session_processes
+
+    # The driver joins this module's Ray (two Rays started on one machine at once join each other anyway).
+    env = {**os.environ, "MUJOCO_GL": "egl", "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    args = [sys.executable, "-m", "worldmodels.cli", "collect", "-p", "smoke", "--set", "collect.episodes=200",
+            "--set", "collect.workers=2", "--set", "runtime.backend=ray", "--data-dir", str(tmp_path), "--no-progress"]
+    driver = subprocess.Popen(args, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=env)
+    for line in driver.stdout:
+        if "committed episode 3/" in line:
+            break
+    sent = time.monotonic()
+    if sig == signal.SIGINT:
+        os.killpg(driver.pid, sig)
+    else:
+        driver.send_signal(sig)
+    # Ray's own handler would exit 1 with a stack dump; its wait would turn the stop into SystemExit(1).
+    assert driver.wait(30) == 128 + sig
+    assert time.monotonic() - sent < 15
+    deadline = time.monotonic() + 10
+    while session_processes(driver.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(driver.pid) == []
+    resumed = _collect(tmp_path, "collect.workers=2", "runtime.backend=ray")  # tops up to 5 if it stopped short
+    with RolloutReader(local_file) as local, RolloutReader(resumed) as stopped:
+        assert 5 <= stopped.num_episodes < 200
+        for index in range(5):  # what was committed before the stop is what the local pool plays
+            np.testing.assert_array_equal(local.episode(index).frames, stopped.episode(index).frames)
+            np.testing.assert_array_equal(local.episode(index).actions, stopped.episode(index).actions)
