@@ -149,6 +149,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/dreamer.py
 	$(VENV)/bin/python benchmarks/threads.py
 	$(VENV)/bin/python benchmarks/ray_backend.py
+	$(VENV)/bin/python -m benchmarks.checksums
 
 # On a machine with a CUDA GPU (at most 8 minutes): the CUDA tests, the smoke pipeline on CUDA, and
 # CPU against GPU speeds in benchmarks/results/device.json. Without a GPU it measures the CPU only.
