@@ -196,3 +196,42 @@ def test_a_stop_signal_at_a_random_moment_stops_the_stage_and_the_resume_equals_
         counts["completed chains"] += 1
     print(f"{name}: {counts}, slowest stop {slowest_stop:.1f} s, uninterrupted run {reference_seconds:.1f} s")
     assert counts["hangs"] == counts["swallowed"] == counts["left"] == 0
+
+
+SWALLOWED = """
+import os, signal, sys, time
+from worldmodels.core import stopping
+stopping.REPEAT_AFTER_S = 0.5
+stopping.install()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)  # raised here, and swallowed as a destructor would swallow it
+    time.sleep(5)
+except SystemExit:
+    pass
+print("went on", flush=True)
+time.sleep(30)
+"""
+
+STUCK = """
+import os, signal, threading
+from worldmodels.core import stopping
+stopping.HARD_STOP_AFTER_S = 2.0
+stopping.install()
+threading.Thread(target=threading.Event().wait).start()  # never ends: the exit waits for it forever
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+finally:
+    stopping.unwound()
+"""
+
+
+@pytest.mark.parametrize("script", [SWALLOWED, STUCK], ids=["swallowed", "stuck"])
+def test_a_stop_that_is_swallowed_or_stuck_still_ends_the_process_with_its_exit_code(script):
+    import sys
+
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 143, result.stderr
+    assert time.monotonic() - started < 15
+    if script is STUCK:
+        assert "not stopped after 2 s" in result.stderr
