@@ -165,3 +165,36 @@ def test_a_stop_signal_is_logged_with_its_exit_status(tmp_path):
     assert end["event"] == "end" and end["exit_status"] == 130
     times = json.loads((tmp_path / "smoke" / "metrics" / "stage_times.json").read_text())
     assert times["collect"]["pending_seconds"] > 0
+
+
+def test_a_file_system_that_cannot_lock_runs_the_stage_with_a_warning(tmp_path, monkeypatch, caplog):
+    import fcntl
+
+    def cannot_lock(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", cannot_lock)
+    with stage_lock(PipelinePaths(tmp_path / "smoke"), "collect"):
+        pass
+    assert "cannot lock files" in caplog.text
+
+
+def test_a_step_checkpointed_but_not_logged_is_logged_by_the_resume(smoke_run, tmp_path, monkeypatch):
+    from worldmodels.core.metrics import MetricsLog
+
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    paths.rollouts.write_bytes(smoke_run.through("collect").rollouts.read_bytes())
+    append = MetricsLog.append
+
+    def stopped_before_the_line_of_epoch_two(log, record):
+        if record.get("epoch") == 2:
+            raise SystemExit(143)  # the checkpoint of epoch 2 is on disk, its line is not
+        append(log, record)
+
+    monkeypatch.setattr(MetricsLog, "append", stopped_before_the_line_of_epoch_two)
+    with pytest.raises(SystemExit):
+        vae_stage.run(smoke_config("vae.epochs=3"), paths, progress=False)
+    assert [r["epoch"] for r in strict_json_lines(paths.metrics("vae"))] == [1]
+    monkeypatch.setattr(MetricsLog, "append", append)
+    vae_stage.run(smoke_config("vae.epochs=3"), paths, progress=False)
+    assert [r["epoch"] for r in strict_json_lines(paths.metrics("vae"))] == [1, 2, 3]

@@ -111,9 +111,10 @@ class _Commands(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, **kwargs)
-        except SystemExit as exit_:
-            # A library that checks for signals itself (Ray's waits) may turn our stop into its own SystemExit(1).
-            if stopping.requested() is not None and not isinstance(exit_, stopping.Stopped):
+        except BaseException as error:
+            # Whatever the stop became on its way up (Ray's waits turn it into their own SystemExit(1); an
+            # error raised while unwinding replaces it), the command ends as stopped.
+            if stopping.requested() is not None and not isinstance(error, stopping.Stopped):
                 raise stopping.Stopped(stopping.requested()) from None
             raise
         finally:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from worldmodels.errors import UserValueError
+
+# torch is imported where a checkpoint is saved or loaded, not here: the CLI imports this module (for
+# atomic writes) before it installs its stop-signal handlers, and torch takes a second to import.
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -60,6 +61,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
     Serialized in memory first: torch's file writer turns a full disk into a RuntimeError that names
     neither the file nor the cause, where Python's own write raises the OSError that says both."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
@@ -70,6 +73,8 @@ def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for damaged files

@@ -21,9 +21,11 @@ under a short-held lock of their own, so stages running side by side do not lose
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +44,11 @@ from worldmodels.core.metrics import json_line
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.errors import UserError
 
+logger = logging.getLogger(__name__)
+
+UNLOCKABLE = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+"""What ``flock`` says on a file system that cannot lock (some network and FUSE mounts)."""
+
 LOCKS_DIR = "locks"
 RUNS_LOG = "runs.jsonl"
 
@@ -52,18 +59,19 @@ SECTION_OWNERS: dict[str, tuple[str, ...]] = {
     "collect": ("env", "collect"),
     "train-vae": ("data", "vae"),
     "encode": ("vae",),
-    "train-mdnrnn": ("mdnrnn",),
+    "train-mdnrnn": ("data", "mdnrnn"),
     "train-controller": ("controller",),
     "iterate": ("iterate",),
     "evaluate": ("evaluate",),
     "oracle": ("oracle",),
     "readout": ("readout",),
-    "dreamer": ("dreamer",),
+    "dreamer": ("data", "dreamer"),
     "report": ("report",),
 }
-"""The ``config.yaml`` sections each command writes: those its artifacts are made with. Every command also
-writes ``runtime`` (and what it resolved to); one not listed (``state-model``) makes no artifact that
-another stage reads, and writes nothing else."""
+"""The ``config.yaml`` sections each command writes: those its artifacts are made with (``data``, the
+held-out split, by each stage that trains on it: the last one's is the file's). Every command also writes
+``runtime`` (and what it resolved to, also kept per section in ``made_by``); one not listed
+(``state-model``) makes no artifact that another stage reads, and writes nothing else."""
 
 
 class RunLocked(UserError):
@@ -88,6 +96,12 @@ def stage_lock(paths: PipelinePaths, command: str) -> Iterator[None]:
         except BlockingIOError:
             raise RunLocked(f"{paths.root} is in use: {_holder(path)} runs `{group}` on it. Wait for it to "
                             f"finish, or stop it (kill <pid>); the lock is {path}") from None
+        except OSError as error:
+            if error.errno not in UNLOCKABLE:
+                raise
+            # Some network and FUSE file systems cannot lock: run, but say that nothing keeps a second one off.
+            logger.warning(f"{path}: this file system cannot lock files ({error.strerror}); nothing stops a "
+                           f"second `{group}` on {paths.root} while this one runs")
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv), "since": _iso_now()}))
@@ -112,7 +126,11 @@ def _shared_files_lock(paths: PipelinePaths) -> Iterator[None]:
     path = paths.root / LOCKS_DIR / "shared-files.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in UNLOCKABLE:
+                raise
         yield
 
 
@@ -135,7 +153,8 @@ def record_sections(paths: PipelinePaths, command: str, settings: dict[str, Any]
         for section in owned:
             if section in settings:
                 record[section] = settings[section]
-                made_by[section] = {"command": command, "at": _iso_now()}
+                made_by[section] = {"command": command, "at": _iso_now(),
+                                    "runtime": settings.get("resolved_runtime")}
         if "resolved_runtime" in settings:
             record["resolved_runtime"] = settings["resolved_runtime"]
         # Sections in the order of the pipeline's settings, then what the record adds.
@@ -189,7 +208,7 @@ def exit_status(error: BaseException | None) -> int:
     if stopping.requested() is not None:  # whatever the stop was turned into on its way up
         return 128 + int(stopping.requested())
     if isinstance(error, SystemExit):
-        return error.code if isinstance(error.code, int) else 1
+        return error.code if isinstance(error.code, int) else 0 if error.code is None else 1
     return int(getattr(error, "exit_code", 1))
 
 

@@ -9,8 +9,8 @@ Two things could still keep the process alive, and a watchdog thread covers both
 
 - Python ignores an exception raised inside a destructor or a weakref callback (it prints
   "Exception ignored in ..."); a signal that lands there would be lost and the stage would run on.
-  While the unwinding has not reached the command's top after ``REPEAT_AFTER_S``, the watchdog
-  raises the stop again in the main thread.
+  When the unwinding has not reached the command's top after ``REPEAT_AFTER_S``, the watchdog
+  raises the stop once more in the main thread.
 - Code that never returns to Python (a blocked read in native code, an exit hook joining a thread)
   cannot be unwound at all. After ``HARD_STOP_AFTER_S`` the watchdog ends the process with the same
   exit code; worker processes die with it (they ask the kernel for that, see ``pools.workers``).
@@ -21,12 +21,11 @@ from __future__ import annotations
 import _thread
 import os
 import signal
-import sys
 import threading
 import time
 
 REPEAT_AFTER_S = 2.0
-"""Seconds after a stop signal before it is raised again, while the command has not unwound."""
+"""Seconds after a stop signal before it is raised once more, if the command has not unwound by then."""
 
 HARD_STOP_AFTER_S = 10.0
 """Seconds after a stop signal before the process is ended without further unwinding."""
@@ -34,6 +33,8 @@ HARD_STOP_AFTER_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _state: dict[str, object] = {"signal": None, "unwound": False, "installed": False}
+_received = threading.Event()
+_watchdog_started = threading.Event()
 
 
 class Stopped(SystemExit):
@@ -48,8 +49,15 @@ class Stopped(SystemExit):
 
 
 def install() -> None:
-    """Handle SIGTERM and SIGINT in this process as the module's docstring says (main thread only)."""
+    """Handle SIGTERM and SIGINT in this process as the module's docstring says (main thread only). The
+    watchdog thread starts here, idle until a signal comes: the handler itself only records the signal,
+    wakes the watchdog and raises, since a handler that writes or starts threads can deadlock or fail
+    when the signal lands inside the same call in the main thread."""
     _state.update(signal=None, unwound=False, installed=True)
+    _received.clear()
+    if not _watchdog_started.is_set():
+        _watchdog_started.set()
+        threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _on_signal)
 
@@ -85,20 +93,28 @@ def unwound() -> None:
 def _on_signal(signum: int, frame: object) -> None:
     if _state["signal"] is None:
         _state["signal"] = signum
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; what was committed is kept, and the same "
-                         "command resumes from it\n")
-        threading.Thread(target=_watchdog, args=(signum,), name="stop-watchdog", daemon=True).start()
+        _received.set()
     raise Stopped(signum)
 
 
-def _watchdog(signum: int) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < HARD_STOP_AFTER_S:
-        time.sleep(REPEAT_AFTER_S)
-        if not _state["unwound"]:
-            # The stop was swallowed or is stuck: raise it again at the main thread's next Python step.
-            _thread.interrupt_main(signum)
-    sys.stderr.write(f"{signal.Signals(signum).name}: not stopped after {HARD_STOP_AFTER_S:.0f} s; ending the "
-                     "process now\n")
-    sys.stderr.flush()
+def _say(text: str) -> None:
+    """Write to standard error without Python's buffered writer (the main thread may be inside it)."""
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
+
+
+def _watchdog() -> None:
+    _received.wait()
+    signum = int(_state["signal"])  # type: ignore[arg-type]
+    name = signal.Signals(signum).name
+    _say(f"\n{name}: stopping; what was committed is kept, and the same command resumes from it\n")
+    time.sleep(REPEAT_AFTER_S)
+    if not _state["unwound"]:
+        # Swallowed (raised inside a destructor or a weakref callback) or stuck: raise it once more at the
+        # main thread's next Python step. Once only: a longer cleanup (closing pools, files) is not cut.
+        _thread.interrupt_main(signum)
+    time.sleep(max(HARD_STOP_AFTER_S - REPEAT_AFTER_S, 0.0))
+    _say(f"{name}: not stopped after {HARD_STOP_AFTER_S:.0f} s; ending the process now\n")
     os._exit(128 + signum)

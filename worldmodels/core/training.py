@@ -11,9 +11,10 @@ both written atomically:
 
 :meth:`TrainingRun.resume` restores the last checkpoint when it continues this very run, cuts the
 metrics log back to its step when the next step is saved (a run that fails before that leaves the
-log as it was). A step's metrics line is written after its checkpoint, so every logged step is one
-a resume can start from; a step checkpointed but not logged (a kill in between) is redone,
-and says why when it starts over. It also checks the best file: missing, unreadable or of another
+log as it was). A step's metrics line is written after its checkpoint (and kept in it), so every
+logged step is one a resume can start from, and a step checkpointed but not logged (a kill in
+between) is logged by the resume: no step is logged twice or skipped. A run that cannot be
+resumed says why it starts over. It also checks the best file: missing, unreadable or of another
 run, it is written again from the copy in the last checkpoint, so a stage never counts itself done
 while its output is gone. Every checkpoint records the resolved runtime (device, precision,
 threads) it was written under; checkpoints load on any device.
@@ -26,6 +27,7 @@ good checkpoint, the best model and the metrics log stay as they were.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -35,7 +37,7 @@ from typing import Any
 import torch
 
 from worldmodels.core.checkpoint import load_checkpoint, save_checkpoint
-from worldmodels.core.metrics import MetricsLog
+from worldmodels.core.metrics import MetricsLog, json_line
 from worldmodels.core.runtime import Runtime, restore_rng_state, rng_state
 from worldmodels.errors import UserError
 
@@ -45,6 +47,9 @@ EXPLOSION_FACTOR = 100.0
 """A held-out loss above ``best + EXPLOSION_FACTOR * max(|best|, 1)`` counts as diverged."""
 BEST_COPY = "best_checkpoint"
 """The key of the last checkpoint that holds a copy of the best one."""
+STEP_RECORD = "metrics_record"
+"""The key of the last checkpoint that holds its step's metrics line, logged again by a resume that finds
+it missing (the process was stopped between the checkpoint and the line)."""
 
 
 class TrainingDiverged(UserError, RuntimeError):
@@ -113,6 +118,9 @@ class TrainingRun:
         if "torch_rng" in state:
             restore_rng_state(state, self.runtime)
         self.log.keep_up_to_when_appending(step)
+        record = state.get(STEP_RECORD)
+        if record is not None and json.loads(json_line(record)) not in self.log.read():
+            self.log.append(record)  # stopped between its checkpoint and its line: the line now
         logger.info(f"resuming {self.label} after {self.step_name} {step}")
         return state
 
@@ -187,18 +195,24 @@ class TrainingRun:
                 if self.last.is_file() else "nothing was saved")
         raise TrainingDiverged(f"{self.label} diverged at {self.step_name} {step}: {what}; {kept}. {advice}")
 
-    def save_last(self, state: dict[str, Any], with_rng: bool = True) -> None:
+    def save_last(self, state: dict[str, Any], with_rng: bool = True, record: dict[str, Any] | None = None) -> None:
         """The resume state: ``state`` (step, models, optimizers...) plus the run's fields, RNG and a copy
-        of the best checkpoint."""
+        of the best checkpoint; then ``record``, the step's metrics line, is logged (it is kept in the
+        checkpoint too, for a resume to log should the process stop in between)."""
         extra = {BEST_COPY: self._best_copy} if self._best_copy is not None else {}
+        if record is not None:
+            extra[STEP_RECORD] = record
         self.log.apply_pending_cut()
         save_checkpoint({**self.common(), **state, **(rng_state(self.runtime) if with_rng else {}), **extra},
                         self.last)
+        if record is not None:
+            self.log.append(record)
 
     def save_best(self, state: dict[str, Any]) -> None:
         """The model the later stages load: ``state`` plus the run's fields (kept for the last checkpoint too)."""
         # A copy, not the live tensors: a state_dict shares its tensors with the model, which trains on.
         self._best_copy = copy.deepcopy({**self.common(), **state})
+        self.log.apply_pending_cut()  # a new run's best file never stands beside an older run's log
         save_checkpoint(self._best_copy, self.best)
 
     def require_best(self) -> None:

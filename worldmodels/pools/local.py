@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -65,14 +66,21 @@ def _serve(connection: Connection, initializer: Callable[..., None], initargs: t
         except BaseException as error:  # noqa: BLE001 - reported to the driver, which raises it
             _send_error(connection, error)
             continue
-        connection.send((True, result, ""))
+        try:
+            connection.send((True, result, ""))
+        except Exception as error:  # noqa: BLE001 - a result that does not pickle is the item's error
+            _send_error(connection, WorkerError(f"{function.__name__}: its result cannot be sent back: "
+                                                f"{type(error).__name__}: {error}"))
 
 
 def _send_error(connection: Connection, error: BaseException) -> None:
+    """Send ``error`` back; one that would not arrive whole (it does not pickle, or does not unpickle: a
+    custom ``__init__``) goes as a :class:`WorkerError` naming its type, message and traceback."""
     text = "".join(traceback.format_exception(error))
     try:
+        pickle.loads(pickle.dumps(error))
         connection.send((False, error, text))
-    except Exception:  # noqa: BLE001 - an exception that does not pickle goes as text
+    except Exception:  # noqa: BLE001
         connection.send((False, WorkerError(f"{type(error).__name__}: {error}"), text))
 
 
@@ -101,6 +109,7 @@ class WorkerPool:
         self.workers, self.threads_per_worker = workers, threads_per_worker
         self.limit = max(max_in_flight or 2 * max(workers, 1), 1)
         self._workers: list[_Worker] = []
+        self._mapping = False  # a map is under way (results are filed by item, so one map at a time)
         with environment(thread_limits(threads_per_worker)):
             if workers == 0:
                 initializer(*initargs)
@@ -154,6 +163,9 @@ class WorkerPool:
                 for item in items:
                     yield function(item)
             return
+        if self._mapping:
+            raise RuntimeError("WorkerPool.map: another map of this pool is under way; finish or close it first")
+        self._mapping = True
         remaining = iter(items)
         window: dict[int, Item] = {}  # index -> item, for the items started and not yet yielded
         results: dict[int, Result] = {}
@@ -177,10 +189,12 @@ class WorkerPool:
                     yield results.pop(head)
                     head += 1
                     continue
-                if not any(w.item is not None for w in self._workers):
+                if exhausted and not any(w.item is not None for w in self._workers):
                     return
+                # Items in flight, or every worker still owes a result to an earlier map: wait for one.
                 self._receive(results, window, describe)
         finally:
+            self._mapping = False
             # A map left early (its consumer stopped) leaves results owed by busy workers: the next map
             # discards them instead of taking them for its own.
             for worker in self._workers:

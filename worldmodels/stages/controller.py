@@ -244,8 +244,7 @@ class Evolution:
                                        "generation": generation, "temperature": temperature, "metrics": record})
                 # C draws nothing from torch's global RNG (its randomness is the CMA-ES state and seeded dreams).
                 run.save_last({**common, "strategy": strategy.state(), "best": best,
-                               "population_mean": record["mean"]}, with_rng=False)
-                run.log.append(record)  # after its checkpoint: a logged generation is one a resume starts from
+                               "population_mean": record["mean"]}, with_rng=False, record=record)
                 bar.update(1)
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', record.get('env_steps_per_s', 0)):.0f}")

@@ -200,11 +200,10 @@ class _Training:
         return record
 
     def commit(self, record: dict[str, Any], best: bool = False) -> dict[str, Any]:
-        """Save the resume state (and with ``best``, ``dreamer.pt``) with ``record``, then log ``record``: a
-        logged update is always one a resume starts from."""
+        """Save the resume state (and with ``best``, ``dreamer.pt``) with ``record``, then log ``record`` (see
+        ``TrainingRun.save_last``: an evaluation or a block of updates is logged once its checkpoint is on disk)."""
         record = {**record, "wall_seconds": round(self.wall_seconds(), 1)}
-        self.save(record, best=best)
-        self.run.log.append(record)
+        self.save(record, best=best, log=True)
         return record
 
     def block_record(self) -> dict[str, Any]:
@@ -225,8 +224,9 @@ class _Training:
                    f"{record['eval/return_mean']:.1f} +- {record['eval/return_std']:.1f}")
         return record
 
-    def save(self, metrics: dict[str, Any] | None = None, best: bool = False) -> None:
-        """The resume state; with ``best``, also ``dreamer.pt`` (the model the later stages load)."""
+    def save(self, metrics: dict[str, Any] | None = None, best: bool = False, log: bool = False) -> None:
+        """The resume state; with ``best``, also ``dreamer.pt`` (the model the later stages load); with ``log``,
+        ``metrics`` is logged once the resume state is on disk."""
         self.run.check(self.done_updates, metrics or {}, self.dreamer.modules().values())
         state = {**self.common, **{name: m.state_dict() for name, m in self.dreamer.modules().items()},
                  "update": self.done_updates, "metrics": metrics or {}, "wall_seconds": self.wall_seconds()}
@@ -234,7 +234,7 @@ class _Training:
             self.run.save_best(state)
         self.run.save_last({**state, "optimizers": {k: o.state_dict() for k, o in self.dreamer.optimizers.items()},
                             "generator": self.generator.get_state(), "next_eval_env_steps": self.next_eval,
-                            "wall_seconds": self.wall_seconds()})
+                            "wall_seconds": self.wall_seconds()}, record=metrics if log else None)
 
     def draw(self) -> None:
         dreamer_returns(self.run.log.read(), dreamer_v1_curve(self.config.env.id), self.config.env.action_repeat,

@@ -143,8 +143,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
             if improved:
                 run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                           "best_heldout": best, "untrained_heldout": untrained})
-            log.append(metrics)  # after its checkpoint: a logged epoch is always one a resume starts from
+                           "best_heldout": best, "untrained_heldout": untrained}, record=metrics)
     logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)

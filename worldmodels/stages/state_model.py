@@ -278,8 +278,8 @@ def train_state_m(config: PipelineConfig, paths: PipelinePaths, rollouts: Rollou
         run.check(epoch, metrics, [model])
         if epoch == m_settings.epochs:  # before the last checkpoint, which keeps a copy of it
             run.save_best({"model": model.state_dict(), "epoch": epoch})
-        run.save_last({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
-        log.append({"step": epoch, "stage": "M", **metrics})  # after its checkpoint
+        run.save_last({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                      record={"step": epoch, "stage": "M", **metrics})
     if start == m_settings.epochs:
         logger.info(f"state-model: M already trained for its {start} epochs ({run.last})")
     model.eval()

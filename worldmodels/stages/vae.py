@@ -208,8 +208,7 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             _reconstruction_figure(model, reader, figure_rows, metrics, epoch, paths.figure("vae_reconstruction"),
                                    runtime)
         run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                       "best_heldout": best, "untrained_heldout": untrained, "metrics": metrics})
-        run.log.append(metrics)  # after its checkpoint: a logged epoch is always one a resume starts from
+                       "best_heldout": best, "untrained_heldout": untrained, "metrics": metrics}, record=metrics)
         logger.info(f"epoch {epoch}/{settings.epochs}: held-out MSE {metrics['heldout/mse']:.5f}, foreground ratio "
                     f"{metrics['heldout/foreground_ratio']:.3f}, KL {metrics['heldout/loss/kl']:.1f}, "
                     f"z dimensions in use {metrics['heldout/z_dims_in_use']}/{settings.z_size} (signal/noise "
