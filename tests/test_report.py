@@ -433,3 +433,15 @@ def test_the_published_anchors_carry_a_source_for_every_cartpole_number():
     assert not any("DreamerV3" in row[1] for row in rows)  # no source gives DreamerV3 a 100k point
     assert {"DreamerV2 (5 seeds)", "DrQ (10 seeds)", "DrQ-v2 (10 seeds)", "MR.Q (10 seeds)"} <= {row[1] for row in rows}
     assert all(row[4] for row in rows)
+
+
+def test_a_measurement_taken_again_replaces_its_line(tmp_path):
+    from worldmodels.core.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics" / "mdnrnn.jsonl")
+    log.append({"epoch": 1, "loss": 3.0})
+    log.append({"epoch": 2, "loss": 2.0})
+    log.replace({"epoch": 2, "simulator": True, "error": 0.5}, "simulator")
+    log.replace({"epoch": 2, "simulator": True, "error": 0.4}, "simulator")
+    assert log.read() == [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0},
+                          {"epoch": 2, "simulator": True, "error": 0.4}]

@@ -87,6 +87,18 @@ class MetricsLog:
             self.keep_up_to(self._cut_at)
             self._cut_at = None
 
+    def replace(self, record: dict[str, Any], key: str) -> None:
+        """Append ``record`` in place of every earlier record that has ``key`` set (a measurement taken again,
+        such as M's simulator measures after a resume: one line, never two)."""
+        self.apply_pending_cut()
+        kept = [r for r in self._read_file() if not r.get(key)]
+        if len(kept) == len(self._read_file()):
+            self.append(record)
+            return
+        text = "".join(json_line(r) for r in [*kept, record])
+        atomic_write(self.path, lambda temporary: temporary.write_text(text))
+        tensorboard.log_scalars(self.path.parent.parent / "tensorboard" / self.path.stem, record, self.step_key)
+
     def append(self, record: dict[str, Any]) -> None:
         """Add ``record`` to the log (and, with the tensorboard extra, its numbers to ``tensorboard/<stage>/``)."""
         self.apply_pending_cut()

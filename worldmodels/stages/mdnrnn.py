@@ -203,7 +203,7 @@ def measure_simulator(config: PipelineConfig, paths: PipelinePaths, rollouts: Ro
                  (("real", held["real_return_mean"]), ("dream", held["dream_return_mean"]))
                  for i, value in enumerate(HELD_ACTIONS)},
               "held_action/largest_overestimate": held["largest_overestimate"]}
-    log.append(record)
+    log.replace(record, "simulator")  # measured again after a stop before its figures: one line, not two
     shown = [usable.index(e) for e in openloop_episodes(np.array(usable))]
     truth = frames_to_input(torch.from_numpy(frames[shown].reshape(-1, *frames.shape[2:]))).view(
         len(shown), context + steps, 3, *frames.shape[2:4])
