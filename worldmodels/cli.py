@@ -111,11 +111,12 @@ class _Commands(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, **kwargs)
-        except BaseException as error:
+        except BaseException:
             # Whatever the stop became on its way up (Ray's waits turn it into their own SystemExit(1); an
-            # error raised while unwinding replaces it), the command ends as stopped.
-            if stopping.requested() is not None and not isinstance(error, stopping.Stopped):
-                raise stopping.Stopped(stopping.requested()) from None
+            # error raised while unwinding replaces it), the command ends as stopped, now.
+            if stopping.requested() is not None:
+                stopping.unwound()
+                stopping.exit_now()
             raise
         finally:
             stopping.unwound()

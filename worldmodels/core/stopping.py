@@ -4,6 +4,8 @@ The first signal raises :class:`Stopped` (a ``SystemExit`` with code ``128 + sig
 130 for SIGINT) in the main thread, so the stage unwinds as after an error: worker pools are killed,
 files closed, the stage's time recorded, and what was committed (episodes, epochs, generations)
 stays for the same command to resume from. ``SystemExit`` passes through every ``except Exception``.
+Once the command has unwound, :func:`exit_now` ends the process without the interpreter's
+finalization, which a library cut off in the middle of its import can turn into an abort.
 
 Two things could still keep the process alive, and a watchdog thread covers both:
 
@@ -19,8 +21,10 @@ Two things could still keep the process alive, and a watchdog thread covers both
 from __future__ import annotations
 
 import _thread
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -88,6 +92,27 @@ def unwound() -> None:
     """The command has returned or raised out of its top: from here only the interpreter's exit remains,
     which the watchdog bounds but does not interrupt."""
     _state["unwound"] = True
+
+
+def exit_now() -> None:
+    """End a stopped command's process with ``128 + signal`` once it has unwound: Ray (if this process started
+    one) shut down, logs and standard streams flushed, and the interpreter's finalization skipped. A stop can
+    cut a library off in the middle of its import (torch), and finalizing such a half-made module has
+    aborted the process (SIGABRT) instead of exiting; everything the stage writes is already closed."""
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        except Exception:  # noqa: BLE001 - ending anyway
+            pass
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream
+            pass
+    os._exit(128 + int(_state["signal"]))  # type: ignore[arg-type]
 
 
 def _on_signal(signum: int, frame: object) -> None:
