@@ -96,7 +96,7 @@ def test_the_report_of_a_full_run_has_every_section_and_every_image_decodes(full
     assert _linked_videos(parsed, written) == [paths.video("dream_vs_real"), paths.video("controller_in_dream"),
                                                paths.video("readout_real_vs_dream")]
     for source in parsed.images:
-        assert source.startswith("data:image/png;base64,")  # nothing to fetch
+        assert source.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))  # nothing to fetch
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
         image.verify()
     for agent in ("random", "zero", "oracle", "state_model", "worldmodel", "dreamer"):
@@ -167,6 +167,12 @@ def test_the_report_links_its_videos_and_stays_small_however_large_they_are(full
     config, source = full_run
     paths = PipelinePaths(Path(shutil.copytree(source.root, tmp_path / "smoke")))
     noise = np.random.default_rng(0).integers(0, 256, (100, 64, 64, 3), dtype=np.uint8)  # compresses badly
+    # An open-loop strip as large as the default pipeline's (3.3 MB as PNG: rendered frames, whose grain PNG
+    # compresses badly): inlined as a JPEG copy.
+    grain = np.random.default_rng(1).normal(0, 6, (1200, 1000, 3))
+    strip = np.clip(np.linspace(0, 255, 1000)[None, :, None] + grain, 0, 255).astype(np.uint8)
+    Image.fromarray(strip).save(paths.figure("openloop_vm"))
+    assert paths.figure("openloop_vm").stat().st_size > 2_000_000
     write_gif([("real", noise, np.zeros(100)), ("dream", noise[::-1].copy(), np.zeros(100))],
               paths.video("dream_vs_real"))
     for name in ("controller_in_dream", "readout_real_vs_dream"):
@@ -181,6 +187,10 @@ def test_the_report_links_its_videos_and_stays_small_however_large_they_are(full
     linked = _linked_videos(parsed, written)
     assert len(linked) == 3 and all(video.is_file() and video.parent == paths.figures_dir for video in linked)
     assert "figures/dream_vs_real.gif" in written.read_text()  # the page says where the video is
+    page = written.read_text()
+    strip = re.search(r'<a href="figures/openloop_vm.png"><img src="data:image/jpeg;base64,([^"]+)"', page)
+    assert strip is not None  # linked to the full figure
+    assert Image.open(io.BytesIO(base64.b64decode(strip.group(1)))).size == (1000, 1200)
 
 
 def test_a_number_that_rounds_to_zero_prints_without_a_sign():

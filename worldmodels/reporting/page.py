@@ -73,11 +73,19 @@ class Report:
 
     def figure(self, name: str, command: str, alt: str) -> str:
         """The figure ``figures/<name>.png`` inlined as a data URL in an <img> (the page needs no other file
-        for it), or a missing box."""
+        for it), or a missing box. A figure of more than ``INLINE_PNG_LIMIT`` bytes (a strip of many noisy
+        frames) is inlined as a JPEG copy linked to the full PNG beside the page."""
         path = self.paths.figure(name)
         if not path.is_file():
             return missing_box(path, command)
-        return _inline_png(path.read_bytes(), alt)
+        png = path.read_bytes()
+        if len(png) <= INLINE_PNG_LIMIT:
+            return _inline_png(png, alt)
+        link = html.escape(path.relative_to(self.paths.report.parent).as_posix())
+        return (f'<figure><a href="{link}">{_inline_jpeg(png, alt)}</a>'
+                f'<figcaption class="note">A JPEG copy of <a href="{link}"><code>{link}</code></a> '
+                f"({_file_size(len(png))} as PNG, beside this page in the run's folder): open it for every "
+                "pixel.</figcaption></figure>")
 
     def video(self, name: str, command: str, alt: str) -> str:
         """The animated GIF ``figures/<name>.gif``, linked beside the page with its first frame inline as a
@@ -99,6 +107,23 @@ class Report:
 def _file_size(size: int) -> str:
     """A file's size in bytes as a reader reads it: "1.2 MB", "85 kB"."""
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1e3))} kB"
+
+
+INLINE_PNG_LIMIT = 1_000_000
+"""Bytes above which a figure is inlined as a JPEG copy: the open-loop strips are 3 MB as PNG, and the page
+that carried them whole was over 5 MB."""
+
+
+def _inline_jpeg(png: bytes, alt: str, quality: int = 85) -> str:
+    """An <img> of the PNG ``png`` re-encoded as a JPEG (on white where it is transparent), inlined."""
+    with Image.open(io.BytesIO(png)) as image:
+        rgba = image.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    jpeg = io.BytesIO()
+    flat.save(jpeg, format="JPEG", quality=quality, optimize=True)
+    encoded = base64.b64encode(jpeg.getvalue()).decode("ascii")
+    return f'<img src="data:image/jpeg;base64,{encoded}" alt="{html.escape(alt)}">'
 
 
 def _inline_png(png: bytes, alt: str) -> str:
