@@ -169,3 +169,16 @@ def test_a_latents_file_written_before_checksums_still_reads(tmp_path):
     assert NO_CHECKSUMS in describe_file(path)
     assert check_file(path) == []
     np.testing.assert_array_equal(LatentReader(path).episode(1)[0], mu[5:])
+
+
+def test_damage_past_the_last_committed_episode_is_not_a_problem_of_the_file(tmp_path):
+    path = tmp_path / "rollouts.h5"
+    _write_rollouts(path, episodes=2)
+    with h5py.File(path, "r+") as handle:  # what a writer stopped in the middle of episode 2 leaves
+        frames = handle["frames"]
+        frames.resize(frames.shape[0] + FRAME_CHUNK, axis=0)
+        frames[-FRAME_CHUNK:] = 7
+    _corrupt_chunk(path, "frames", 2)
+    assert check_file(path) == []
+    _corrupt_chunk(path, "frames", 1)
+    assert check_file(path) == [f"{path}: /frames rows 16..31 fail their checksum (episode 1)"]

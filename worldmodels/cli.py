@@ -238,8 +238,8 @@ def dream(config: PipelineConfig, paths: PipelinePaths, temperature: float) -> N
 @_user_errors
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True,
-              help="Also read every chunk of every dataset (their checksums verified where the file has them) and "
-                   "check every committed episode's data reached the disk (exit 1 if not).")
+              help="Also read every chunk that holds a committed episode's data (their checksums verified where "
+                   "the file has them) and check all of it reached the disk (exit 1 if not).")
 def info(file: Path, check: bool) -> None:
     """Describe an HDF5 file written by worldmodels (rollouts or latents): episodes, steps, returns, shapes."""
     from worldmodels.data.info import check_file, describe_file

@@ -280,10 +280,16 @@ def _damage_message(dataset: h5py.Dataset, start: int, stop: int, index: np.ndar
 def damage_report(handle: h5py.File) -> list[str]:
     """One line per damaged stretch of every dataset of ``handle`` (a rollouts or latents file), naming the
     file, the dataset, its rows and the episodes whose data they hold; empty when every chunk reads.
-    Reads every chunk of the file."""
+    Reads every chunk that holds data of a committed episode (in a rollouts file, the uncommitted tail a
+    stopped writer leaves is not read)."""
     path = handle.filename
-    damaged = {name: damaged_rows(item) for name, item in handle.items() if isinstance(item, h5py.Dataset)}
-    index = handle["episodes"][:] if "episodes" in handle and not damaged.get("episodes") else None
+    index_damage = damaged_rows(handle["episodes"]) if "episodes" in handle else []
+    index = handle["episodes"][:] if "episodes" in handle and not index_damage else None
+    # Rows past the last committed episode are what a stopped writer left: nothing reads them, and the next
+    # writer cuts them off, so damage there (a chunk torn by the stop) is no problem of the file.
+    ends = committed_ends(index) if index is not None and "frames" in handle else {}
+    damaged = {name: index_damage if name == "episodes" else damaged_rows(item, 0, ends.get(name))
+               for name, item in handle.items() if isinstance(item, h5py.Dataset)}
     lines = []
     for name, stretches in damaged.items():
         lines += [f"{path}: /{name} rows {first}..{end - 1} {reason} ({_whose(index, name, first, end)})"
