@@ -482,3 +482,16 @@ def test_dreamer_does_not_resume_a_run_made_with_another_heldout_split(trained, 
         dreamer_stage.run(smoke_config("dreamer.updates=4", "data.heldout_fraction=0.5"), paths, progress=False)
     assert "identity.heldout_fraction" in caplog.text and "training Dreamer from scratch" in caplog.text
     assert load_checkpoint(paths.last_checkpoint("dreamer"), "dreamer")["identity"]["heldout_fraction"] == 0.5
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_v_of_other_rollouts_advises_training_v_first(trained, tmp_path):
+    from worldmodels.stages import collect, evaluate
+
+    paths = _copy_all(trained, tmp_path)
+    other = PipelinePaths(tmp_path / "other" / "smoke")
+    collect.run(smoke_config("collect.seed=7"), other, progress=False)
+    vae_stage.run(smoke_config("collect.seed=7"), other, progress=False)
+    paths.vae.write_bytes(other.vae.read_bytes())  # encode would refuse it: the advice starts with train-vae
+    with pytest.raises(TrainingOutputError, match=r"trained on the latents of another V.*run `wm train-vae` \("):
+        evaluate.run(smoke_config(), paths, progress=False)

@@ -91,10 +91,17 @@ def refuse_made_from_another(checkpoint: dict[str, Any], path: Path, source_key:
 
 
 def refuse_parts_of_other_runs(vae: Path, mdnrnn: Path, m_checkpoint: dict[str, Any], controller: Path | None = None,
-                               c_checkpoint: dict[str, Any] | None = None) -> None:
-    """One pipeline folder's V, M (and C) must be one chain: M trained on this V's latents, C evolved in this M."""
-    refuse_made_from_another(m_checkpoint, mdnrnn, "vae_sha256", vae, "trained on the latents of another V",
-                             "`wm encode` and `wm train-mdnrnn`")
+                               c_checkpoint: dict[str, Any] | None = None,
+                               v_checkpoint: dict[str, Any] | None = None, rollouts: Path | None = None) -> None:
+    """One pipeline folder's V, M (and C) must be one chain: M trained on this V's latents, C evolved in this M.
+    With V's checkpoint and the folder's ``rollouts``, a V not trained on them is named as the first thing to
+    make again (`wm encode` refuses such a V)."""
+    command = "`wm encode` and `wm train-mdnrnn`"
+    if v_checkpoint is not None and rollouts is not None and rollouts.is_file():
+        with RolloutReader(rollouts) as reader:
+            if v_checkpoint.get("rollouts_fingerprint") != reader.fingerprint:
+                command = f"`wm train-vae` ({vae} was trained on other rollouts), `wm encode` and `wm train-mdnrnn`"
+    refuse_made_from_another(m_checkpoint, mdnrnn, "vae_sha256", vae, "trained on the latents of another V", command)
     if controller is not None and c_checkpoint is not None:
         refuse_made_from_another(c_checkpoint, controller, "mdnrnn_sha256", mdnrnn, "evolved with another M",
                                  "`wm train-controller`")

@@ -50,10 +50,11 @@ def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: 
 
 def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModelAgent, int]:
     """V + M + C of one pipeline folder on ``device``, and the env steps of data they were trained on."""
-    vae, _ = load_vae(paths.vae, device)
+    vae, v_checkpoint = load_vae(paths.vae, device)
     mdnrnn, m_checkpoint = load_mdnrnn(paths.mdnrnn, device)
     controller, c_checkpoint = load_controller(paths.controller)
-    refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint, paths.controller, c_checkpoint)
+    refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint, paths.controller, c_checkpoint, v_checkpoint,
+                               paths.rollouts)
     return WorldModelAgent(vae, mdnrnn, controller), _env_steps_of_data(paths)
 
 
