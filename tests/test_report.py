@@ -455,3 +455,14 @@ def test_a_measurement_taken_again_replaces_its_line(tmp_path):
     log.replace({"epoch": 2, "simulator": True, "error": 0.4}, "simulator")
     assert log.read() == [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0},
                           {"epoch": 2, "simulator": True, "error": 0.4}]
+
+
+def test_a_wide_figure_is_inlined_as_a_jpeg_no_wider_than_the_limit():
+    from worldmodels.reporting.page import INLINE_MAX_WIDTH, _inline_jpeg
+
+    png = io.BytesIO()
+    Image.new("RGBA", (2514, 1204), (10, 200, 30, 0)).save(png, format="PNG")  # transparent: shown on white
+    source = re.search(r'src="data:image/jpeg;base64,([^"]+)"', _inline_jpeg(png.getvalue(), "strip")).group(1)
+    image = Image.open(io.BytesIO(base64.b64decode(source)))
+    assert image.size == (INLINE_MAX_WIDTH, round(1204 * INLINE_MAX_WIDTH / 2514))
+    assert image.getpixel((5, 5)) == (255, 255, 255)

@@ -114,10 +114,17 @@ INLINE_PNG_LIMIT = 1_000_000
 that carried them whole was over 5 MB."""
 
 
+INLINE_MAX_WIDTH = 1600
+"""Pixels: a JPEG copy is scaled down to this width (a page shows it narrower still; the PNG keeps them all)."""
+
+
 def _inline_jpeg(png: bytes, alt: str, quality: int = 85) -> str:
-    """An <img> of the PNG ``png`` re-encoded as a JPEG (on white where it is transparent), inlined."""
+    """An <img> of the PNG ``png`` re-encoded as a JPEG (on white where it is transparent, at most
+    ``INLINE_MAX_WIDTH`` wide), inlined."""
     with Image.open(io.BytesIO(png)) as image:
         rgba = image.convert("RGBA")
+    if rgba.width > INLINE_MAX_WIDTH:
+        rgba = rgba.resize((INLINE_MAX_WIDTH, round(rgba.height * INLINE_MAX_WIDTH / rgba.width)), Image.LANCZOS)
     flat = Image.new("RGB", rgba.size, "white")
     flat.paste(rgba, mask=rgba.getchannel("A"))
     jpeg = io.BytesIO()
