@@ -91,12 +91,17 @@ class MetricsLog:
         """Append ``record`` in place of every earlier record that has ``key`` set (a measurement taken again,
         such as M's simulator measures after a resume: one line, never two)."""
         self.apply_pending_cut()
-        kept = [r for r in self._read_file() if not r.get(key)]
-        if len(kept) == len(self._read_file()):
+        existing = self._read_file()
+        kept = [r for r in existing if not r.get(key)]
+        if len(kept) == len(existing):
             self.append(record)
             return
+        # One atomic rewrite, old lines out and the new one in: a stop leaves one line or the other.
         text = "".join(json_line(r) for r in [*kept, record])
         atomic_write(self.path, lambda temporary: temporary.write_text(text))
+        self._log_scalars(record)
+
+    def _log_scalars(self, record: dict[str, Any]) -> None:
         tensorboard.log_scalars(self.path.parent.parent / "tensorboard" / self.path.stem, record, self.step_key)
 
     def append(self, record: dict[str, Any]) -> None:
@@ -105,4 +110,4 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(json_line(record))
-        tensorboard.log_scalars(self.path.parent.parent / "tensorboard" / self.path.stem, record, self.step_key)
+        self._log_scalars(record)
