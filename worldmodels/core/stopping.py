@@ -90,7 +90,7 @@ def raise_if_requested() -> None:
 
 def unwound() -> None:
     """The command has returned or raised out of its top: from here only the interpreter's exit remains,
-    which the watchdog bounds but does not interrupt."""
+    and a stop signal ends the process at once with ``128 + signal``."""
     _state["unwound"] = True
 
 
@@ -116,10 +116,25 @@ def exit_now() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    if _state["unwound"]:
+        # The command is done (its end is in runs.jsonl) and only the interpreter's exit remains, whose
+        # atexit hooks and weakref callbacks would swallow the exception and exit 0 as if the stop never came.
+        _end_after_the_command(signum)
     if _state["signal"] is None:
         _state["signal"] = signum
         _received.set()
     raise Stopped(signum)
+
+
+def _end_after_the_command(signum: int) -> None:
+    """End the process with ``128 + signum`` at once: what the command printed is flushed (a flush the
+    signal interrupted fails, and is skipped), the rest of the interpreter's exit is not waited for."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream, or a flush this signal interrupted
+            pass
+    os._exit(128 + signum)
 
 
 def _say(text: str) -> None:
