@@ -15,6 +15,7 @@ from worldmodels.evaluation.episodes import CHECK_STREAM, Score, evaluate_policy
 from worldmodels.evaluation.rollout import episode_seeds
 from worldmodels.stages import controller as controller_stage
 from worldmodels.stages import evaluate
+from worldmodels.vmc.env_budget import world_model_env_steps
 
 
 def _config(*overrides):
@@ -195,6 +196,33 @@ def test_evolution_in_the_real_env_logs_its_env_steps(trained_m, tmp_path):
                          paths, progress=False)
     record = MetricsLog(paths.metrics("controller"), step_key="generation").read()[0]
     assert record["env_steps"] == 4 * 2 * 20 * 8 and "eval/real_mean" in record
+    # Every real step counts in the agent's budget: the 4 collected episodes, the candidates' fitness
+    # episodes (4 x 2) and the check of the mean (2 episodes), 20 agent steps x action repeat 8 each.
+    used = world_model_env_steps(_config("controller.fitness_in=real"), paths)
+    assert used == {"data": 4 * 160, "real_checks": 2 * 160, "real_fitness": 8 * 160, "round_scores": 0,
+                    "unlogged_checks": 0, "total": (4 + 2 + 8) * 160}
+
+
+@pytest.mark.slow
+def test_every_real_check_of_every_search_counts_in_the_env_steps_used(trained_m, tmp_path):
+    """3 generations with a check at 2 and at 3, in each of 2 searches: 4 checks of 2 episodes, counted in
+    the evaluated agent's budget beside its data; a pipeline that checks nothing in the real env uses its
+    data alone."""
+    paths = copy_trained_m(trained_m, tmp_path / "checked")
+    config = _config("controller.generations=3", "controller.restarts=2", "evaluate.episodes=1")
+    controller_stage.run(config, paths, progress=False)
+    evaluate.run(config, paths, progress=False)
+    used = json.loads(paths.score("worldmodel").read_text())["env_steps_used"]
+    assert used == {"data": 4 * 160, "real_checks": 4 * 2 * 160, "real_fitness": 0, "round_scores": 0,
+                    "unlogged_checks": 0, "total": 12 * 160}
+    unchecked = copy_trained_m(trained_m, tmp_path / "unchecked")
+    config = _config("controller.generations=3", "controller.eval_real_episodes=0")
+    controller_stage.run(config, unchecked, progress=False)
+    assert world_model_env_steps(config, unchecked)["total"] == 4 * 160
+    # A log from before checks were counted: the check is known to have happened, its steps are not.
+    log = unchecked.metrics("controller")
+    log.write_text(log.read_text().replace('"eval/dream_mean"', '"eval/real_mean": 9.0, "eval/dream_mean"'))
+    assert world_model_env_steps(config, unchecked)["unlogged_checks"] == 2
 
 
 @pytest.mark.slow

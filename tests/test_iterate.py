@@ -164,6 +164,29 @@ def test_evaluate_scores_the_last_round_and_the_one_shot_controller(two_rounds):
 
 
 @pytest.mark.slow
+def test_the_rounds_episodes_checks_and_scores_all_count_in_the_env_steps_used(two_rounds):
+    """The final agent used its data (the collected and the played episodes), every real check of C in every
+    round, and every round's score (round 0's too); the one-shot agent of round 0 its own data and checks."""
+    config, paths = two_rounds
+    evaluate.run(config, paths, progress=False)
+    episode = 20 * 8  # the smoke env's episode: 20 agent steps x action repeat 8
+    checks = {index: sum("eval/real_mean" in record for record in
+                         MetricsLog(paths.round(index).metrics("controller"), step_key="generation").read())
+              for index in (0, 1, 2)}
+    assert checks[0] >= 1 and checks[1] >= 1 and checks[2] >= 1
+    rounds = MetricsLog(paths.metrics("iterate"), step_key="iteration").read()
+    assert [r["real_env_steps"] for r in rounds] == [config.iterate.eval_episodes * episode] * 3  # rounds 0, 1, 2
+    final = json.loads(paths.score("worldmodel").read_text())["env_steps_used"]
+    one_shot = json.loads(paths.score("worldmodel_round0").read_text())["env_steps_used"]
+    real_checks = config.controller.eval_real_episodes * episode
+    assert final == {"data": 8 * episode, "real_checks": sum(checks.values()) * real_checks, "real_fitness": 0,
+                     "round_scores": 3 * config.iterate.eval_episodes * episode, "unlogged_checks": 0,
+                     "total": final["data"] + final["real_checks"] + final["round_scores"]}
+    assert one_shot == {"data": 4 * episode, "real_checks": checks[0] * real_checks, "real_fitness": 0,
+                        "round_scores": 0, "unlogged_checks": 0, "total": 4 * episode + checks[0] * real_checks}
+
+
+@pytest.mark.slow
 def test_m_trains_on_the_played_episodes_as_often_as_asked(two_rounds, tmp_path, monkeypatch):
     """Round 2's data (4 exploration + 4 played episodes) with ``mdnrnn.played_repeat=3``: M's
     training windows list each played training episode 3 times, each exploration episode once."""

@@ -83,9 +83,10 @@ def _init_worker(env_config: EnvConfig, policy: Policy, batch: int) -> None:
     _worker.update(env_config=env_config, policy=policy, batch=batch)
 
 
-def _returns_of_group(seeds: tuple[int, ...]) -> list[float]:
+def _returns_of_group(seeds: tuple[int, ...]) -> list[tuple[float, int]]:
+    """(return, agent steps) of each episode of ``seeds``."""
     episodes = play_episodes(_worker["env_config"], _worker["policy"], seeds, batch=_worker["batch"])
-    return [float(episode.rewards.sum()) for episode in episodes]
+    return [(float(episode.rewards.sum()), len(episode.rewards)) for episode in episodes]
 
 
 def _episodes_of_group(group: tuple[tuple[int, ...], tuple[int, ...]]) -> list[Episode]:
@@ -117,6 +118,13 @@ def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int],
     ``workers == 0`` plays in this process; otherwise groups of ``batch`` seeds go to that many
     worker processes (a dead worker raises :class:`~worldmodels.pools.workers.WorkerError`).
     """
+    return play_returns(env_config, policy, seeds, batch, workers)[0]
+
+
+def play_returns(env_config: EnvConfig, policy: Policy, seeds: Sequence[int], batch: int = 8,
+                 workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate_policy`'s returns ``(len(seeds),)``, and the agent steps each episode lasted
+    ``(len(seeds),)`` (times ``env.action_repeat``: the env steps it used)."""
     groups = [tuple(seeds[first:first + batch]) for first in range(0, len(seeds), batch)]
     if workers == 0:
         _init_worker(env_config, policy, batch)
@@ -126,7 +134,9 @@ def evaluate_policy(env_config: EnvConfig, policy: Policy, seeds: Sequence[int],
         results = list(ordered_map(_returns_of_group, groups, workers, _init_worker,
                                    (env_config, policy.on_device("cpu"), batch),
                                    describe=lambda group: f"evaluation episodes with env seeds {list(group)}"))
-    return np.array([value for group in results for value in group], dtype=np.float64)
+    played = [pair for group in results for pair in group]
+    return (np.array([value for value, _ in played], dtype=np.float64),
+            np.array([steps for _, steps in played], dtype=np.int64))
 
 
 # The one score record. V+M+C, the random and zero-action baselines, the true-state oracle and Dreamer

@@ -44,6 +44,7 @@ from worldmodels.reporting.page import (
     spread,
     table,
 )
+from worldmodels.vmc.env_budget import describe as describe_env_steps
 from worldmodels.vmc.simulator import describe_zero_action_noise
 
 PACKAGES = ("worldmodels", "torch", "numpy", "gymnasium", "dm-control", "mujoco", "cma", "h5py", "click",
@@ -113,7 +114,11 @@ def section_results(report: Report) -> str:
         score = Score.read(path)
         if reference_seeds is not None and score.seeds != reference_seeds:
             note = f"{note}; NOT the same evaluation episodes as V+M+C" if note else "NOT the same evaluation episodes"
-        rows.append([label, score.env_steps_of_data or None, _score_text(score), parameters, note])
+        used = score.about.get("env_steps_used")  # V+M+C: its data and every real step its training took
+        if used:
+            note = f"{note}; {describe_env_steps(used)}" if note else describe_env_steps(used)
+        rows.append([label, used["total"] if used else (score.env_steps_of_data or None), _score_text(score),
+                     parameters, note])
 
     parameters = _model_parameters(report.paths)
     world_model_parameters = sum(parameters.get(k, 0) for k in ("V", "M", "C")) or None
@@ -149,12 +154,15 @@ def section_results(report: Report) -> str:
             add(label, related_paths.score(agent), command, None, f"pipeline {related.name}; {note}".rstrip("; "))
         else:
             not_run.append(f"{html.escape(label)} (<code>{html.escape(command)}</code>)")
-    body = table(["agent", "env steps of data", "real score, mean +- std", "parameters", "note"], rows)
+    body = table(["agent", "env steps used", "real score, mean +- std", "parameters", "note"], rows)
     body += "".join(missing)
     if not_run:
         body += f'<p class="note">Not run yet, rows once they are: {"; ".join(not_run)}.</p>'
     body += (f'<p class="note">Every agent plays the same evaluation episodes (seeds disjoint from every '
-             f"seed used in training). Parameters per model: "
+             f"seed used in training). Env steps used: every step an agent took in the real env to learn: "
+             f"V+M+C's data, C's real checks and the iterative rounds' episodes and scores (the evaluation "
+             f"episodes are not counted, nor Dreamer's periodic evaluations, which its training does not "
+             f"read). Parameters per model: "
              f"{html.escape(', '.join(f'{k} {v:,}' for k, v in parameters.items())) or 'none trained yet'}.</p>")
     body += "<h3>Published anchors</h3>" + table(["task and setting", "agent", "env steps", "score", "source"],
                                                   published_anchors())

@@ -48,6 +48,7 @@ from worldmodels.evaluation.episodes import (
     REAL_FITNESS_STREAM,
     evaluate_policy,
     evaluation_seeds,
+    play_returns,
     searches_beside_reality,
 )
 from worldmodels.models.controller import LinearController, memory_step_scales
@@ -292,8 +293,11 @@ class Evolution:
         result = {"eval/dream_mean": self.dream_score(mean, temperature, settings.eval_dream_rollouts,
                                                       settings.seed + 7)}
         if check_seeds:
-            real = self.real_returns(mean, check_seeds)
-            result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std())}
+            real, agent_steps = play_returns(self.config.env, self.agent(mean), check_seeds,
+                                             workers=settings.workers)
+            # The check's env steps count in the agent's budget (vmc/env_budget.py), whether or not C's pick uses it.
+            result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std()),
+                       "eval/real_env_steps": int(agent_steps.sum()) * self.config.env.action_repeat}
         return result
 
 

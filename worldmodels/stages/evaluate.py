@@ -13,7 +13,7 @@ trained on, wall-clock) and ``figures/score_hist.png``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ from worldmodels.evaluation.baselines import ZeroPolicy
 from worldmodels.evaluation.episodes import Score, evaluate_policy, evaluation_seeds
 from worldmodels.reporting.figures import score_histogram
 from worldmodels.vmc.agent import WorldModelAgent
+from worldmodels.vmc.env_budget import data_env_steps, world_model_env_steps
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +49,19 @@ def _score(config: PipelineConfig, policy: Policy, seeds: list[int], env_steps: 
     return score
 
 
-def _world_model(paths: PipelinePaths, device: torch.device) -> tuple[WorldModelAgent, int]:
-    """V + M + C of one pipeline folder on ``device``, and the env steps of data they were trained on."""
-    vae, v_checkpoint = load_vae(paths.vae, device)
-    mdnrnn, m_checkpoint = load_mdnrnn(paths.mdnrnn, device)
-    controller, c_checkpoint = load_controller(paths.controller)
-    refuse_parts_of_other_runs(paths.vae, paths.mdnrnn, m_checkpoint, paths.controller, c_checkpoint, v_checkpoint,
-                               paths.rollouts)
-    return WorldModelAgent(vae, mdnrnn, controller), _env_steps_of_data(paths)
-
-
-def _env_steps_of_data(paths: PipelinePaths) -> int:
-    """Env steps in the data a folder's models were trained on: from its rollouts, or, for a finished
-    round that handed its rollouts on to the next round, from its round marker."""
-    if not paths.rollouts.is_file() and paths.round_marker.is_file():
-        return int(json.loads(paths.round_marker.read_text())["record"]["env_steps_of_data"])
-    rollouts = RolloutReader(paths.rollouts)
-    return rollouts.num_steps * rollouts.action_repeat
+def _world_model(config: PipelineConfig, paths: PipelinePaths, device: torch.device,
+                 round_index: int) -> tuple[WorldModelAgent, int, dict]:
+    """V + M + C of round ``round_index`` of the pipeline folder ``paths`` on ``device``, the env steps of
+    data they were trained on, and every env step they used (``vmc/env_budget.py``)."""
+    folder = paths.round(round_index)
+    vae, v_checkpoint = load_vae(folder.vae, device)
+    mdnrnn, m_checkpoint = load_mdnrnn(folder.mdnrnn, device)
+    controller, c_checkpoint = load_controller(folder.controller)
+    refuse_parts_of_other_runs(folder.vae, folder.mdnrnn, m_checkpoint, folder.controller, c_checkpoint, v_checkpoint,
+                               folder.rollouts)
+    rounds = dataclasses.replace(config.iterate, iterations=round_index)
+    used = world_model_env_steps(dataclasses.replace(config, iterate=rounds), paths)
+    return WorldModelAgent(vae, mdnrnn, controller), data_env_steps(folder), used
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:
@@ -79,9 +76,10 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
             command = ("wm train-controller" if final == paths
                        else f"wm iterate (iterate.iterations={config.iterate.iterations})")
             raise FileNotFoundError(f"{final.controller}: no final controller; run `{command}`")
-        agents["worldmodel"] = _world_model(final, runtime.device)
+        world_models = {"worldmodel": _world_model(config, paths, runtime.device, config.iterate.iterations)}
         if final != paths:
-            agents["worldmodel_round0"] = _world_model(paths, runtime.device)
+            world_models["worldmodel_round0"] = _world_model(config, paths, runtime.device, 0)
+        agents |= {name: (agent, steps) for name, (agent, steps, _) in world_models.items()}
         action_size = agents["worldmodel"][0].mdnrnn.action_size
     else:  # a pipeline without V+M+C (report.agents): the baselines alone
         with RolloutReader(paths.rollouts) as rollouts:
@@ -99,9 +97,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> 
     about = {}
     if "worldmodel" in agents:
         about["worldmodel"] = {"iterations": config.iterate.iterations,
-                               "controller_sha256": file_sha256(final.controller)}
+                               "controller_sha256": file_sha256(final.controller),
+                               "env_steps_used": world_models["worldmodel"][2]}
     if "worldmodel_round0" in agents:
-        about["worldmodel_round0"] = {"iterations": 0, "controller_sha256": file_sha256(paths.controller)}
+        about["worldmodel_round0"] = {"iterations": 0, "controller_sha256": file_sha256(paths.controller),
+                                      "env_steps_used": world_models["worldmodel_round0"][2]}
     scores = {name: _score(config, policy, seeds, steps, paths.score(name), about.get(name))
               for name, (policy, steps) in agents.items()}
     score_histogram({name: np.array(score.returns) for name, score in scores.items()}, paths.figure("score_hist"))
