@@ -10,7 +10,7 @@ from worldmodels.core.checkpoint import load_checkpoint
 from worldmodels.core.metrics import MetricsLog
 from worldmodels.core.paths import PipelinePaths
 from worldmodels.stages import mdnrnn as mdnrnn_stage
-from worldmodels.vmc import m_probes
+from worldmodels.vmc import m_probes, m_training
 from worldmodels.vmc.simulator import noise_equivalent
 
 SMOKE = ["vae.epochs=1", "mdnrnn.epochs=4"]
@@ -234,3 +234,58 @@ def test_an_m_on_vs_means_ignores_vs_sigma_and_dreams_from_the_mean(encoded, tmp
     torch.testing.assert_close(DreamEnv(model, mu, logvar).reset(3, starts=torch.arange(3)), mu)
     model.latents = "sampled"
     assert not torch.allclose(DreamEnv(model, mu, logvar).reset(3, starts=torch.arange(3)), mu)
+
+
+# Held-out losses by epoch: best at epoch 3, then worse; with mdnrnn.patience=2 (measured every epoch)
+# training stops at epoch 5. Without patience it would go on to the planned 8.
+_SCRIPTED_HELDOUT = {0: 10.0, 1: 5.0, 2: 4.0, 3: 3.0, 4: 3.5, 5: 3.6, 6: 2.0, 7: 1.0, 8: 0.5}
+
+
+def _scripted_heldout(monkeypatch, stop_before: int | None = None):
+    """M's held-out loss follows ``_SCRIPTED_HELDOUT`` (0: the untrained M's); with ``stop_before``, the run is
+    interrupted as epoch ``stop_before`` starts."""
+    train_epoch, heldout_losses = m_training.train_epoch, m_training.heldout_losses  # not an earlier script's
+    current = {"epoch": 0}
+
+    def scripted_train_epoch(model, optimizer, train, epoch, *args):
+        if epoch == stop_before:
+            raise KeyboardInterrupt
+        current["epoch"] = epoch
+        return train_epoch(model, optimizer, train, epoch, *args)
+
+    def scripted_heldout_losses(*args):
+        losses = heldout_losses(*args)
+        losses["heldout/loss/total"] = losses["heldout/loss/z_nll"] = _SCRIPTED_HELDOUT[current["epoch"]]
+        return losses
+
+    monkeypatch.setattr(mdnrnn_stage, "train_epoch", scripted_train_epoch)
+    monkeypatch.setattr(mdnrnn_stage, "heldout_losses", scripted_heldout_losses)
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_heldout_epoch_and_a_resumed_run_stops_where_an_uninterrupted_one_did(
+        encoded, tmp_path, monkeypatch):
+    config = _config("mdnrnn.epochs=8", "mdnrnn.eval_every=1", "mdnrnn.patience=2")
+    whole = _copy(encoded, tmp_path, "whole")
+    _scripted_heldout(monkeypatch)
+    mdnrnn_stage.run(config, whole, progress=False)
+    epochs = [r["epoch"] for r in MetricsLog(whole.metrics("mdnrnn")).read() if not r.get("simulator")]
+    assert epochs == [1, 2, 3, 4, 5]
+    assert load_checkpoint(whole.mdnrnn, "mdnrnn")["epoch"] == 3
+    assert load_checkpoint(whole.last_checkpoint("mdnrnn"), "mdnrnn")["epoch"] == 5
+    # Asked again, a stopped run stays stopped (its held-out loss would have improved at epoch 6).
+    mdnrnn_stage.run(config, whole, progress=False)
+    assert load_checkpoint(whole.last_checkpoint("mdnrnn"), "mdnrnn")["epoch"] == 5
+    # Interrupted at epoch 5, then resumed: it stops at 5 too, with the same epochs logged once each.
+    resumed = _copy(encoded, tmp_path, "resumed")
+    _scripted_heldout(monkeypatch, stop_before=5)
+    with pytest.raises(KeyboardInterrupt):
+        mdnrnn_stage.run(config, resumed, progress=False)
+    _scripted_heldout(monkeypatch)
+    mdnrnn_stage.run(config, resumed, progress=False)
+    assert [r["epoch"] for r in MetricsLog(resumed.metrics("mdnrnn")).read() if not r.get("simulator")] == epochs
+    assert load_checkpoint(resumed.mdnrnn, "mdnrnn")["epoch"] == 3
+    # Without patience the same losses train every planned epoch, and the best is the last.
+    planned = _copy(encoded, tmp_path, "planned")
+    mdnrnn_stage.run(_config("mdnrnn.epochs=8", "mdnrnn.eval_every=1"), planned, progress=False)
+    assert load_checkpoint(planned.mdnrnn, "mdnrnn")["epoch"] == 8

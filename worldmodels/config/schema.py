@@ -312,6 +312,11 @@ class MDNRNNConfig(Section):
     deterministic dream (each step the mean of the most likely component)."""
     eval_every: int = setting(20, ge=1)
     """Held-out losses every this many epochs (and at the last)."""
+    patience: int = setting(0, ge=0)
+    """Early stopping: 0 trains every one of ``epochs``; n > 0 stops once the held-out loss has not
+    improved for n epochs (it is measured every ``eval_every``), and ``mdnrnn.pt`` keeps the best
+    epoch as always. A stopped run stays stopped when resumed. With the cosine schedule the rate is
+    still that of the planned ``epochs`` where it stops."""
     context_frames: int = setting(5, ge=1)
     openloop_steps: int = setting(45, ge=1)
     dream_samples: int = setting(8, ge=1)

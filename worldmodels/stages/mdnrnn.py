@@ -102,11 +102,12 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     log = run.log
     common = {"model_args": shape | ({"members": settings.ensemble} if settings.ensemble > 1 else {})}
     state = run.resume()
-    start_epoch, best, untrained = 0, float("inf"), float("inf")
+    start_epoch, best, best_epoch, untrained = 0, float("inf"), 0, float("inf")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state["best_heldout"]
+        best_epoch = state.get("best_epoch", start_epoch)  # a run saved before early stopping: patience from here
         untrained = state.get("untrained_heldout", float("inf"))
     if start_epoch == 0 and start_from is not None:
         previous, checkpoint = load_mdnrnn(start_from)
@@ -117,9 +118,11 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
     if state is None:
         # The starting M's held-out loss: what a diverging run is measured against before its first best.
         untrained = heldout_losses(model, heldout, settings)["heldout/loss/total"]
-    if start_epoch >= settings.epochs:
+    if start_epoch >= settings.epochs or _out_of_patience(settings.patience, start_epoch, best_epoch):
         run.require_best()
-        logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs})")
+        logger.info(f"{paths.mdnrnn}: already trained for {start_epoch} epochs (asked for {settings.epochs}"
+                    + (f", patience {settings.patience}: its best epoch is {best_epoch})" if settings.patience
+                       else ")"))
         # A run measured before a measure existed (the per-step held-action figure), with another zero
         # action noise curve, or at another dream temperature, is measured again.
         if not _measured_as_asked(paths, settings.temperature, settings.zero_action_noise_stds):
@@ -141,13 +144,24 @@ def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True, sta
             improved = metrics["heldout/loss/total"] < best
             best = min(best, metrics["heldout/loss/total"])
             if improved:
+                best_epoch = epoch
                 run.save_best({**common, "model": model.state_dict(), "epoch": epoch, "metrics": metrics})
             run.save_last({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                           "best_heldout": best, "untrained_heldout": untrained}, record=metrics)
-    logger.info(f"M trained to epoch {settings.epochs} in {time.perf_counter() - started:.0f} s; "
+                           "best_heldout": best, "best_epoch": best_epoch, "untrained_heldout": untrained},
+                          record=metrics)
+            if _out_of_patience(settings.patience, epoch, best_epoch):
+                logger.info(f"M: no better held-out loss for {epoch - best_epoch} epochs (mdnrnn.patience "
+                            f"{settings.patience}); stopped at epoch {epoch}, keeping epoch {best_epoch}")
+                break
+    logger.info(f"M trained to epoch {epoch} in {time.perf_counter() - started:.0f} s; "
                 f"held-out z NLL {metrics['heldout/loss/z_nll']:.3f}")
     measure_simulator(config, paths, rollouts, latents, heldout_episodes, log, runtime)
     return paths.mdnrnn
+
+
+def _out_of_patience(patience: int, epoch: int, best_epoch: int) -> bool:
+    """Whether early stopping ends M's training at ``epoch``, its best held-out epoch ``best_epoch`` (0: none)."""
+    return patience > 0 and epoch - best_epoch >= patience
 
 
 def _measured_as_asked(paths: PipelinePaths, temperature: float, noise_stds: tuple[float, ...]) -> bool:

@@ -95,7 +95,7 @@ def train_epoch(model: MDNRNN, optimizer: torch.optim.Optimizer, sequences: Late
 def settings_that_matter(config: PipelineConfig) -> dict[str, Any]:
     """M's settings that make a saved run another run (its length and measurements do not)."""
     settings = dataclasses.asdict(config.mdnrnn)
-    for key in ("epochs", "eval_every", "temperature", "context_frames", "openloop_steps",
+    for key in ("epochs", "eval_every", "patience", "temperature", "context_frames", "openloop_steps",
                 "dream_samples", "zero_action_noise_stds"):
         settings.pop(key)
     if settings["ensemble"] == 1:  # a single M is what it was before ensembles existed: its runs resume
