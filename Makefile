@@ -24,7 +24,7 @@ OUT := $(DATA_DIR)/$(PIPELINE_NAME)
 WM_ARGS := --pipeline $(PIPELINE) --data-dir $(DATA_DIR) $(foreach setting,$(SET),--set $(setting))
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 
-.PHONY: install collect vae mdnrnn controller evaluate oracle readout state-model dreamer report all test test-fast bench device-check clean distclean FORCE
+.PHONY: install collect vae mdnrnn controller evaluate oracle readout state-model dreamer report all test test-fast bench bench-pipeline device-check clean distclean FORCE
 
 # The agents a pipeline trains (its report.agents): `make all` asks the pipeline, then builds what they need.
 AGENTS ?= worldmodel dreamer
@@ -150,6 +150,12 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/threads.py
 	$(VENV)/bin/python benchmarks/ray_backend.py
 	$(VENV)/bin/python -m benchmarks.checksums
+
+# The V+M+C pipeline on three seeds (each ~15 minutes on 2 cores; a stopped run goes on where it stopped):
+# every stage's time, the env steps used and the score, in benchmarks/results/pipeline_<pipeline>.json.
+bench-pipeline: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.pipeline --pipeline $(PIPELINE) --data-dir $(DATA_DIR)/bench \
+	  $(foreach setting,$(SET),--set $(setting))
 
 # On a machine with a CUDA GPU (at most 8 minutes): the CUDA tests, the smoke pipeline on CUDA, and
 # CPU against GPU speeds in benchmarks/results/device.json. Without a GPU it measures the CPU only.
