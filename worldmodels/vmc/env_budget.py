@@ -74,7 +74,11 @@ def describe(used: dict[str, Any]) -> str:
     parts = [f"{label} {used[key]:,}" for key, label in (("data", "data"), ("real_checks", "real checks"),
                                                          ("real_fitness", "real fitness"),
                                                          ("round_scores", "round scores")) if used[key]]
+    if len(parts) == 1 and not used["unlogged_checks"]:
+        return f"{used['total']:,} env steps, all of them its data (no real episode in its training)"
     text = f"{used['total']:,} env steps: " + ", ".join(parts)
     if used["unlogged_checks"]:
-        text += f", and {used['unlogged_checks']} real checks logged without their env steps (at least this many)"
+        count = used["unlogged_checks"]
+        text += (f", and {count} real check{'s' if count != 1 else ''} logged without {'their' if count != 1 else 'its'}"
+                 " env steps (so at least this many)")
     return text
