@@ -79,6 +79,6 @@ def describe(used: dict[str, Any]) -> str:
     text = f"{used['total']:,} env steps: " + ", ".join(parts)
     if used["unlogged_checks"]:
         count = used["unlogged_checks"]
-        text += (f", and {count} real check{'s' if count != 1 else ''} logged without {'their' if count != 1 else 'its'}"
-                 " env steps (so at least this many)")
+        checks = f"{count} real check{'s' if count != 1 else ''}"
+        text += f", and {checks} logged without {'their' if count != 1 else 'its'} env steps (so at least this many)"
     return text
