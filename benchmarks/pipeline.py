@@ -28,6 +28,7 @@ import numpy as np
 
 from worldmodels.config import load_pipeline
 from worldmodels.core.paths import PipelinePaths
+from worldmodels.core.run_record import read_runs
 from worldmodels.core.runtime import cpu_description
 from worldmodels.core.stage_times import read_stage_times
 from worldmodels.evaluation.episodes import Score
@@ -71,6 +72,9 @@ def seed_row(pipeline: str, folder: Path, settings: list[str]) -> dict:
         "m_doing_nothing": {"dream": dream, "real": real, "relative_error": (dream - real) / real,
                             "temperature": held["temperature"], "steps": held["steps"]},
         "stage_seconds": seconds, "vmc_seconds": sum(seconds.values()),
+        # The commits the stages ran at (from runs.jsonl), not the one reading the folder.
+        "commits": sorted({run["git_commit"][:12] for run in read_runs(paths)
+                           if run["event"] == "start" and run.get("command") in VMC_STAGES and run.get("git_commit")}),
     }
 
 
@@ -96,7 +100,7 @@ def main() -> None:
               f"{row['m_doing_nothing']['relative_error']:+.1%}; V+M+C stages {row['vmc_seconds'] / 60:.1f} min",
               flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"pipeline": args.pipeline, "cpu": cpu_description(), "commit": commit, "seeds": rows,
+    result = {"pipeline": args.pipeline, "cpu": cpu_description(), "read_at_commit": commit, "seeds": rows,
               "worst_seed_mean": min(r["mean"] for r in rows), "worst_episode": min(r["worst"] for r in rows),
               "slowest_vmc_seconds": max(r["vmc_seconds"] for r in rows)}
     out = args.out or Path("benchmarks/results") / f"pipeline_{args.pipeline}.json"
