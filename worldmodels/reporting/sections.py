@@ -158,11 +158,12 @@ def section_results(report: Report) -> str:
     body += "".join(missing)
     if not_run:
         body += f'<p class="note">Not run yet, rows once they are: {"; ".join(not_run)}.</p>'
+    counted_steps = ("Env steps used: every step an agent took in the real env to learn (V+M+C: its data, C's "
+                     "real checks and the iterative rounds' episodes and scores; the evaluation episodes are not "
+                     "counted, nor Dreamer's periodic evaluations, which its training does not read). "
+                     if "worldmodel" in agents else "Env steps used: the real steps each agent learned from. ")
     body += (f'<p class="note">Every agent plays the same evaluation episodes (seeds disjoint from every '
-             f"seed used in training). Env steps used: every step an agent took in the real env to learn: "
-             f"V+M+C's data, C's real checks and the iterative rounds' episodes and scores (the evaluation "
-             f"episodes are not counted, nor Dreamer's periodic evaluations, which its training does not "
-             f"read). Parameters per model: "
+             f"seed used in training). {counted_steps}Parameters per model: "
              f"{html.escape(', '.join(f'{k} {v:,}' for k, v in parameters.items())) or 'none trained yet'}.</p>")
     body += "<h3>Published anchors</h3>" + table(["task and setting", "agent", "env steps", "score", "source"],
                                                   published_anchors())
