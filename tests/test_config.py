@@ -333,10 +333,15 @@ def test_the_configs_frame_size_is_the_models():
     assert MODEL_FRAME_SIZE == FRAME_SIZE == 64
 
 
-def test_the_default_pipeline_learns_from_at_most_200k_env_steps_of_cut_episodes():
+def test_the_default_pipeline_plans_v_m_c_within_the_articles_100k_env_steps_of_cut_episodes():
+    """Data plus every real check C's search plays (each a whole episode of 1,000 env steps) fit the
+    article's budget, as `vmc/env_budget.py` will count them."""
     config = load_pipeline("cartpole_balance")
-    env_steps = config.collect.episodes * config.collect.episode_steps * config.env.action_repeat
-    assert 150_000 <= env_steps <= 200_000
+    data = config.collect.episodes * config.collect.episode_steps * config.env.action_repeat
+    controller = config.controller
+    checks = -(-controller.generations // controller.eval_every) * controller.eval_real_episodes * 1000
+    assert 90_000 <= data and data + checks <= 100_000
+    assert config.iterate.iterations == 0 and controller.fitness_in == "dream"  # no other real steps
     assert config.collect.episode_steps < 1000 // config.env.action_repeat  # cut before the env's end
     assert config.controller.dream_steps == 1000 // config.env.action_repeat  # C is dreamed the whole episode
 
