@@ -163,7 +163,13 @@ class Evolution:
         return WorldModelAgent(self.vae, self.model, controller)
 
     def real_returns(self, parameters: np.ndarray, seeds: list[int]) -> np.ndarray:
-        return evaluate_policy(self.config.env, self.agent(parameters), seeds, workers=self.config.controller.workers)
+        return self.real_play(parameters, seeds)[0]
+
+    def real_play(self, parameters: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, int]:
+        """The real returns ``(len(seeds),)`` of V + M + C with C = ``parameters``, and the env steps they took."""
+        returns, agent_steps = play_returns(self.config.env, self.agent(parameters), seeds,
+                                            workers=self.config.controller.workers)
+        return returns, int(agent_steps.sum()) * self.config.env.action_repeat
 
     def fitness(self, population: np.ndarray, temperature: float, generation: int) -> tuple[np.ndarray, int]:
         """Fitness ``(P,)`` of the population, and the steps it cost: real env steps, or dream steps."""
@@ -293,11 +299,10 @@ class Evolution:
         result = {"eval/dream_mean": self.dream_score(mean, temperature, settings.eval_dream_rollouts,
                                                       settings.seed + 7)}
         if check_seeds:
-            real, agent_steps = play_returns(self.config.env, self.agent(mean), check_seeds,
-                                             workers=settings.workers)
+            real, env_steps = self.real_play(mean, check_seeds)
             # The check's env steps count in the agent's budget (vmc/env_budget.py), whether or not C's pick uses it.
             result |= {"eval/real_mean": float(real.mean()), "eval/real_std": float(real.std()),
-                       "eval/real_env_steps": int(agent_steps.sum()) * self.config.env.action_repeat}
+                       "eval/real_env_steps": env_steps}
         return result
 
 

@@ -13,7 +13,6 @@ trained on, wall-clock) and ``figures/score_hist.png``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from worldmodels.evaluation.baselines import ZeroPolicy
 from worldmodels.evaluation.episodes import Score, evaluate_policy, evaluation_seeds
 from worldmodels.reporting.figures import score_histogram
 from worldmodels.vmc.agent import WorldModelAgent
-from worldmodels.vmc.env_budget import data_env_steps, world_model_env_steps
+from worldmodels.vmc.env_budget import world_model_env_steps
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +58,8 @@ def _world_model(config: PipelineConfig, paths: PipelinePaths, device: torch.dev
     controller, c_checkpoint = load_controller(folder.controller)
     refuse_parts_of_other_runs(folder.vae, folder.mdnrnn, m_checkpoint, folder.controller, c_checkpoint, v_checkpoint,
                                folder.rollouts)
-    rounds = dataclasses.replace(config.iterate, iterations=round_index)
-    used = world_model_env_steps(dataclasses.replace(config, iterate=rounds), paths)
-    return WorldModelAgent(vae, mdnrnn, controller), data_env_steps(folder), used
+    used = world_model_env_steps(config, paths, round_index)
+    return WorldModelAgent(vae, mdnrnn, controller), used["data"], used
 
 
 def run(config: PipelineConfig, paths: PipelinePaths, progress: bool = True) -> Path:

@@ -47,13 +47,7 @@ from worldmodels.core.runtime import resolve
 from worldmodels.data.store import PLAYED_SOURCE_PREFIX, RolloutReader, RolloutWriter
 from worldmodels.envs import probe_env
 from worldmodels.errors import UserValueError
-from worldmodels.evaluation.episodes import (
-    CHECK_STREAM,
-    ITERATION_STREAM,
-    evaluation_seeds,
-    play_in_workers,
-    play_returns,
-)
+from worldmodels.evaluation.episodes import CHECK_STREAM, ITERATION_STREAM, evaluation_seeds, play_in_workers
 from worldmodels.models.controller import LinearController
 from worldmodels.stages import encode
 from worldmodels.stages import mdnrnn as mdnrnn_stage
@@ -170,13 +164,13 @@ def score_round(config: PipelineConfig, current: PipelinePaths, round_index: int
     parameters = checkpoint["parameters"].numpy()
     seeds = evaluation_seeds(config.controller.seed, config.iterate.eval_episodes, CHECK_STREAM,
                              offset=ROUND_SEED_OFFSET)
-    real, agent_steps = play_returns(config.env, evolution.agent(parameters), seeds, workers=config.controller.workers)
+    real, env_steps = evolution.real_play(parameters, seeds)
     dream = evolution.dream_score(parameters, config.controller.temperature, config.controller.eval_dream_rollouts,
                                   config.controller.seed + 11)
     rollouts = RolloutReader(current.rollouts)
     record = {"iteration": round_index, "real_mean": float(real.mean()), "real_std": float(real.std()),
               "real_episodes": len(seeds),
-              "real_env_steps": int(agent_steps.sum()) * config.env.action_repeat, "dream_mean": dream,
+              "real_env_steps": env_steps, "dream_mean": dream,
               "episodes_of_data": rollouts.num_episodes,
               "env_steps_of_data": rollouts.num_steps * rollouts.action_repeat}
     if current.simulator_metrics.is_file():

@@ -46,10 +46,11 @@ def data_env_steps(paths: PipelinePaths) -> int:
         return rollouts.num_steps * rollouts.action_repeat
 
 
-def world_model_env_steps(config: PipelineConfig, paths: PipelinePaths) -> dict[str, Any]:
-    """Every env step the final V+M+C of ``paths`` (a pipeline's folder) used, by where it was taken:
+def world_model_env_steps(config: PipelineConfig, paths: PipelinePaths, rounds: int | None = None) -> dict[str, Any]:
+    """Every env step the V+M+C of round ``rounds`` (default: the final one, ``iterate.iterations``) of
+    ``paths`` (a pipeline's folder) used, by where it was taken:
     ``{"data", "real_checks", "real_fitness", "round_scores", "unlogged_checks", "total"}``."""
-    rounds = config.iterate.iterations
+    rounds = config.iterate.iterations if rounds is None else rounds
     used = {"data": data_env_steps(paths.round(rounds)), "real_checks": 0, "real_fitness": 0, "round_scores": 0,
             "unlogged_checks": 0}
     for index in range(rounds + 1):
@@ -61,6 +62,8 @@ def world_model_env_steps(config: PipelineConfig, paths: PipelinePaths) -> dict[
                 elif "eval/real_mean" in record:
                     used["unlogged_checks"] += 1
     for record in MetricsLog(paths.metrics("iterate"), step_key="iteration").read() if rounds else []:
+        if record["iteration"] > rounds:  # a later round's score: not this round's agent's
+            continue
         if "real_env_steps" in record:
             used["round_scores"] += int(record["real_env_steps"])
         else:
