@@ -125,6 +125,71 @@ def test_an_evolution_stops_where_the_population_reaches_stop_at_and_stays_stopp
 
 
 @pytest.mark.slow
+def test_a_search_that_leaves_doing_nothing_late_runs_until_its_mean_reaches_stop_at_score(trained_m, tmp_path,
+                                                                                         monkeypatch):
+    """A dream that pays the CMA mean 600 (doing nothing) at its first two checks and 1,000 from the third.
+    A fixed 4 generations end on a 600 C. A cap of 20 with ``stop_at_score`` 990 runs on to the third
+    check (generation 6), keeps that mean as C and stops; asked again it stays stopped."""
+    def scripted(self, parameters, temperature, rollouts, seed):
+        scripted.checks += 1
+        return 600.0 if scripted.checks <= 2 else 1000.0
+
+    monkeypatch.setattr(controller_stage.Evolution, "dream_score", scripted)
+    checks = ("controller.eval_every=2", "controller.eval_real_episodes=0")
+    scripted.checks = 0
+    fixed = copy_trained_m(trained_m, tmp_path / "fixed")
+    controller_stage.run(_config("controller.generations=4", *checks), fixed, progress=False)
+    assert load_checkpoint(fixed.controller, "controller")["metrics"]["eval/dream_mean"] == 600.0
+
+    scripted.checks = 0
+    paths = copy_trained_m(trained_m, tmp_path / "adaptive")
+    adaptive = _config("controller.generations=20", "controller.stop_at_score=990", *checks)
+    controller_stage.run(adaptive, paths, progress=False)
+    records = MetricsLog(paths.metrics("controller"), step_key="generation").read()
+    assert [r["generation"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["eval/dream_mean"] for r in records if "eval/dream_mean" in r] == [600.0, 600.0, 1000.0]
+    saved = load_checkpoint(paths.controller, "controller")
+    last = CMAES.from_state(load_checkpoint(paths.last_checkpoint("controller"), "controller")["strategy"])
+    assert saved["generation"] == 6 and last.generation == 6
+    np.testing.assert_allclose(saved["parameters"].numpy(), last.mean.astype(np.float32))
+    controller_stage.run(adaptive, paths, progress=False)
+    assert len(MetricsLog(paths.metrics("controller"), step_key="generation").read()) == 6
+    assert scripted.checks == 3  # the stopped run scored nothing again
+
+
+@pytest.mark.slow
+def test_checks_in_a_slightly_noisy_dream_pick_and_stop_where_m_s_most_likely_path_cannot(trained_m, tmp_path,
+                                                                                          monkeypatch):
+    """M's most likely path (temperature 0) pays every check's mean 1,000, the fragile early ones too;
+    at the pick temperature the first two pay 600 and the third 950. Picked and stopped at temperature
+    0, the search ends on its first check's C; with ``pick_temperature`` it runs on to the third check
+    (generation 6), logs both scores and keeps that check's mean as C."""
+    def scripted(self, parameters, temperature, rollouts, seed):
+        if temperature == 0:
+            return 1000.0
+        scripted.checks += 1
+        return 600.0 if scripted.checks <= 2 else 950.0
+
+    monkeypatch.setattr(controller_stage.Evolution, "dream_score", scripted)
+    settings = ("controller.temperature=0", "controller.eval_every=2", "controller.eval_real_episodes=0",
+                "controller.generations=20", "controller.stop_at_score=900")
+    scripted.checks = 0
+    on_the_path = copy_trained_m(trained_m, tmp_path / "path")
+    controller_stage.run(_config(*settings), on_the_path, progress=False)
+    assert load_checkpoint(on_the_path.controller, "controller")["generation"] == 2
+
+    paths = copy_trained_m(trained_m, tmp_path / "noisy")
+    controller_stage.run(_config(*settings, "controller.pick_temperature=0.05"), paths, progress=False)
+    checks = [r for r in MetricsLog(paths.metrics("controller"), step_key="generation").read() if "eval/pick_mean" in r]
+    assert [(r["generation"], r["eval/dream_mean"], r["eval/pick_mean"]) for r in checks] == [
+        (2, 1000.0, 600.0), (4, 1000.0, 600.0), (6, 1000.0, 950.0)]
+    saved = load_checkpoint(paths.controller, "controller")
+    last = CMAES.from_state(load_checkpoint(paths.last_checkpoint("controller"), "controller")["strategy"])
+    assert saved["generation"] == 6 and last.generation == 6
+    np.testing.assert_allclose(saved["parameters"].numpy(), last.mean.astype(np.float32))
+
+
+@pytest.mark.slow
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("evaluate.episodes=3")

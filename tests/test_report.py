@@ -229,6 +229,20 @@ def test_the_budgets_say_one_epoch_and_one_thread_and_point_up_to_the_stage_time
     assert "time is below" not in page
 
 
+def test_the_budgets_say_how_many_generations_a_search_with_stop_at_score_ran(tmp_path):
+    from worldmodels.reporting.page import Report
+
+    config = smoke_config("controller.generations=800", "controller.stop_at_score=990")
+    paths = PipelinePaths(tmp_path / "smoke").ensure()
+    assert "<td>at most 800 generations (until C scores 990 at a check) of" in sections.section_budgets(
+        Report(config, paths))
+    log = MetricsLog(paths.metrics("controller"), step_key="generation")
+    for generation in (1, 2, 3):
+        log.append({"generation": generation, "mean": 1.0})
+    assert "<td>3 generations of at most 800 (until C scores 990 at a check) of" in sections.section_budgets(
+        Report(config, paths))
+
+
 def test_a_missing_stage_shows_as_missing_with_its_command(tmp_path):
     config = load_pipeline("smoke")
     paths = PipelinePaths(tmp_path / "smoke")

@@ -86,6 +86,9 @@ def cmaes_curve(records: list[dict], path: Path) -> None:
     checks = [r for r in records if "eval/dream_mean" in r]
     axis.plot([r["generation"] for r in checks], [r["eval/dream_mean"] for r in checks], "o-",
               label="CMA mean, many dream rollouts")
+    if checks and "eval/pick_mean" in checks[0]:  # controller.pick_temperature: the score that picked C
+        axis.plot([r["generation"] for r in checks], [r["eval/pick_mean"] for r in checks], "^-",
+                  label="CMA mean, dreams at the pick temperature")
     if checks and "eval/real_mean" in checks[0]:
         axis.errorbar([r["generation"] for r in checks], [r["eval/real_mean"] for r in checks],
                       yerr=[r["eval/real_std"] for r in checks], fmt="s-", label="CMA mean, real episodes")

@@ -202,8 +202,15 @@ def _dream_note(report: Report) -> str:
     state = _scored_controller(report.paths)
     if state is None:
         return ""
-    dream = state.get("metrics", {}).get("eval/dream_mean")
-    return "" if dream is None else f"its dream score (tau {state['temperature']:g}): {fixed(dream, 0)}"
+    metrics = state.get("metrics", {})
+    dream, picked = metrics.get("eval/dream_mean"), metrics.get("eval/pick_mean")
+    if dream is None:
+        return ""
+    note = f"its dream score (tau {state['temperature']:g}): {fixed(dream, 0)}"
+    pick_temperature = report.config.controller.pick_temperature
+    if picked is not None and pick_temperature is not None:
+        note += f"; picked at tau {pick_temperature:g}: {fixed(picked, 0)}"
+    return note
 
 
 def _add_world_model_rows(report: Report, add: Callable[..., None], world_model_parameters: int | None,
@@ -303,6 +310,20 @@ def _resolved_runtime(paths: PipelinePaths) -> dict[str, Any] | None:
     return (yaml.safe_load(paths.config.read_text()) or {}).get("resolved_runtime")
 
 
+def _controller_budget(config: PipelineConfig, paths: PipelinePaths) -> str:
+    """C's generations (with ``stop_at_score``: how many the search ran, of its cap) and population."""
+    settings = config.controller
+    generations = counted(settings.generations, "generation")
+    log = paths.metrics("controller")
+    if settings.stop_at_score is not None:
+        records = MetricsLog(log, step_key="generation").read() if log.is_file() else []
+        ran = [record["generation"] for record in records]
+        generations = (f"{counted(ran[-1], 'generation')} of at most {settings.generations:,}" if ran
+                       else f"at most {generations}") + f" (until C scores {settings.stop_at_score:g} at a check)"
+    kind = "dreams" if settings.fitness_in == "dream" else "episodes"
+    return f"{generations} of {settings.popsize} x {settings.rollouts} {kind}"
+
+
 def section_budgets(report: Report) -> str:
     """Each model's training budget in this run beside the paper's, so a score is read with its budget."""
     config = report.config
@@ -320,8 +341,7 @@ def section_budgets(report: Report) -> str:
         ["M", f"{counted(config.mdnrnn.epochs, 'epoch')}, batch {config.mdnrnn.batch_size} x "
               f"{config.mdnrnn.sequence_length}",
          "CarRacing: 4,000 steps of 100 x 999; TakeCover: 400 epochs of sequences of 500"],
-        ["C", f"{counted(config.controller.generations, 'generation')} of {config.controller.popsize} x "
-              f"{config.controller.rollouts} {'dreams' if config.controller.fitness_in == 'dream' else 'episodes'}",
+        ["C", _controller_budget(config, report.paths),
          "64 x 16 rollouts; TakeCover ~200 generations in the dream, CarRacing ~1,800 in the real env"],
         ["oracle", f"{counted(config.oracle.generations, 'generation')} of {config.oracle.popsize} x "
                    f"{config.oracle.episodes} real episodes", "(ours: the linear form's ceiling on the true state)"],

@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = CONTROLLER_KIND
 # Settings that change how C is scored or run, not what one search evolves (restarts: how many searches).
-_NOT_IDENTITY = ("generations", "stop_at", "workers", "temperatures", "restarts")
+_NOT_IDENTITY = ("generations", "stop_at", "stop_at_score", "workers", "temperatures", "restarts")
 # How many times longer than M's training windows a dream may run before C's ranking is suspect.
 # TakeCover measured: dreams of 2,100 steps on windows of 100 (21x) paid holding one direction ~2.5x
 # its real survival; on windows of 500 (4.2x, the paper's) that exploit was gone.
@@ -203,6 +203,8 @@ class Evolution:
             identity.pop("memory_step_scale")
         if identity["layer_size"] == 0:  # and for the paper's linear form
             identity.pop("layer_size")
+        if identity["pick_temperature"] is None:  # and for C picked in the search's own dream
+            identity.pop("pick_temperature")
         inputs = {"mdnrnn_sha256": self.mdnrnn_sha256, "settings": identity | {"temperature": temperature}}
         if start is not None:
             inputs["start"] = [float(x) for x in start]
@@ -217,7 +219,8 @@ class Evolution:
             scales = memory_step_scales(**self.model_args, memory_scale=settings.memory_step_scale)
             strategy = CMAES(dimension, settings.sigma0, settings.popsize, settings.seed, x0=start,
                              step_scales=scales)
-        stopped = state is not None and self._reached_stop(state.get("population_mean"))
+        stopped = state is not None and (self._reached_stop(state.get("population_mean"))
+                                         or self._reached_score(state["best"]))
         if strategy.generation >= generations or stopped:
             run.require_best()
             logger.info(f"{output}: already evolved for {strategy.generation} generations")
@@ -244,11 +247,15 @@ class Evolution:
                 stop = self._reached_stop(record["mean"])
                 if generation % settings.eval_every == 0 or generation == generations or stop:
                     record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
-                    score = record["eval/dream_mean" if settings.fitness_in == "dream" else "eval/real_mean"]
+                    score = record[self._pick_key()]
                     if score > best:
                         best = score
                         run.save_best({**common, "parameters": torch.from_numpy(strategy.mean).float(),
                                        "generation": generation, "temperature": temperature, "metrics": record})
+                    if self._reached_score(score):
+                        logger.info(f"C: the CMA mean scored {score:.1f} at generation {generation}, reaching "
+                                    f"controller.stop_at_score ({settings.stop_at_score:g}); stopped")
+                        stop = True
                 # C draws nothing from torch's global RNG (its randomness is the CMA-ES state and seeded dreams).
                 run.save_last({**common, "strategy": strategy.state(), "best": best,
                                "population_mean": record["mean"]}, with_rng=False, record=record)
@@ -256,8 +263,9 @@ class Evolution:
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', record.get('env_steps_per_s', 0)):.0f}")
                 if stop:
-                    logger.info(f"C: the population's mean return {record['mean']:.1f} reached controller.stop_at "
-                                f"({settings.stop_at:g}) at generation {generation}; stopped")
+                    if self._reached_stop(record["mean"]):
+                        logger.info(f"C: the population's mean return {record['mean']:.1f} reached "
+                                    f"controller.stop_at ({settings.stop_at:g}) at generation {generation}; stopped")
                     break
         cmaes_curve(run.log.read(), paths.figure(f"cmaes_curve{name[len(CHECKPOINT_KIND):]}"))
         self.video(output, temperature, paths.video(f"controller_in_dream{name[len(CHECKPOINT_KIND):]}"))
@@ -267,6 +275,18 @@ class Evolution:
         """Whether a generation whose population scored ``population_mean`` ends the evolution (``stop_at``)."""
         stop_at = self.config.controller.stop_at
         return stop_at is not None and population_mean is not None and population_mean >= stop_at
+
+    def _pick_key(self) -> str:
+        """The check's score that picks C and stops the search."""
+        settings = self.config.controller
+        if settings.fitness_in == "real":
+            return "eval/real_mean"
+        return "eval/dream_mean" if settings.pick_temperature is None else "eval/pick_mean"
+
+    def _reached_score(self, score: float) -> bool:
+        """Whether the CMA mean's score at a check ends the evolution (``stop_at_score``)."""
+        stop_at_score = self.config.controller.stop_at_score
+        return stop_at_score is not None and score >= stop_at_score
 
     @contextlib.contextmanager
     def _workers_closed_after(self) -> Iterator[None]:
@@ -298,6 +318,9 @@ class Evolution:
         settings = self.config.controller
         result = {"eval/dream_mean": self.dream_score(mean, temperature, settings.eval_dream_rollouts,
                                                       settings.seed + 7)}
+        if settings.pick_temperature is not None:
+            result["eval/pick_mean"] = self.dream_score(mean, settings.pick_temperature, settings.eval_dream_rollouts,
+                                                        settings.seed + 7)
         if check_seeds:
             real, env_steps = self.real_play(mean, check_seeds)
             # The check's env steps count in the agent's budget (vmc/env_budget.py), whether or not C's pick uses it.
