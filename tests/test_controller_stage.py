@@ -190,6 +190,31 @@ def test_checks_in_a_slightly_noisy_dream_pick_and_stop_where_m_s_most_likely_pa
 
 
 @pytest.mark.slow
+def test_restarts_pick_their_search_at_the_pick_temperature(trained_m, tmp_path, monkeypatch):
+    """With ``pick_temperature``, the dreams that pick among ``restarts`` searches are at that temperature,
+    as the checks within each search are; without it, at the search's own."""
+    dream_score = controller_stage.Evolution.dream_score
+    picks = []
+
+    def recorded(self, parameters, temperature, rollouts, seed):
+        if seed == self.config.controller.seed + 13:  # the pick among searches (checks use seed + 7)
+            picks.append(temperature)
+        return dream_score(self, parameters, temperature, rollouts, seed)
+
+    monkeypatch.setattr(controller_stage.Evolution, "dream_score", recorded)
+    settings = ("controller.generations=1", "controller.seed=3", "controller.restarts=2", "controller.temperature=0",
+                "controller.eval_real_episodes=0", "evaluate.episodes=1")
+    for pick in (None, 0.05):
+        picks.clear()
+        paths = copy_trained_m(trained_m, tmp_path / f"pick{pick}")
+        controller_stage.run(_config(*settings, *([f"controller.pick_temperature={pick}"] if pick else [])), paths,
+                             progress=False)
+        searches = json.loads(paths.score("controller_searches").read_text())
+        assert picks == [pick or 0.0] * 2 and searches["temperature"] == (pick or 0.0)
+        assert searches["restart_chosen"] == int(np.argmax(searches["restart_dream_means"]))
+
+
+@pytest.mark.slow
 def test_evaluate_scores_the_agent_and_both_baselines_on_the_same_seeds(trained_m, tmp_path):
     paths = copy_trained_m(trained_m, tmp_path)
     config = _config("evaluate.episodes=3")

@@ -367,7 +367,8 @@ class ControllerConfig(Section):
     C = 0 leaves doing nothing varies from 80 to 440 with the seed (null: run every generation)."""
     pick_temperature: float | None = setting(None, ge=0)
     """The dream temperature at which each check scores the CMA mean over ``eval_dream_rollouts``
-    dreams to pick C (the best check is ``controller.pt``) and to stop (``stop_at_score``); logged as
+    dreams to pick C (the best check is ``controller.pt``, and among ``restarts`` the best search) and
+    to stop (``stop_at_score``); logged as
     ``eval/pick_mean`` beside ``eval/dream_mean`` at the search's temperature. null: the search's own
     temperature. A little of M's noise tells a C that balances on M's most likely path only from one
     that balances around it too (cartpole seed 4: 614 against 960 at 0.05; both ~995 at 0)."""

@@ -244,7 +244,8 @@ class Evolution:
                     record |= {"dream_steps": steps, "dream_steps_per_s": steps / seconds}
                 else:  # across every worker, on this machine or a cluster
                     record |= {"env_steps": steps, "env_steps_per_s": steps / seconds}
-                stop = self._reached_stop(record["mean"])
+                population_stop = self._reached_stop(record["mean"])
+                stop = population_stop
                 if generation % settings.eval_every == 0 or generation == generations or stop:
                     record |= self._evaluate_mean(strategy.mean, temperature, check_seeds)
                     score = record[self._pick_key()]
@@ -263,7 +264,7 @@ class Evolution:
                 bar.set_postfix(best=f"{record['best']:.0f}", mean=f"{record['mean']:.0f}",
                                 steps_s=f"{record.get('dream_steps_per_s', record.get('env_steps_per_s', 0)):.0f}")
                 if stop:
-                    if self._reached_stop(record["mean"]):
+                    if population_stop:
                         logger.info(f"C: the population's mean return {record['mean']:.1f} reached "
                                     f"controller.stop_at ({settings.stop_at:g}) at generation {generation}; stopped")
                     break
@@ -275,6 +276,13 @@ class Evolution:
         """Whether a generation whose population scored ``population_mean`` ends the evolution (``stop_at``)."""
         stop_at = self.config.controller.stop_at
         return stop_at is not None and population_mean is not None and population_mean >= stop_at
+
+    @property
+    def pick_temperature(self) -> float:
+        """The dream temperature at which a C is scored to pick it: within a search's checks and among
+        ``restarts`` searches (``controller.pick_temperature``, else the search's own)."""
+        settings = self.config.controller
+        return settings.temperature if settings.pick_temperature is None else settings.pick_temperature
 
     def _pick_key(self) -> str:
         """The check's score that picks C and stops the search."""
@@ -319,7 +327,7 @@ class Evolution:
         result = {"eval/dream_mean": self.dream_score(mean, temperature, settings.eval_dream_rollouts,
                                                       settings.seed + 7)}
         if settings.pick_temperature is not None:
-            result["eval/pick_mean"] = self.dream_score(mean, settings.pick_temperature, settings.eval_dream_rollouts,
+            result["eval/pick_mean"] = self.dream_score(mean, self.pick_temperature, settings.eval_dream_rollouts,
                                                         settings.seed + 7)
         if check_seeds:
             real, env_steps = self.real_play(mean, check_seeds)
@@ -410,7 +418,7 @@ def evolve_searches(evolution: Evolution, progress: bool = True) -> Path:
         found.append(evolution.with_seed(settings.seed + index).evolve(settings.temperature, search_name(index + 1),
                                                                        progress=progress))
     parameters = [load_controller(path)[1]["parameters"].numpy() for path in found]
-    dreams = [evolution.dream_score(p, settings.temperature, settings.eval_dream_rollouts, settings.seed + 13)
+    dreams = [evolution.dream_score(p, evolution.pick_temperature, settings.eval_dream_rollouts, settings.seed + 13)
               for p in parameters]
     chosen = int(np.argmax(dreams))
     seeds = evaluation_seeds(config.evaluate.seed, config.evaluate.episodes)
@@ -418,7 +426,7 @@ def evolve_searches(evolution: Evolution, progress: bool = True) -> Path:
     searches = searches_beside_reality(dreams, chosen, reals) | {
         "restart_seeds": [settings.seed + index for index in range(settings.restarts)],
         "restart_controllers": [path.name for path in found], "episodes": len(seeds),
-        "dream_rollouts": settings.eval_dream_rollouts, "temperature": settings.temperature}
+        "dream_rollouts": settings.eval_dream_rollouts, "temperature": evolution.pick_temperature}
     output = paths.controller
     atomic_write(output, lambda temporary: shutil.copyfile(found[chosen], temporary))
     searches["controller_sha256"] = file_sha256(output)  # the report shows the searches only beside this C
